@@ -1,0 +1,52 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+# Each installs what it needs first (virtualenv, Python packages, and Debian's
+# chromium and nginx when missing and running as root).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export STEPLOG_CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: install system-deps run test bench lint format clean
+
+install: $(STAMP) system-deps
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Debian's Chromium and nginx for the browser and proxy tests; never a browser download.
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; \
+	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	  [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing$$missing from Debian"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  fi; \
+	fi
+
+run: install
+	$(BIN)/steplog serve --host 127.0.0.1 --port 8000 --db data/steplog.db
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/steplog bench
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

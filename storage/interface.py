@@ -1,0 +1,117 @@
+"""The storage contract: what every backend (SQLite now, PostgreSQL later) provides.
+
+Kept small on purpose (procrastinate's `connector.py` is the model): the worker,
+the stream and the CLI only ever talk to an `EventLog`, so a backend passes one
+shared contract suite and cannot drift.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from storage.model import Event, NewEvent, Run
+
+CommitListener = Callable[[int], None]
+"""Called in the writer's event loop after a commit, with the new head `pos`."""
+
+
+class EventLog(abc.ABC):
+    """An append-only, hash-chained event log plus the run records it projects."""
+
+    # -- lifecycle -------------------------------------------------------------
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect, migrate the schema and start the writer."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish pending writes and release connections."""
+
+    # -- runs ------------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_run(
+        self,
+        function: str,
+        params: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        max_attempts: int = 3,
+    ) -> tuple[Run, bool]:
+        """Insert a queued run and its `run.queued` event in one transaction.
+
+        Returns `(run, created)`; with an idempotency key already used, the
+        existing run and `False` (never a second run).
+        """
+
+    @abc.abstractmethod
+    async def get_run(self, run_id: str) -> Run:
+        """Return the run or raise `RunNotFound`."""
+
+    @abc.abstractmethod
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        function: str | None = None,
+        limit: int = 100,
+        before: str | None = None,
+    ) -> list[Run]:
+        """Newest first; `before` is a run id to page from."""
+
+    @abc.abstractmethod
+    async def claim_run(
+        self, worker_id: str, lease_seconds: float, functions: Sequence[str]
+    ) -> Run | None:
+        """Lease the oldest queued run, or a running one whose lease expired.
+
+        A reclaimed run gets `attempt + 1` and a `run.retrying` event; a run out
+        of attempts is failed instead. The claim and its events commit together.
+        """
+
+    @abc.abstractmethod
+    async def heartbeat(
+        self, run_id: str, attempt: int, worker_id: str, lease_seconds: float
+    ) -> None:
+        """Extend the lease, or raise `LeaseLost` when another attempt owns the run."""
+
+    @abc.abstractmethod
+    async def release(self, run_id: str, attempt: int, worker_id: str) -> None:
+        """Give the lease back at once so another worker can take the run."""
+
+    # -- events ----------------------------------------------------------------
+    @abc.abstractmethod
+    async def append(self, event: NewEvent) -> Event:
+        """Commit one event (group-committed with concurrent appends).
+
+        Fenced by attempt: refused with `LeaseLost` when the run's current
+        attempt differs, `RunFinished` when the run has ended. A terminal event
+        also ends the run record in the same transaction (`result` / `error`
+        come from the event's data).
+        """
+
+    @abc.abstractmethod
+    async def read_run(self, run_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        """Events of one run with `seq > after_seq`, in order."""
+
+    @abc.abstractmethod
+    async def read_all(self, after_pos: int = 0, limit: int = 1000) -> list[Event]:
+        """Events of every run with `pos > after_pos`, in commit order."""
+
+    @abc.abstractmethod
+    async def head(self) -> int:
+        """The highest committed `pos` (0 for an empty log)."""
+
+    @abc.abstractmethod
+    async def secret(self, name: str) -> bytes:
+        """A random per-log secret (created on first use), e.g. to sign run tokens."""
+
+    # -- wake-ups --------------------------------------------------------------
+    @abc.abstractmethod
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        """Be told after each commit in this process (commit, then notify)."""
+
+    @abc.abstractmethod
+    def remove_commit_listener(self, listener: CommitListener) -> None:
+        """Stop being told."""

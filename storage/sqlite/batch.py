@@ -1,0 +1,201 @@
+"""One group-commit transaction: the state every operation in it shares.
+
+Appends are validated and hashed in Python against an in-memory view of the
+runs they touch, then written with one `executemany`: a batch of N appends
+costs a handful of round trips to the SQLite thread, not N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import aiosqlite
+
+from storage import chain
+from storage.errors import LeaseLost, RunFinished, RunNotFound, SteplogError
+from storage.jsonenc import dumps
+from storage.model import STATUS_OF_TERMINAL, Event, NewEvent, RunStatus
+from storage.timefmt import iso
+
+T = TypeVar("T")
+
+
+class Operation(Generic[T]):
+    """A write queued for the writer; its future resolves only after the commit."""
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._result: T | None = None
+        self._error: SteplogError | None = None
+
+    async def apply(self, batch: Batch) -> T:
+        raise NotImplementedError
+
+    async def run(self, batch: Batch) -> None:
+        try:
+            self._result = await self.apply(batch)
+        except SteplogError as exc:  # refused (fenced, unknown run): only this caller fails
+            self._error = exc
+
+    def settle(self) -> None:
+        """Resolve the caller's future; called once the transaction committed."""
+        if self.future.done():
+            return
+        if self._error is not None:
+            self.future.set_exception(self._error)
+        else:
+            self.future.set_result(self._result)  # type: ignore[arg-type]
+
+
+@dataclass(slots=True)
+class RunState:
+    """What fencing and seq assignment need to know about a run, inside the batch."""
+
+    attempt: int
+    status: RunStatus
+    last_seq: int
+    dirty: bool = False
+    ended: tuple[str, str | None, str | None] | None = None  # (status, result, error)
+
+
+class Batch:
+    """The shared state of one `BEGIN IMMEDIATE` … `COMMIT`."""
+
+    def __init__(self, conn: aiosqlite.Connection, clock: Callable[[], float]) -> None:
+        self.conn = conn
+        self.clock = clock
+        self.runs: dict[str, RunState] = {}
+        self.rows: list[tuple[Any, ...]] = []
+        self.head_pos = 0
+        self.head_hash = chain.GENESIS_HASH
+        self.wrote_events = False
+        self.now = clock()
+        self.now_iso = iso(self.now)
+
+    async def start(self, appends: Iterable[Any]) -> None:
+        """Read the chain head and every run the queued appends touch (one query each)."""
+        cur = await self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+        row = await cur.fetchone()
+        self.head_pos = int(row[0]) if row else 0
+        cur = await self.conn.execute("SELECT hash FROM events ORDER BY pos DESC LIMIT 1")
+        row = await cur.fetchone()
+        self.head_hash = row[0] if row else chain.GENESIS_HASH
+        await self.load_runs({op.event.run_id for op in appends})
+
+    async def load_runs(self, run_ids: Iterable[str]) -> None:
+        missing = [run_id for run_id in run_ids if run_id not in self.runs]
+        for start in range(0, len(missing), 500):
+            chunk = missing[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = await self.conn.execute_fetchall(
+                f"SELECT id, attempt, status, last_seq FROM runs WHERE id IN ({marks})", chunk
+            )
+            for run_id, attempt, status, last_seq in rows:
+                self.runs[run_id] = RunState(attempt, RunStatus(status), last_seq)
+
+    async def run_state(self, run_id: str) -> RunState:
+        await self.load_runs([run_id])
+        state = self.runs.get(run_id)
+        if state is None:
+            raise RunNotFound(f"no run with id {run_id!r}")
+        return state
+
+    async def apply(self, op: Operation[Any]) -> None:
+        from storage.sqlite.operations import AppendOp
+
+        if not isinstance(op, AppendOp):
+            # Anything that reads or writes tables directly sees earlier appends first.
+            await self.flush()
+        await op.run(self)
+
+    def add_event(self, new: NewEvent) -> Event:
+        """Validate (fencing), number and hash one event; it is written at `flush`."""
+        state = self.runs.get(new.run_id)
+        if state is None:
+            raise RunNotFound(f"no run with id {new.run_id!r}")
+        if state.status.finished:
+            raise RunFinished(f"run {new.run_id} has already {state.status.value}")
+        if new.attempt != state.attempt:
+            raise LeaseLost(
+                f"run {new.run_id} is on attempt {state.attempt}; "
+                f"writes from attempt {new.attempt} are refused"
+            )
+        seq = state.last_seq + 1
+        pos = self.head_pos + 1
+        data = dumps(new.data)
+        pct = None if new.pct is None else round(float(new.pct), 2)
+        canonical = chain.canonical_row(
+            pos,
+            new.run_id,
+            seq,
+            new.type,
+            new.step,
+            new.message,
+            pct,
+            data,
+            new.attempt,
+            self.now_iso,
+        )
+        digest = chain.link(self.head_hash, canonical)
+        event = Event(
+            pos,
+            new.run_id,
+            seq,
+            new.type,
+            new.step,
+            new.message,
+            pct,
+            data,
+            new.attempt,
+            self.now_iso,
+            digest,
+        )
+        self.rows.append(
+            (pos, new.run_id, seq, new.type, new.step, new.message, pct, data, new.attempt,
+             self.now_iso, digest)
+        )  # fmt: skip
+        self.head_pos, self.head_hash = pos, digest
+        state.last_seq = seq
+        state.dirty = True
+        ended = STATUS_OF_TERMINAL.get(new.type)
+        if ended is not None:
+            state.status = ended
+            payload = new.data if isinstance(new.data, dict) else {}
+            result = dumps(payload["result"]) if "result" in payload else None
+            error = payload.get("error") or (new.message if ended != RunStatus.SUCCEEDED else None)
+            state.ended = (ended.value, result, None if error is None else str(error))
+        return event
+
+    async def flush(self) -> None:
+        """Write the events and run projections added since the last flush."""
+        if not self.rows:
+            return
+        await self.conn.executemany(
+            "INSERT INTO events (pos, run_id, seq, type, step, message, pct, data, attempt, at,"
+            " hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self.rows,
+        )
+        self.rows = []
+        self.wrote_events = True
+        progressed, ended = [], []
+        for run_id, state in self.runs.items():
+            if not state.dirty:
+                continue
+            state.dirty = False
+            progressed.append((state.last_seq, self.now_iso, run_id))
+            if state.ended is not None:
+                status, result, error = state.ended
+                ended.append((status, self.now_iso, result, error, run_id))
+                state.ended = None
+        await self.conn.executemany(
+            "UPDATE runs SET last_seq = ?, updated_at = ? WHERE id = ?", progressed
+        )
+        if ended:
+            await self.conn.executemany(
+                "UPDATE runs SET status = ?, finished_at = ?, result = ?, error = ?,"
+                " lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
+                ended,
+            )

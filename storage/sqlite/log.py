@@ -1,0 +1,272 @@
+"""The embedded event log: SQLite in WAL mode through aiosqlite.
+
+One writer task owns the only write connection (datasette's pattern). Writes
+are queued as operations; the writer takes everything queued, applies it in a
+single `BEGIN IMMEDIATE` transaction (group commit), commits, and only then
+resolves each caller's future and tells the commit listeners. So an append is
+acknowledged only once durable, and a reader is only woken for committed rows.
+
+Readers use a small pool of separate connections in autocommit mode: a read
+never holds a transaction open while a stream waits, which would starve WAL
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from storage import chain
+from storage.errors import RunNotFound, StorageClosed
+from storage.interface import CommitListener, EventLog
+from storage.model import Event, NewEvent, Run
+from storage.sqlite import migrations
+from storage.sqlite.batch import Batch, Operation
+from storage.sqlite.operations import (
+    AppendOp,
+    ClaimOp,
+    CreateRunOp,
+    HeartbeatOp,
+    ReleaseOp,
+    SecretOp,
+)
+from storage.sqlite.rows import EVENT_COLUMNS, RUN_COLUMNS, run_from_row
+
+log = logging.getLogger("steplog.storage")
+
+# Above this many queued operations one transaction is closed and the next begun,
+# so a flood of appends still gets regular, bounded commits.
+MAX_BATCH = 2048
+
+
+class SQLiteEventLog(EventLog):
+    """The event log in one SQLite file (WAL, group commit, hash chain)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "NORMAL",
+        readers: int = 4,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.clock = clock
+        self._reader_count = readers
+        self._writer_conn: aiosqlite.Connection | None = None
+        self._readers: list[aiosqlite.Connection] = []
+        self._next_reader = itertools.cycle([0])
+        self._queue: asyncio.Queue[Operation[Any]] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._listeners: list[CommitListener] = []
+        self._closed = True
+
+    def __repr__(self) -> str:
+        return f"SQLiteEventLog({str(self.path)!r})"
+
+    # -- lifecycle -------------------------------------------------------------
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer_conn = await self._connect()
+        await self._writer_conn.execute("PRAGMA journal_mode=WAL")
+        await migrations.migrate(self._writer_conn)
+        self._readers = [await self._connect(read_only=True) for _ in range(self._reader_count)]
+        self._next_reader = itertools.cycle(range(len(self._readers)))
+        self._closed = False
+        self._writer_task = asyncio.create_task(self._write_loop(), name="steplog-sqlite-writer")
+
+    async def _connect(self, read_only: bool = False) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        await conn.execute("PRAGMA busy_timeout = 10000")
+        await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        await conn.execute("PRAGMA foreign_keys = ON")
+        if read_only:
+            await conn.execute("PRAGMA query_only = ON")
+        return conn
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer_task is not None:
+            await self._queue.put(_STOP)
+            await self._writer_task
+        for conn in [*self._readers, self._writer_conn]:
+            if conn is not None:
+                await conn.close()
+        self._readers = []
+        self._writer_conn = None
+
+    # -- the writer ------------------------------------------------------------
+    async def _submit(self, op: Operation[Any]) -> Any:
+        if self._closed:
+            raise StorageClosed()
+        self._queue.put_nowait(op)
+        return await op.future
+
+    async def _write_loop(self) -> None:
+        assert self._writer_conn is not None
+        conn = self._writer_conn
+        stopping = False
+        while not stopping:
+            ops = [await self._queue.get()]
+            while len(ops) < MAX_BATCH and not self._queue.empty():
+                ops.append(self._queue.get_nowait())
+            if _STOP in ops:
+                stopping = True
+                ops = [op for op in ops if op is not _STOP]
+            if not ops:
+                continue
+            head = await self._run_batch(conn, ops)
+            if head is not None:
+                for listener in list(self._listeners):
+                    try:
+                        listener(head)
+                    except Exception:  # a broken listener must not stop the writer
+                        log.exception("commit listener failed")
+
+    async def _run_batch(self, conn: aiosqlite.Connection, ops: list[Operation[Any]]) -> int | None:
+        """Apply `ops` in one transaction; return the new head pos if events were added."""
+        batch = Batch(conn, self.clock)
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            await batch.start([op for op in ops if isinstance(op, AppendOp)])
+            for op in ops:
+                await batch.apply(op)
+            await batch.flush()
+            await conn.execute("COMMIT")
+        except Exception as exc:  # the whole transaction is gone: tell every caller
+            log.exception("write batch of %d operations failed", len(ops))
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK")
+            for op in ops:
+                if not op.future.done():
+                    op.future.set_exception(exc)
+            return None
+        for op in ops:
+            op.settle()
+        return batch.head_pos if batch.wrote_events else None
+
+    # -- runs ------------------------------------------------------------------
+    async def create_run(
+        self,
+        function: str,
+        params: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        max_attempts: int = 3,
+    ) -> tuple[Run, bool]:
+        run_id, created = await self._submit(
+            CreateRunOp(function, params, idempotency_key, max_attempts)
+        )
+        return await self.get_run(run_id), created
+
+    async def get_run(self, run_id: str) -> Run:
+        rows = await self._read(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            raise RunNotFound(f"no run with id {run_id!r}")
+        return run_from_row(rows[0])
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        function: str | None = None,
+        limit: int = 100,
+        before: str | None = None,
+    ) -> list[Run]:
+        where, args = [], []
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if function:
+            where.append("function = ?")
+            args.append(function)
+        if before:
+            where.append("id < ?")
+            args.append(before)
+        sql = f"SELECT {RUN_COLUMNS} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        rows = await self._read(sql, (*args, limit))
+        return [run_from_row(row) for row in rows]
+
+    async def claim_run(
+        self, worker_id: str, lease_seconds: float, functions: Sequence[str]
+    ) -> Run | None:
+        run_id = await self._submit(ClaimOp(worker_id, lease_seconds, tuple(functions)))
+        return None if run_id is None else await self.get_run(run_id)
+
+    async def heartbeat(
+        self, run_id: str, attempt: int, worker_id: str, lease_seconds: float
+    ) -> None:
+        await self._submit(HeartbeatOp(run_id, attempt, worker_id, lease_seconds))
+
+    async def release(self, run_id: str, attempt: int, worker_id: str) -> None:
+        await self._submit(ReleaseOp(run_id, attempt, worker_id))
+
+    # -- events ----------------------------------------------------------------
+    async def append(self, event: NewEvent) -> Event:
+        result: Event = await self._submit(AppendOp(event))
+        return result
+
+    async def read_run(self, run_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        rows = await self._read(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (run_id, after_seq, limit),
+        )
+        return [Event(*row) for row in rows]
+
+    async def read_all(self, after_pos: int = 0, limit: int = 1000) -> list[Event]:
+        rows = await self._read(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE pos > ? ORDER BY pos LIMIT ?",
+            (after_pos, limit),
+        )
+        return [Event(*row) for row in rows]
+
+    async def head(self) -> int:
+        rows = await self._read("SELECT coalesce(max(pos), 0) FROM events", ())
+        return int(rows[0][0])
+
+    async def secret(self, name: str) -> bytes:
+        rows = await self._read("SELECT value FROM meta WHERE key = ?", (f"secret:{name}",))
+        if rows:
+            return bytes(rows[0][0])
+        value: bytes = await self._submit(SecretOp(f"secret:{name}", secrets.token_bytes(32)))
+        return value
+
+    async def _read(self, sql: str, args: Sequence[Any]) -> list[Any]:
+        if self._closed:
+            raise StorageClosed()
+        conn = self._readers[next(self._next_reader)]
+        return list(await conn.execute_fetchall(sql, args))
+
+    # -- wake-ups --------------------------------------------------------------
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_commit_listener(self, listener: CommitListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+
+class _Stop(Operation[None]):
+    def __init__(self) -> None:  # never awaited: only a marker in the queue
+        pass
+
+
+_STOP: Operation[Any] = _Stop()
+
+__all__ = ["SQLiteEventLog", "chain"]

@@ -1,0 +1,209 @@
+"""The writes the SQLite writer knows, each applied inside a group-commit batch."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from storage.errors import LeaseLost
+from storage.jsonenc import dumps
+from storage.model import Event, EventType, NewEvent, RunStatus
+from storage.runids import new_run_id
+from storage.sqlite.batch import Batch, Operation, RunState
+
+
+class AppendOp(Operation[Event]):
+    def __init__(self, event: NewEvent) -> None:
+        super().__init__()
+        self.event = event
+
+    async def apply(self, batch: Batch) -> Event:
+        return batch.add_event(self.event)
+
+
+class CreateRunOp(Operation[tuple[str, bool]]):
+    def __init__(
+        self,
+        function: str,
+        params: dict[str, Any],
+        idempotency_key: str | None,
+        max_attempts: int,
+    ) -> None:
+        super().__init__()
+        self.function = function
+        self.params = params
+        self.idempotency_key = idempotency_key
+        self.max_attempts = max_attempts
+
+    async def apply(self, batch: Batch) -> tuple[str, bool]:
+        if self.idempotency_key is not None:
+            rows = await batch.conn.execute_fetchall(
+                "SELECT id FROM runs WHERE idempotency_key = ?", (self.idempotency_key,)
+            )
+            if rows:
+                return rows[0][0], False
+        run_id = new_run_id(batch.now)
+        await batch.conn.execute(
+            "INSERT INTO runs (id, function, params, status, attempt, max_attempts, last_seq,"
+            " idempotency_key, created_at, updated_at) VALUES (?, ?, ?, 'queued', 0, ?, 0, ?, ?, ?)",
+            (
+                run_id,
+                self.function,
+                dumps(self.params),
+                self.max_attempts,
+                self.idempotency_key,
+                batch.now_iso,
+                batch.now_iso,
+            ),
+        )
+        batch.runs[run_id] = RunState(attempt=0, status=RunStatus.QUEUED, last_seq=0)
+        batch.add_event(
+            NewEvent(
+                run_id,
+                EventType.RUN_QUEUED,
+                attempt=0,
+                message=f"{self.function} queued",
+                data={"function": self.function},
+            )
+        )
+        await batch.flush()
+        return run_id, True
+
+
+class ClaimOp(Operation[str | None]):
+    """Lease the oldest claimable run (queued, or running with an expired lease)."""
+
+    def __init__(self, worker_id: str, lease_seconds: float, functions: tuple[str, ...]) -> None:
+        super().__init__()
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+        self.functions = functions
+
+    async def apply(self, batch: Batch) -> str | None:
+        if not self.functions:
+            return None
+        marks = ",".join("?" * len(self.functions))
+        while True:
+            rows = await batch.conn.execute_fetchall(
+                "SELECT id, attempt, max_attempts, lease_owner FROM runs"
+                f" WHERE function IN ({marks}) AND (status = 'queued'"
+                "   OR (status = 'running' AND lease_expires_at < ?))"
+                " ORDER BY created_at, id LIMIT 1",
+                (*self.functions, batch.now),
+            )
+            if not rows:
+                return None
+            run_id, attempt, max_attempts, previous_owner = rows[0]
+            state = await batch.run_state(run_id)
+            if attempt >= max_attempts:
+                batch.add_event(
+                    NewEvent(
+                        run_id,
+                        EventType.RUN_FAILED,
+                        attempt=attempt,
+                        message=f"gave up after {attempt} attempts: the lease expired",
+                        data={"error": f"lease of attempt {attempt} expired; no attempts left"},
+                    )
+                )
+                await batch.flush()
+                continue
+            return await self._lease(batch, run_id, state, attempt, previous_owner)
+
+    async def _lease(
+        self,
+        batch: Batch,
+        run_id: str,
+        state: RunState,
+        attempt: int,
+        previous_owner: str | None,
+    ) -> str:
+        new_attempt = attempt + 1
+        await batch.conn.execute(
+            "UPDATE runs SET status = 'running', attempt = ?, lease_owner = ?,"
+            " lease_expires_at = ?, started_at = coalesce(started_at, ?), updated_at = ?"
+            " WHERE id = ?",
+            (
+                new_attempt,
+                self.worker_id,
+                batch.now + self.lease_seconds,
+                batch.now_iso,
+                batch.now_iso,
+                run_id,
+            ),
+        )
+        state.attempt, state.status = new_attempt, RunStatus.RUNNING
+        if attempt > 0:
+            batch.add_event(
+                NewEvent(
+                    run_id,
+                    EventType.RUN_RETRYING,
+                    attempt=new_attempt,
+                    message=f"attempt {attempt} lost its lease; retrying as attempt {new_attempt}",
+                    data={
+                        "previous_attempt": attempt,
+                        "previous_worker": previous_owner,
+                        "reason": "lease expired",
+                    },
+                )
+            )
+        batch.add_event(
+            NewEvent(
+                run_id,
+                EventType.RUN_STARTED,
+                attempt=new_attempt,
+                message=f"started (attempt {new_attempt})",
+                data={"worker": self.worker_id},
+            )
+        )
+        await batch.flush()
+        return run_id
+
+
+class HeartbeatOp(Operation[None]):
+    def __init__(self, run_id: str, attempt: int, worker_id: str, lease_seconds: float) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.attempt = attempt
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+
+    async def apply(self, batch: Batch) -> None:
+        cur = await batch.conn.execute(
+            "UPDATE runs SET lease_expires_at = ? WHERE id = ? AND attempt = ?"
+            " AND lease_owner = ? AND status = 'running'",
+            (batch.now + self.lease_seconds, self.run_id, self.attempt, self.worker_id),
+        )
+        if cur.rowcount != 1:
+            raise LeaseLost(f"worker {self.worker_id} no longer holds the lease of {self.run_id}")
+
+
+class ReleaseOp(Operation[None]):
+    def __init__(self, run_id: str, attempt: int, worker_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.attempt = attempt
+        self.worker_id = worker_id
+
+    async def apply(self, batch: Batch) -> None:
+        # An expired lease is what makes a run claimable again: expire it now.
+        await batch.conn.execute(
+            "UPDATE runs SET lease_expires_at = 0 WHERE id = ? AND attempt = ?"
+            " AND lease_owner = ? AND status = 'running'",
+            (self.run_id, self.attempt, self.worker_id),
+        )
+
+
+class SecretOp(Operation[bytes]):
+    def __init__(self, key: str, candidate: bytes | None = None) -> None:
+        super().__init__()
+        self.key = key
+        self.candidate = candidate or secrets.token_bytes(32)
+
+    async def apply(self, batch: Batch) -> bytes:
+        await batch.conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (self.key, self.candidate)
+        )
+        rows = await batch.conn.execute_fetchall(
+            "SELECT value FROM meta WHERE key = ?", (self.key,)
+        )
+        return bytes(rows[0][0])

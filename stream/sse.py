@@ -3,7 +3,7 @@
 Pure functions that turn values into the bytes of the ``text/event-stream`` format
 (https://html.spec.whatwg.org/multipage/server-sent-events.html). The module does no I/O and
 knows nothing about Quart so that the framing rules live in one place that can be tested
-exhaustively against a WHATWG parser (``tests/sse_parser.py``).
+exhaustively against a WHATWG parser (``stream/sse_parser.py``).
 
 Framing rules the encoder guarantees, whatever the caller passes:
 

@@ -39,6 +39,8 @@ async def migrate(conn: aiosqlite.Connection) -> int:
         if number <= current:
             continue
         # executescript would COMMIT first; wrap each migration in one transaction.
-        await conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;")
+        await conn.executescript(
+            f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;"
+        )
         current = number
     return current

@@ -45,7 +45,8 @@ class CreateRunOp(Operation[tuple[str, bool]]):
         run_id = new_run_id(batch.now)
         await batch.conn.execute(
             "INSERT INTO runs (id, function, params, status, attempt, max_attempts, last_seq,"
-            " idempotency_key, created_at, updated_at) VALUES (?, ?, ?, 'queued', 0, ?, 0, ?, ?, ?)",
+            " idempotency_key, created_at, updated_at)"
+            " VALUES (?, ?, ?, 'queued', 0, ?, 0, ?, ?, ?)",
             (
                 run_id,
                 self.function,

@@ -1,0 +1,155 @@
+"""The worker pool: claim runs with a lease, run them, keep the lease alive.
+
+Each of `concurrency` slots loops: claim the oldest claimable run (queued, or
+running with an expired lease: its worker died), run its function with a
+`Context`, and end the run with `run.succeeded` or `run.failed`. A heartbeat
+extends the lease every third of its length; if the lease turns out to be lost
+(another worker took the run over), the function is cancelled, and any write it
+still attempts is refused by the log (fencing by attempt).
+
+Slots wake on `notify()` (a run was created in this process) or every
+`poll_interval` seconds, which picks up runs created by other processes and
+leases that expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from typing import Any
+
+from pydantic import ValidationError
+
+from functions import registry
+from functions.context import Context, SyncContext
+from storage import EventLog, EventType, LeaseLost, Run, RunFinished, StorageClosed
+
+log = logging.getLogger("steplog.worker")
+
+
+class WorkerPool:
+    """In-process workers that lease and run queued runs."""
+
+    def __init__(
+        self,
+        events: EventLog,
+        *,
+        concurrency: int = 4,
+        lease_seconds: float = 30.0,
+        poll_interval: float = 1.0,
+        functions: list[str] | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.events = events
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.functions = functions if functions is not None else registry.names()
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._slots: list[asyncio.Task[None]] = []
+        self.running: dict[str, Run] = {}
+
+    def start(self) -> None:
+        self._slots = [
+            asyncio.create_task(self._slot(), name=f"steplog-worker-{i}")
+            for i in range(self.concurrency)
+        ]
+
+    def notify(self) -> None:
+        """A run was queued: wake idle slots now instead of at the next poll."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop claiming; runs still going give their lease back for another worker."""
+        self._stopping = True
+        self._wake.set()
+        for task in self._slots:
+            task.cancel()
+        await asyncio.gather(*self._slots, return_exceptions=True)
+        self._slots = []
+
+    async def _slot(self) -> None:
+        while not self._stopping:
+            try:
+                run = await self.events.claim_run(
+                    self.worker_id, self.lease_seconds, self.functions
+                )
+            except StorageClosed:
+                return
+            except Exception:
+                log.exception("claiming a run failed; retrying after the poll interval")
+                run = None
+            if run is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                continue
+            await self.execute(run)
+
+    async def execute(self, run: Run) -> None:
+        """Run one claimed attempt to its end (or until the lease is lost)."""
+        ctx = Context(self.events, run)
+        self.running[run.id] = run
+        log.info("run %s (%s) attempt %d started", run.id, run.function, run.attempt)
+        work = asyncio.create_task(self._call(ctx, run))
+        beat = asyncio.create_task(self._heartbeat(run, work))
+        try:
+            result = await work
+            await ctx.emit(
+                EventType.RUN_SUCCEEDED, message="done", pct=100, data={"result": result}
+            )
+            log.info("run %s succeeded", run.id)
+        except asyncio.CancelledError:
+            if work.done() or not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                log.warning("run %s attempt %d lost its lease; stopped", run.id, run.attempt)
+                return
+            # The pool is stopping: give the lease back so another worker resumes at once.
+            work.cancel()
+            with contextlib.suppress(BaseException):
+                await work
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.events.release(run.id, run.attempt, self.worker_id))
+            raise
+        except (LeaseLost, RunFinished) as exc:
+            log.warning("run %s attempt %d: %s", run.id, run.attempt, exc)
+        except Exception as exc:
+            await self._fail(ctx, exc)
+        finally:
+            beat.cancel()
+            self.running.pop(run.id, None)
+
+    async def _call(self, ctx: Context, run: Run) -> Any:
+        spec = registry.get(run.function)
+        params = spec.params.model_validate(run.params)
+        if spec.is_async:
+            return await spec.fn(ctx, params)
+        loop = asyncio.get_running_loop()
+        return await asyncio.to_thread(spec.fn, SyncContext(ctx, loop), params)
+
+    async def _fail(self, ctx: Context, exc: Exception) -> None:
+        if isinstance(exc, ValidationError):
+            error = f"invalid params: {exc.errors(include_url=False)}"
+        else:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        log.info("run %s failed: %s", ctx.run_id, error)
+        with contextlib.suppress(LeaseLost, RunFinished):
+            await ctx.emit(EventType.RUN_FAILED, message=error, data={"error": error})
+
+    async def _heartbeat(self, run: Run, work: asyncio.Task[Any]) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                await self.events.heartbeat(run.id, run.attempt, self.worker_id, self.lease_seconds)
+            except (LeaseLost, RunFinished):
+                work.cancel()
+                return
+            except StorageClosed:
+                return
+            except Exception:
+                log.exception("heartbeat for run %s failed; will try again", run.id)

@@ -1,0 +1,182 @@
+"""Webhook intake and the run API.
+
+Every input is checked before anything is written: a request that is refused
+leaves no run and no event behind.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from quart import Blueprint, Response, request
+from standardwebhooks import Webhook
+
+from functions import registry
+from storage import Run, RunNotFound
+from storage.jsonenc import dumps
+from storage.runids import is_run_id
+from stream.auth import require_api_key, require_run_access, run_token
+from stream.problems import HTTPProblem
+from stream.state import state
+
+api = Blueprint("api", __name__)
+
+
+def _json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(dumps(body), status=status, content_type="application/json", headers=headers)
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "function": run.function,
+        "params": run.params,
+        "status": run.status.value,
+        "attempt": run.attempt,
+        "max_attempts": run.max_attempts,
+        "last_seq": run.last_seq,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "updated_at": run.updated_at,
+        "result": run.result,
+        "error": run.error,
+    }
+
+
+def _parse_json_object(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(body.decode("utf-8")) if body.strip() else {}
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise HTTPProblem(
+            400, "Malformed JSON", f"the {what} is not valid UTF-8 JSON: {exc}"
+        ) from None
+    if not isinstance(value, dict):
+        raise HTTPProblem(422, "Invalid params", f"the {what} must be a JSON object")
+    return value
+
+
+def _validate_params(function: str, params: dict[str, Any]) -> dict[str, Any]:
+    spec = registry.get(function)
+    try:
+        model = spec.params.model_validate(params)
+    except ValidationError as exc:
+        errors = [
+            {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+        raise HTTPProblem(
+            422,
+            "Invalid params",
+            f"the params for {function!r} failed validation ({len(errors)} error(s))",
+            errors=errors,
+        ) from None
+    validated: dict[str, Any] = model.model_dump(mode="json")
+    return validated
+
+
+async def _start(function: str, params: dict[str, Any], key: str | None) -> Response:
+    app_state = state()
+    params = _validate_params(function, params)
+    spec = registry.get(function)
+    run, created = await app_state.events.create_run(
+        function, params, idempotency_key=key, max_attempts=spec.max_attempts
+    )
+    if created and app_state.pool is not None:
+        app_state.pool.notify()
+    token = run_token(app_state.token_secret, run.id)
+    body = {
+        "run_id": run.id,
+        "status": run.status.value,
+        "stream_url": f"/runs/{run.id}/events?token={token}",
+        "view_url": f"/runs/{run.id}?token={token}",
+        "token": token,
+    }
+    return _json_response(body, 202 if created else 200, {"Location": f"/runs/{run.id}"})
+
+
+@api.post("/hooks/<function>")
+async def webhook(function: str) -> Response:
+    """Start a run from a Standard Webhooks request; `webhook-id` makes it idempotent."""
+    app_state = state()
+    body = await request.get_data(cache=False)
+    assert isinstance(body, bytes)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        Webhook(app_state.settings.webhook_secret or "").verify(body, headers, json_parse=False)
+    except Exception as exc:  # the library raises several types for malformed headers
+        reason = str(exc) or type(exc).__name__
+        raise HTTPProblem(
+            401, "Invalid webhook signature", f"webhook verification failed: {reason}"
+        ) from None
+    registry.get(function)  # 404 for an unknown function, after authentication
+    params = _parse_json_object(body, "webhook body")
+    return await _start(function, params, f"webhook:{headers['webhook-id']}")
+
+
+class StartRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    function: str = Field(min_length=1, max_length=200)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+@api.post("/runs")
+async def start_run() -> Response:
+    """Start a run for an API caller; an `Idempotency-Key` header makes it idempotent."""
+    require_api_key(request, state().api_key)
+    body = await request.get_data(cache=False)
+    assert isinstance(body, bytes)
+    raw = _parse_json_object(body, "request body")
+    try:
+        req = StartRun.model_validate(raw)
+    except ValidationError as exc:
+        errors = [
+            {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+        raise HTTPProblem(
+            422, "Invalid request", "expected {function, params}", errors=errors
+        ) from None
+    registry.get(req.function)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 0 < len(key) <= 255:
+        raise HTTPProblem(400, "Bad Idempotency-Key", "it must be 1 to 255 characters")
+    return await _start(req.function, req.params, None if key is None else f"api:{key}")
+
+
+@api.get("/runs")
+async def list_runs() -> Response:
+    app_state = state()
+    require_api_key(request, app_state.api_key)
+    try:
+        limit = int(request.args.get("limit", "100"))
+    except ValueError:
+        raise HTTPProblem(400, "Bad limit", "limit must be an integer") from None
+    if not 1 <= limit <= 1000:
+        raise HTTPProblem(400, "Bad limit", "limit must be between 1 and 1000")
+    before = request.args.get("before")
+    if before is not None and not is_run_id(before):
+        raise HTTPProblem(400, "Bad cursor", "before must be a run id")
+    runs = await app_state.events.list_runs(
+        status=request.args.get("status"),
+        function=request.args.get("function"),
+        limit=limit,
+        before=before,
+    )
+    return _json_response({"runs": [run_json(r) for r in runs]})
+
+
+async def find_run(run_id: str) -> Run:
+    """The run named in the URL, after checking the caller may read it."""
+    app_state = state()
+    if not is_run_id(run_id):
+        raise RunNotFound(f"no run with id {run_id[:64]!r}")
+    require_run_access(request, app_state.api_key, app_state.token_secret, run_id)
+    return await app_state.events.get_run(run_id)
+
+
+@api.get("/runs/<run_id>")
+async def get_run(run_id: str) -> Response:
+    return _json_response(run_json(await find_run(run_id)))

@@ -1,0 +1,186 @@
+"""`steplog`: the one command a person uses (serve, trigger, tail, runs, bench)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+import click
+
+from stream.settings import DEFAULT_DB, Settings, credential
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Run webhook-triggered jobs and stream every step live from a durable event log."""
+
+
+@main.command()
+@click.option("--host", envvar="STEPLOG_HOST", default="127.0.0.1", show_default=True)
+@click.option("--port", envvar="STEPLOG_PORT", default=8000, show_default=True, type=int)
+@click.option("--db", envvar="STEPLOG_DB", default=DEFAULT_DB, show_default=True,
+              help="SQLite file (or sqlite:///path).")  # fmt: skip
+@click.option("--workers", envvar="STEPLOG_WORKERS", default=4, show_default=True, type=int,
+              help="In-process workers (0: serve only).")  # fmt: skip
+def serve(host: str, port: int, db: str, workers: int) -> None:
+    """Serve the HTTP API and SSE streams, with in-process workers."""
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    from stream.app import create_app
+
+    settings = Settings.from_env(host=host, port=port, db=db, workers=workers)
+    _configure_logging(settings.log_level)
+    app = create_app(settings)
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = "-"
+    config.graceful_timeout = 5.0
+    config.keep_alive_timeout = 75.0
+    click.echo(f"steplog serving on http://{host}:{port} (log: {settings.db})", err=True)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+    asyncio.run(run())
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _client_settings(db: str) -> tuple[str, str]:
+    """The API key the CLI uses: STEPLOG_API_KEY, else the one `serve` keeps beside the db."""
+    key = os.environ.get("STEPLOG_API_KEY") or credential(db, "api-key", _missing_key)
+    return key, db
+
+
+def _missing_key() -> str:
+    raise click.ClickException("no API key: set STEPLOG_API_KEY or run `steplog serve` first")
+
+
+def _parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint="-p")
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    return params
+
+
+url_option = click.option("--url", envvar="STEPLOG_URL", default=DEFAULT_URL, show_default=True)
+db_option = click.option(
+    "--db",
+    envvar="STEPLOG_DB",
+    default=DEFAULT_DB,
+    show_default=True,
+    help="Where `serve` keeps its API key, when STEPLOG_API_KEY is unset.",
+)
+
+
+@main.command()
+@click.argument("function")
+@click.option("-p", "--param", "params", multiple=True, help="key=value (value parsed as JSON).")
+@click.option("--follow", is_flag=True, help="Then tail the run until it ends.")
+@url_option
+@db_option
+def trigger(function: str, params: tuple[str, ...], follow: bool, url: str, db: str) -> None:
+    """Start a run of FUNCTION and print its id and stream URL."""
+    import httpx
+
+    key, _ = _client_settings(db)
+    response = httpx.post(
+        f"{url}/runs",
+        json={"function": function, "params": _parse_params(params)},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    body = response.json()
+    if response.status_code >= 400:
+        raise click.ClickException(f"{body.get('title')}: {body.get('detail')}")
+    click.echo(json.dumps(body, ensure_ascii=False))
+    if follow:
+        sys.exit(_tail(url, key, body["run_id"], 0, as_json=False))
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--from", "from_seq", default=0, type=int, help="Resume after this seq.")
+@click.option("--json", "as_json", is_flag=True, help="Print one event envelope per line.")
+@url_option
+@db_option
+def tail(run_id: str, from_seq: int, as_json: bool, url: str, db: str) -> None:
+    """Follow a run's events until it ends; exit 0 succeeded, 1 failed, 2 cancelled."""
+    key, _ = _client_settings(db)
+    sys.exit(_tail(url, key, run_id, from_seq, as_json=as_json))
+
+
+def _tail(url: str, key: str, run_id: str, from_seq: int, *, as_json: bool) -> int:
+    from stream.client import follow_run
+
+    def show(envelope: dict[str, Any], raw: str) -> None:
+        if as_json:
+            click.echo(raw)
+            return
+        pct = "" if envelope.get("pct") is None else f"{envelope['pct']:5.1f}% "
+        step = f"[{envelope['step']}] " if envelope.get("step") else ""
+        message = envelope.get("message") or ""
+        click.echo(f"{envelope['seq']:>6} {pct}{envelope['type']:<15} {step}{message}")
+
+    outcome = asyncio.run(follow_run(url, key, run_id, from_seq, show))
+    return {"completed": 0, "failed": 1, "cancelled": 2}.get(outcome, 1)
+
+
+@main.command("runs")
+@click.option("--status", default=None)
+@click.option("--function", default=None)
+@click.option("--limit", default=20, show_default=True, type=int)
+@url_option
+@db_option
+def runs_cmd(status: str | None, function: str | None, limit: int, url: str, db: str) -> None:
+    """List recent runs."""
+    import httpx
+
+    key, _ = _client_settings(db)
+    query = {k: v for k, v in {"status": status, "function": function}.items() if v}
+    response = httpx.get(
+        f"{url}/runs",
+        params={**query, "limit": limit},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    body = response.json()
+    if response.status_code >= 400:
+        raise click.ClickException(f"{body.get('title')}: {body.get('detail')}")
+    for run in body["runs"]:
+        click.echo(
+            f"{run['id']}  {run['status']:<9}  {run['function']:<10}  attempt {run['attempt']}"
+            f"  events {run['last_seq']:<6}  {run['created_at']}"
+        )
+
+
+@main.command()
+@click.option("--quick", is_flag=True, help="Smaller workloads, for a smoke run.")
+def bench(quick: bool) -> None:
+    """Measure appends, replay, fan-out and memory against a real server; print a table."""
+    from stream.bench import run_benchmarks
+
+    click.echo(run_benchmarks(quick=quick))

@@ -1,0 +1,34 @@
+"""RFC 9457 problem responses: every error the API gives is `application/problem+json`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Response
+
+from storage.jsonenc import dumps
+
+PROBLEM_TYPE = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> Response:
+    """A problem response naming what was wrong, e.g. `problem(400, "Bad cursor", "…")`."""
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return Response(dumps(body), status=status, content_type=PROBLEM_TYPE)
+
+
+class HTTPProblem(Exception):
+    """Raised inside a handler to answer with a problem response."""
+
+    def __init__(self, status: int, title: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.extra = extra
+        self.headers: dict[str, str] = {}
+
+    def response(self) -> Response:
+        response = problem(self.status, self.title, self.detail, **self.extra)
+        response.headers.update(self.headers)
+        return response

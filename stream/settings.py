@@ -1,0 +1,111 @@
+"""One typed settings object, read from `STEPLOG_*` environment variables.
+
+Every field is listed in the README's configuration table and, where the CLI
+has a flag for it, in `steplog serve --help`.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DB = "data/steplog.db"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    db: str = DEFAULT_DB
+    workers: int = 4
+    lease_seconds: float = 30.0
+    poll_interval: float = 0.5
+    ping_interval: float = 15.0
+    retry_ms: int = 2000
+    api_key: str | None = None
+    webhook_secret: str | None = None
+    max_body_bytes: int = 1024 * 1024
+    subscriber_buffer: int = 4096
+    public_url: str | None = None
+    functions: tuple[str, ...] = ()
+    sqlite_synchronous: str = "NORMAL"
+    log_level: str = "INFO"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        for name, kind in _FIELDS.items():
+            raw = env.get(f"STEPLOG_{name.upper()}")
+            if raw is None or raw == "":
+                continue
+            if kind is tuple:
+                values[name] = tuple(part.strip() for part in raw.split(",") if part.strip())
+            else:
+                values[name] = kind(raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_credentials(self) -> Settings:
+        """Fill in an API key and webhook secret, generating and keeping them if unset.
+
+        They live beside the database (`api-key`, `webhook-secret`, mode 0600) so the
+        CLI on the same machine finds them and they survive restarts.
+        """
+        return replace(
+            self,
+            api_key=self.api_key or credential(self.db, "api-key", _new_api_key),
+            webhook_secret=self.webhook_secret
+            or credential(self.db, "webhook-secret", _new_webhook_secret),
+        )
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.db.removeprefix("sqlite://")).parent
+
+
+_FIELDS: dict[str, type] = {
+    "host": str,
+    "port": int,
+    "db": str,
+    "workers": int,
+    "lease_seconds": float,
+    "poll_interval": float,
+    "ping_interval": float,
+    "retry_ms": int,
+    "api_key": str,
+    "webhook_secret": str,
+    "max_body_bytes": int,
+    "subscriber_buffer": int,
+    "public_url": str,
+    "functions": tuple,
+    "sqlite_synchronous": str,
+    "log_level": str,
+}
+
+
+def credential(db: str, name: str, make: Any) -> str:
+    """Read the credential file `name` beside the database, creating it when missing."""
+    directory = Path(db.removeprefix("sqlite://")).parent
+    path = directory / name
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    directory.mkdir(parents=True, exist_ok=True)
+    value: str = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(value + "\n")
+    return value
+
+
+def _new_api_key() -> str:
+    return "slk_" + secrets.token_urlsafe(24)
+
+
+def _new_webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii")

@@ -1,0 +1,5 @@
+"""`python -m stream` is `steplog`."""
+
+from stream.cli import main
+
+main()

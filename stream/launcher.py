@@ -1,0 +1,116 @@
+"""Start a real `steplog serve` in a subprocess and wait until it answers.
+
+Used by the benchmark and the integration tests: both talk to a real Hypercorn
+server over a real socket, never to an in-process test client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServerProcess:
+    """A running `steplog serve`; `url`, `api_key` and the subprocess."""
+
+    db: Path
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    api_key: str = field(default="")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "stream",
+                "serve",
+                "--port",
+                str(self.port),
+                "--db",
+                str(self.db),
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"steplog serve exited early; see {self.log_path}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.05)  # polling for readiness, bounded by the deadline
+        else:
+            raise RuntimeError(f"steplog serve did not answer within {timeout}s")
+        self.api_key = (self.db.parent / "api-key").read_text().strip()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to clean up (a crash)."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+def make_server(
+    directory: Path, *, port: int | None = None, **settings: str | int | float
+) -> ServerProcess:
+    """A server on `directory/steplog.db`; `settings` become `STEPLOG_*` variables."""
+    env = dict(os.environ)
+    env.update({f"STEPLOG_{k.upper()}": str(v) for k, v in settings.items()})
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    directory.mkdir(parents=True, exist_ok=True)
+    return ServerProcess(
+        db=directory / "steplog.db",
+        port=port or free_port(),
+        env=env,
+        log_path=directory / "server.log",
+    )
+
+
+@contextlib.contextmanager
+def running_server(directory: Path, **settings: str | int | float) -> Iterator[ServerProcess]:
+    server = make_server(directory, **settings).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,59 @@
+"""Shared fixtures: real servers on real sockets, and the CI rule for missing components.
+
+Under `CI=true` a test whose real component (nginx, Chromium, PostgreSQL) is
+missing fails instead of skipping, so a missing install step shows up red.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from stream.launcher import ServerProcess, make_server
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require(component: str, available: bool, how: str) -> None:
+    """Skip (locally) or fail (in CI) when a real component is missing."""
+    if available:
+        return
+    message = f"{component} is not available: {how}"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def require_binary(name: str, path: str | None = None) -> str:
+    found = path if path and os.access(path, os.X_OK) else shutil.which(name)
+    require(name, found is not None, f"install it (apt-get install -y {name})")
+    assert found is not None
+    return found
+
+
+ServerFactory = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
+    """Start `steplog serve` subprocesses; every one is stopped at the end of the test."""
+    started: list[ServerProcess] = []
+
+    def start(directory: Path | None = None, **settings: str | int | float) -> ServerProcess:
+        server = make_server(directory or tmp_path / f"server{len(started)}", **settings)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(server_factory: ServerFactory) -> ServerProcess:
+    """One real server with a 1 s ping interval and fast polling."""
+    return server_factory(ping_interval=1, poll_interval=0.2)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from storage.errors import LeaseLost, RunFinished, RunNotFound, SteplogError, StorageClosed
+from storage.errors import (
+    InvalidEvent,
+    LeaseLost,
+    RunFinished,
+    RunNotFound,
+    SteplogError,
+    StorageClosed,
+)
 from storage.interface import EventLog
 from storage.model import TERMINAL_EVENTS, Event, EventType, NewEvent, Run, RunStatus
 
@@ -13,6 +20,7 @@ __all__ = [
     "Event",
     "EventLog",
     "EventType",
+    "InvalidEvent",
     "LeaseLost",
     "NewEvent",
     "Run",

@@ -47,3 +47,10 @@ class StorageClosed(SteplogError):
 
     status = 503
     title = "Event log unavailable"
+
+
+class InvalidEvent(SteplogError):
+    """The event is not one the log accepts (unknown type, bad value)."""
+
+    status = 400
+    title = "Invalid event"

@@ -23,6 +23,8 @@ class EventType(enum.StrEnum):
     RUN_CANCELLED = "run.cancelled"
 
 
+EVENT_TYPES: frozenset[str] = frozenset(EventType)
+
 TERMINAL_EVENTS: frozenset[str] = frozenset(
     {EventType.RUN_SUCCEEDED, EventType.RUN_FAILED, EventType.RUN_CANCELLED}
 )

@@ -15,9 +15,9 @@ from typing import Any, Generic, TypeVar
 import aiosqlite
 
 from storage import chain
-from storage.errors import LeaseLost, RunFinished, RunNotFound, SteplogError
+from storage.errors import InvalidEvent, LeaseLost, RunFinished, RunNotFound, SteplogError
 from storage.jsonenc import dumps
-from storage.model import STATUS_OF_TERMINAL, Event, NewEvent, RunStatus
+from storage.model import EVENT_TYPES, STATUS_OF_TERMINAL, Event, NewEvent, RunStatus
 from storage.timefmt import iso
 
 T = TypeVar("T")
@@ -113,6 +113,8 @@ class Batch:
 
     def add_event(self, new: NewEvent) -> Event:
         """Validate (fencing), number and hash one event; it is written at `flush`."""
+        if new.type not in EVENT_TYPES:
+            raise InvalidEvent(f"unknown event type {new.type!r}")
         state = self.runs.get(new.run_id)
         if state is None:
             raise RunNotFound(f"no run with id {new.run_id!r}")

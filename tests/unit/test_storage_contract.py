@@ -1,0 +1,234 @@
+"""The storage contract: what every EventLog backend must do (SQLite today).
+
+The `events` fixture is parametrised by backend so the PostgreSQL backend will
+run exactly these tests; real database files, no mocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from storage import (
+    EventLog,
+    EventType,
+    InvalidEvent,
+    LeaseLost,
+    NewEvent,
+    RunFinished,
+    RunNotFound,
+    RunStatus,
+    chain,
+    open_log,
+)
+
+
+class FakeClock:
+    """An injectable wall clock, so lease expiry is tested without waiting."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=["sqlite"])
+async def events(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[EventLog]:
+    log = open_log(str(tmp_path / "log.db"), clock=clock)
+    await log.open()
+    yield log
+    await log.close()
+
+
+async def started_run(events: EventLog, **params: object) -> str:
+    run, _ = await events.create_run("ticker", dict(params))
+    claimed = await events.claim_run("w1", 30, ["ticker"])
+    assert claimed is not None and claimed.id == run.id
+    return run.id
+
+
+async def test_create_run_writes_queued_event(events: EventLog) -> None:
+    run, created = await events.create_run("ticker", {"count": 3})
+    assert created and run.status == RunStatus.QUEUED and run.attempt == 0
+    [queued] = await events.read_run(run.id)
+    assert (queued.seq, queued.type, queued.attempt) == (1, EventType.RUN_QUEUED, 0)
+
+
+async def test_idempotency_key_returns_the_same_run(events: EventLog) -> None:
+    first, created1 = await events.create_run("ticker", {}, idempotency_key="k1")
+    again, created2 = await events.create_run("ticker", {"count": 9}, idempotency_key="k1")
+    assert created1 and not created2 and again.id == first.id
+    assert len(await events.list_runs()) == 1
+    assert len(await events.read_all()) == 1
+
+
+async def test_concurrent_appends_get_contiguous_seq_and_commit_before_ack(
+    events: EventLog,
+) -> None:
+    run_id = await started_run(events)
+    acked = await asyncio.gather(
+        *[events.append(NewEvent(run_id, EventType.LOG, 1, message=f"m{i}")) for i in range(500)]
+    )
+    stored = await events.read_run(run_id, 0, 10_000)
+    # Every acknowledged event is readable: acknowledged only after commit.
+    assert {e.seq for e in acked} <= {e.seq for e in stored}
+    assert [e.seq for e in stored] == list(range(1, len(stored) + 1))
+    assert [e.pos for e in stored] == sorted(e.pos for e in stored)
+    assert (await events.get_run(run_id)).last_seq == len(stored) == 502
+
+
+async def test_hash_chain_links_every_event(events: EventLog) -> None:
+    run_id = await started_run(events)
+    for i in range(20):
+        await events.append(
+            NewEvent(run_id, EventType.STEP_PROGRESS, 1, "s", "héllo\n", i, {"i": i})
+        )
+    prev = chain.GENESIS_HASH
+    for e in await events.read_all(0, 1000):
+        canonical = chain.canonical_row(
+            e.pos, e.run_id, e.seq, e.type, e.step, e.message, e.pct, e.data, e.attempt, e.at
+        )
+        assert e.hash == chain.link(prev, canonical)
+        prev = e.hash
+
+
+async def test_events_are_append_only_in_the_database(events: EventLog, tmp_path: Path) -> None:
+    run_id = await started_run(events)
+    conn = sqlite3.connect(tmp_path / "log.db")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("UPDATE events SET message = 'forged' WHERE run_id = ?", (run_id,))
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,))
+    conn.close()
+    assert len(await events.read_run(run_id)) == 2
+
+
+async def test_terminal_event_ends_the_run_and_refuses_more(events: EventLog) -> None:
+    run_id = await started_run(events)
+    await events.append(NewEvent(run_id, EventType.RUN_SUCCEEDED, 1, data={"result": {"ok": True}}))
+    run = await events.get_run(run_id)
+    assert run.status == RunStatus.SUCCEEDED and run.result == {"ok": True}
+    assert run.lease_owner is None
+    with pytest.raises(RunFinished):
+        await events.append(NewEvent(run_id, EventType.LOG, 1, message="late"))
+
+
+async def test_failed_event_records_the_error(events: EventLog) -> None:
+    run_id = await started_run(events)
+    await events.append(NewEvent(run_id, EventType.RUN_FAILED, 1, data={"error": "boom"}))
+    run = await events.get_run(run_id)
+    assert run.status == RunStatus.FAILED and run.error == "boom"
+
+
+async def test_unknown_run_is_refused(events: EventLog) -> None:
+    with pytest.raises(RunNotFound):
+        await events.append(NewEvent("0" * 28, EventType.LOG, 1))
+    with pytest.raises(RunNotFound):
+        await events.get_run("0" * 28)
+
+
+async def test_expired_lease_is_reclaimed_with_next_attempt_and_old_writer_fenced(
+    events: EventLog, clock: FakeClock
+) -> None:
+    run_id = await started_run(events)
+    assert await events.claim_run("w2", 30, ["ticker"]) is None  # lease still held
+    clock.now += 31
+    retaken = await events.claim_run("w2", 30, ["ticker"])
+    assert retaken is not None and retaken.id == run_id and retaken.attempt == 2
+    types = [e.type for e in await events.read_run(run_id)]
+    assert types[-2:] == [EventType.RUN_RETRYING, EventType.RUN_STARTED]
+    with pytest.raises(LeaseLost):
+        await events.append(NewEvent(run_id, EventType.LOG, 1, message="zombie"))
+    with pytest.raises(LeaseLost):
+        await events.heartbeat(run_id, 1, "w1", 30)
+    await events.append(NewEvent(run_id, EventType.LOG, 2, message="new owner"))
+
+
+async def test_heartbeat_keeps_the_lease(events: EventLog, clock: FakeClock) -> None:
+    run_id = await started_run(events)
+    clock.now += 20
+    await events.heartbeat(run_id, 1, "w1", 30)
+    clock.now += 20  # 40 s after the claim, 20 s after the heartbeat
+    assert await events.claim_run("w2", 30, ["ticker"]) is None
+
+
+async def test_release_makes_the_run_claimable_at_once(events: EventLog) -> None:
+    run_id = await started_run(events)
+    await events.release(run_id, 1, "w1")
+    retaken = await events.claim_run("w2", 30, ["ticker"])
+    assert retaken is not None and retaken.id == run_id and retaken.attempt == 2
+
+
+async def test_run_out_of_attempts_fails(events: EventLog, clock: FakeClock) -> None:
+    run, _ = await events.create_run("ticker", {}, max_attempts=2)
+    for _ in range(2):
+        assert await events.claim_run("w", 10, ["ticker"]) is not None
+        clock.now += 11
+    assert await events.claim_run("w", 10, ["ticker"]) is None
+    final = await events.get_run(run.id)
+    assert final.status == RunStatus.FAILED and "lease" in (final.error or "")
+
+
+async def test_claim_only_takes_known_functions(events: EventLog) -> None:
+    await events.create_run("scrape", {})
+    assert await events.claim_run("w", 10, ["ticker"]) is None
+    assert await events.claim_run("w", 10, ["scrape"]) is not None
+
+
+async def test_reads_page_by_cursor(events: EventLog) -> None:
+    run_id = await started_run(events)
+    for i in range(10):
+        await events.append(NewEvent(run_id, EventType.LOG, 1, message=str(i)))
+    page = await events.read_run(run_id, after_seq=5, limit=3)
+    assert [e.seq for e in page] == [6, 7, 8]
+    head = await events.head()
+    assert [e.pos for e in await events.read_all(head - 2)] == [head - 1, head]
+
+
+async def test_commit_listener_is_told_after_commit(events: EventLog) -> None:
+    run_id = await started_run(events)
+    seen: list[int] = []
+    events.add_commit_listener(seen.append)
+    event = await events.append(NewEvent(run_id, EventType.LOG, 1))
+    assert seen and seen[-1] >= event.pos
+    events.remove_commit_listener(seen.append)
+
+
+async def test_secret_is_stable(events: EventLog) -> None:
+    first = await events.secret("run-token")
+    assert len(first) == 32 and await events.secret("run-token") == first
+
+
+async def test_reopening_keeps_everything(tmp_path: Path, clock: FakeClock) -> None:
+    path = str(tmp_path / "reopen.db")
+    log = open_log(path, clock=clock)
+    await log.open()
+    run_id = await started_run(log)
+    await log.append(NewEvent(run_id, EventType.LOG, 1, message="kept"))
+    head = await log.head()
+    await log.close()
+    again = open_log(path, clock=clock)
+    await again.open()
+    assert await again.head() == head
+    event = await again.append(NewEvent(run_id, EventType.LOG, 1, message="after"))
+    assert event.pos == head + 1 and event.seq == 4
+    await again.close()
+
+
+async def test_unknown_event_type_is_refused(events: EventLog) -> None:
+    run_id = await started_run(events)
+    with pytest.raises(InvalidEvent):
+        await events.append(NewEvent(run_id, "made.up", 1))
+    assert len(await events.read_run(run_id)) == 2

@@ -57,6 +57,42 @@ def serve(host: str, port: int, db: str, workers: int) -> None:
     asyncio.run(run())
 
 
+@main.command()
+@click.option("--db", envvar="STEPLOG_DB", default=DEFAULT_DB, show_default=True)
+@click.option("--workers", envvar="STEPLOG_WORKERS", default=4, show_default=True, type=int,
+              help="Concurrent runs in this process.")  # fmt: skip
+def worker(db: str, workers: int) -> None:
+    """Run functions from the log in a separate process (no HTTP)."""
+    from functions import registry
+    from functions.worker import WorkerPool
+    from storage import open_log
+
+    settings = Settings.from_env(db=db, workers=workers)
+    _configure_logging(settings.log_level)
+    registry.load(settings.functions)
+
+    async def run() -> None:
+        events = open_log(settings.db, synchronous=settings.sqlite_synchronous)
+        await events.open()
+        pool = WorkerPool(
+            events,
+            concurrency=settings.workers,
+            lease_seconds=settings.lease_seconds,
+            poll_interval=settings.poll_interval,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        pool.start()
+        click.echo(f"steplog worker {pool.worker_id} on {settings.db}", err=True)
+        await stop.wait()
+        await pool.stop()
+        await events.close()
+
+    asyncio.run(run())
+
+
 def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

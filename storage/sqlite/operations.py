@@ -188,7 +188,7 @@ class ReleaseOp(Operation[None]):
     async def apply(self, batch: Batch) -> None:
         # An expired lease is what makes a run claimable again: expire it now.
         await batch.conn.execute(
-            "UPDATE runs SET lease_expires_at = 0 WHERE id = ? AND attempt = ?"
+            "UPDATE runs SET lease_expires_at = 0, lease_owner = NULL WHERE id = ? AND attempt = ?"
             " AND lease_owner = ? AND status = 'running'",
             (self.run_id, self.attempt, self.worker_id),
         )

@@ -10,11 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
-from storage import Event, EventLog, EventType, LeaseLost, NewEvent, Run
+from storage import Event, EventLog, EventType, LeaseLost, NewEvent, Run, RunFinished
+from storage.jsonenc import loads
+
+
+class Step:
+    """The handle `ctx.step` yields; set `result` to record it in the log (durable step)."""
+
+    __slots__ = ("name", "recorded", "result")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.result: Any = None
+        self.recorded = False
+
+    def record(self, value: Any) -> Any:
+        """Keep `value` as the step's result: a retry reuses it instead of running again."""
+        self.result = value
+        self.recorded = True
+        return value
 
 
 class Context:
@@ -31,6 +50,13 @@ class Context:
         self.clock = clock
         self.current_step: str | None = None
         self.pct: float | None = None
+        self.cancel_event = threading.Event()
+        self._recorded: dict[str, tuple[Any, int]] | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the run was cancelled or this attempt lost its lease."""
+        return self.cancel_event.is_set()
 
     async def emit(
         self,
@@ -47,18 +73,32 @@ class Context:
         )
 
     @contextlib.asynccontextmanager
-    async def step(self, name: str, message: str | None = None) -> AsyncIterator[None]:
-        """Run a named step: `step.started`, then `step.completed` or `step.failed`."""
+    async def step(
+        self, name: str, message: str | None = None, *, timeout: float | None = None
+    ) -> AsyncIterator[Step]:
+        """Run a named step: `step.started`, then `step.completed` or `step.failed`.
+
+        With `timeout` (seconds) the step fails with `TimeoutError` when it runs
+        longer. A result set with `handle.record(value)` is written into the
+        `step.completed` event, which is what lets `run_step` reuse it on a retry.
+        """
         started = self.clock()
         outer = self.current_step
+        handle = Step(name)
         await self.emit(EventType.STEP_STARTED, step=name, message=message or name, pct=self.pct)
         self.current_step = name
         try:
-            yield
-        except LeaseLost:
-            raise  # another attempt owns the run now; nothing of ours can be written
+            async with asyncio.timeout(timeout):
+                yield handle
+        except (LeaseLost, RunFinished):
+            raise  # another attempt owns the run, or it ended: nothing of ours can be written
         except BaseException as exc:
-            failure = "cancelled" if isinstance(exc, asyncio.CancelledError) else _describe(exc)
+            if isinstance(exc, TimeoutError) and timeout is not None:
+                failure = f"timed out after {timeout:g}s"
+            elif isinstance(exc, asyncio.CancelledError):
+                failure = "cancelled"
+            else:
+                failure = _describe(exc)
             with contextlib.suppress(Exception):
                 await asyncio.shield(
                     self.emit(
@@ -71,15 +111,64 @@ class Context:
                 )
             raise
         else:
+            data: dict[str, Any] = {"duration_ms": _ms(self.clock() - started)}
+            if handle.recorded:
+                data["result"] = handle.result
+                data["durable"] = True
             await self.emit(
                 EventType.STEP_COMPLETED,
                 step=name,
                 message=f"{message or name}: done",
                 pct=self.pct,
-                data={"duration_ms": _ms(self.clock() - started)},
+                data=data,
             )
         finally:
             self.current_step = outer
+
+    async def run_step(
+        self,
+        name: str,
+        message: str | None,
+        fn: Callable[..., Awaitable[Any]],
+        *args: Any,
+        timeout: float | None = None,
+    ) -> Any:
+        """A durable step: run `fn(*args)` once per run, not once per attempt.
+
+        When an earlier attempt completed this step, its recorded result is
+        returned and the stream shows a `step.completed` marked `reused`.
+        """
+        recorded = await self.recorded_result(name)
+        if recorded is not None:
+            return await self._reuse(name, message, *recorded)
+        async with self.step(name, message, timeout=timeout) as step:
+            step.record(await fn(*args))
+        return step.result
+
+    async def recorded_result(self, name: str) -> tuple[Any, int] | None:
+        """The result and attempt of an earlier attempt's completed durable step `name`."""
+        if self._recorded is None:
+            self._recorded = {}
+            if self.attempt > 1:
+                after = 0
+                while batch := await self._events.read_run(self.run_id, after, 2000):
+                    for event in batch:
+                        if event.type == EventType.STEP_COMPLETED and event.attempt < self.attempt:
+                            data = loads(event.data)
+                            if isinstance(data, dict) and data.get("durable") and event.step:
+                                self._recorded[event.step] = (data.get("result"), event.attempt)
+                    after = batch[-1].seq
+        return self._recorded.get(name)
+
+    async def _reuse(self, name: str, message: str | None, result: Any, attempt: int) -> Any:
+        await self.emit(
+            EventType.STEP_COMPLETED,
+            step=name,
+            message=f"{message or name}: reused from attempt {attempt}",
+            pct=self.pct,
+            data={"reused": True, "from_attempt": attempt, "durable": True, "result": result},
+        )
+        return result
 
     async def progress(self, pct: float, message: str | None = None, data: Any = None) -> Event:
         """Report overall progress (0-100) within the current step."""
@@ -110,17 +199,31 @@ class SyncContext:
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
+    @property
+    def cancelled(self) -> bool:
+        """True once the run was cancelled or this attempt lost its lease: stop soon."""
+        return self._ctx.cancelled
+
     @contextlib.contextmanager
-    def step(self, name: str, message: str | None = None) -> Iterator[None]:
+    def step(self, name: str, message: str | None = None) -> Iterator[Step]:
         manager = self._ctx.step(name, message)
-        self._call(manager.__aenter__())
+        handle: Step = self._call(manager.__aenter__())
         try:
-            yield
+            yield handle
         except BaseException as exc:
             if not self._call(manager.__aexit__(type(exc), exc, exc.__traceback__)):
                 raise
         else:
             self._call(manager.__aexit__(None, None, None))
+
+    def run_step(self, name: str, message: str | None, fn: Callable[..., Any], *args: Any) -> Any:
+        """The durable step of `Context.run_step`, for a function running in a thread."""
+        recorded = self._call(self._ctx.recorded_result(name))
+        if recorded is not None:
+            return self._call(self._ctx._reuse(name, message, *recorded))
+        with self.step(name, message) as step:
+            step.record(fn(*args))
+        return step.result
 
     def progress(self, pct: float, message: str | None = None, data: Any = None) -> Event:
         result: Event = self._call(self._ctx.progress(pct, message, data))

@@ -34,14 +34,25 @@ class FunctionSpec:
     params: type[BaseModel]
     is_async: bool
     max_attempts: int
+    timeout: float | None
     description: str
 
 
 _registry: dict[str, FunctionSpec] = {}
 
 
-def function(name: str, *, params: type[BaseModel], max_attempts: int = 3) -> Callable[[F], F]:
-    """Register `fn` under `name`, its params validated by the pydantic model `params`."""
+def function(
+    name: str,
+    *,
+    params: type[BaseModel],
+    max_attempts: int = 3,
+    timeout: float | None = None,
+) -> Callable[[F], F]:
+    """Register `fn` under `name`, its params validated by the pydantic model `params`.
+
+    `timeout` is the run's time limit in seconds (a `run_timeout_s` param, when
+    the model has one, overrides it); `max_attempts` bounds retries.
+    """
 
     def register(fn: F) -> F:
         if name in _registry and _registry[name].fn is not fn:
@@ -52,6 +63,7 @@ def function(name: str, *, params: type[BaseModel], max_attempts: int = 3) -> Ca
             params=params,
             is_async=inspect.iscoroutinefunction(fn),
             max_attempts=max_attempts,
+            timeout=timeout,
             description=inspect.getdoc(fn) or "",
         )
         return fn

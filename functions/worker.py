@@ -26,9 +26,16 @@ from pydantic import ValidationError
 
 from functions import registry
 from functions.context import Context, SyncContext
+from functions.errors import backoff, is_transient
 from storage import EventLog, EventType, LeaseLost, Run, RunFinished, StorageClosed
 
 log = logging.getLogger("steplog.worker")
+
+
+class RunTimeout(TimeoutError):
+    """The run exceeded its time limit; not retried (another attempt would take as long)."""
+
+    permanent = True
 
 
 class WorkerPool:
@@ -43,6 +50,7 @@ class WorkerPool:
         poll_interval: float = 1.0,
         functions: list[str] | None = None,
         worker_id: str | None = None,
+        retry_backoff: float = 1.0,
     ) -> None:
         self.events = events
         self.concurrency = concurrency
@@ -50,7 +58,12 @@ class WorkerPool:
         self.poll_interval = poll_interval
         self.functions = functions if functions is not None else registry.names()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.retry_backoff = retry_backoff
+        # Heartbeats also notice a cancelled run, so keep them frequent enough to stop
+        # a cancelled run within about a second, whatever the lease length.
+        self.heartbeat_interval = min(lease_seconds / 3, 1.0)
         self._wake = asyncio.Event()
+        self._work: dict[str, tuple[asyncio.Task[Any], Context]] = {}
         self._stopping = False
         self._slots: list[asyncio.Task[None]] = []
         self.running: dict[str, Run] = {}
@@ -64,6 +77,16 @@ class WorkerPool:
     def notify(self) -> None:
         """A run was queued: wake idle slots now instead of at the next poll."""
         self._wake.set()
+
+    def cancel(self, run_id: str) -> bool:
+        """Stop a run this process is executing now (its `run.cancelled` is already written)."""
+        found = self._work.get(run_id)
+        if found is None:
+            return False
+        task, ctx = found
+        ctx.cancel_event.set()
+        task.cancel()
+        return True
 
     async def stop(self) -> None:
         """Stop claiming; runs still going give their lease back for another worker."""
@@ -98,7 +121,8 @@ class WorkerPool:
         self.running[run.id] = run
         log.info("run %s (%s) attempt %d started", run.id, run.function, run.attempt)
         work = asyncio.create_task(self._call(ctx, run))
-        beat = asyncio.create_task(self._heartbeat(run, work))
+        self._work[run.id] = (work, ctx)
+        beat = asyncio.create_task(self._heartbeat(run, work, ctx))
         try:
             result = await work
             await ctx.emit(
@@ -107,7 +131,9 @@ class WorkerPool:
             log.info("run %s succeeded", run.id)
         except asyncio.CancelledError:
             if work.done() or not asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                log.warning("run %s attempt %d lost its lease; stopped", run.id, run.attempt)
+                log.warning(
+                    "run %s attempt %d stopped: cancelled or lease lost", run.id, run.attempt
+                )
                 return
             # The pool is stopping: give the lease back so another worker resumes at once.
             work.cancel()
@@ -122,31 +148,52 @@ class WorkerPool:
             await self._fail(ctx, exc)
         finally:
             beat.cancel()
+            ctx.cancel_event.set()  # a sync function still in its thread should stop now
             self.running.pop(run.id, None)
+            self._work.pop(run.id, None)
 
     async def _call(self, ctx: Context, run: Run) -> Any:
         spec = registry.get(run.function)
         params = spec.params.model_validate(run.params)
-        if spec.is_async:
-            return await spec.fn(ctx, params)
-        loop = asyncio.get_running_loop()
-        return await asyncio.to_thread(spec.fn, SyncContext(ctx, loop), params)
+        limit = getattr(params, "run_timeout_s", None) or spec.timeout
+        try:
+            async with asyncio.timeout(limit):
+                if spec.is_async:
+                    return await spec.fn(ctx, params)
+                loop = asyncio.get_running_loop()
+                return await asyncio.to_thread(spec.fn, SyncContext(ctx, loop), params)
+        except TimeoutError as exc:
+            if limit is not None and not isinstance(exc, RunTimeout):
+                raise RunTimeout(f"the run took longer than its limit of {limit:g}s") from exc
+            raise
 
     async def _fail(self, ctx: Context, exc: Exception) -> None:
+        """End the attempt: retry later when the failure can pass, else fail the run."""
         if isinstance(exc, ValidationError):
             error = f"invalid params: {exc.errors(include_url=False)}"
         else:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        log.info("run %s failed: %s", ctx.run_id, error)
         with contextlib.suppress(LeaseLost, RunFinished):
-            await ctx.emit(EventType.RUN_FAILED, message=error, data={"error": error})
+            if is_transient(exc) and ctx.attempt < ctx.run.max_attempts:
+                delay = backoff(ctx.attempt, self.retry_backoff)
+                log.info("run %s attempt %d failed (%s); retry in %gs", ctx.run_id, ctx.attempt,
+                         error, delay)  # fmt: skip
+                await self.events.retry_later(ctx.run_id, ctx.attempt, delay, error)
+                return
+            log.info("run %s failed: %s", ctx.run_id, error)
+            await ctx.emit(
+                EventType.RUN_FAILED,
+                message=error,
+                data={"error": error, "transient": is_transient(exc), "attempt": ctx.attempt},
+            )
 
-    async def _heartbeat(self, run: Run, work: asyncio.Task[Any]) -> None:
+    async def _heartbeat(self, run: Run, work: asyncio.Task[Any], ctx: Context) -> None:
         while True:
-            await asyncio.sleep(self.lease_seconds / 3)
+            await asyncio.sleep(self.heartbeat_interval)
             try:
                 await self.events.heartbeat(run.id, run.attempt, self.worker_id, self.lease_seconds)
             except (LeaseLost, RunFinished):
+                ctx.cancel_event.set()  # cancelled, or another attempt took over
                 work.cancel()
                 return
             except StorageClosed:

@@ -80,6 +80,21 @@ class EventLog(abc.ABC):
     async def release(self, run_id: str, attempt: int, worker_id: str) -> None:
         """Give the lease back at once so another worker can take the run."""
 
+    @abc.abstractmethod
+    async def retry_later(self, run_id: str, attempt: int, delay: float, error: str) -> None:
+        """Write `run.retrying` and queue the run again, claimable after `delay` seconds.
+
+        Fenced by attempt like `append`; the next claim starts `attempt + 1`.
+        """
+
+    @abc.abstractmethod
+    async def cancel_run(self, run_id: str, reason: str) -> bool:
+        """End a queued or running run with `run.cancelled` at once.
+
+        Its worker notices on its next heartbeat (its writes are refused from
+        now on) and stops. Returns False when the run had already ended.
+        """
+
     # -- events ----------------------------------------------------------------
     @abc.abstractmethod
     async def append(self, event: NewEvent) -> Event:

@@ -180,3 +180,16 @@ async def find_run(run_id: str) -> Run:
 @api.get("/runs/<run_id>")
 async def get_run(run_id: str) -> Response:
     return _json_response(run_json(await find_run(run_id)))
+
+
+@api.post("/runs/<run_id>/cancel")
+async def cancel_run(run_id: str) -> Response:
+    """End a queued or running run as `cancelled`; its worker stops within about a second."""
+    app_state = state()
+    run = await find_run(run_id)
+    if run.status.finished and run.status.value != "cancelled":
+        raise HTTPProblem(409, "Run already finished", f"the run has already {run.status.value}")
+    if await app_state.events.cancel_run(run.id, "cancelled through the API"):
+        if app_state.pool is not None:
+            app_state.pool.cancel(run.id)
+    return _json_response(run_json(await app_state.events.get_run(run.id)))

@@ -34,10 +34,12 @@ from storage.sqlite import migrations
 from storage.sqlite.batch import Batch, Operation
 from storage.sqlite.operations import (
     AppendOp,
+    CancelOp,
     ClaimOp,
     CreateRunOp,
     HeartbeatOp,
     ReleaseOp,
+    RetryLaterOp,
     SecretOp,
 )
 from storage.sqlite.rows import EVENT_COLUMNS, RUN_COLUMNS, run_from_row
@@ -216,6 +218,13 @@ class SQLiteEventLog(EventLog):
 
     async def release(self, run_id: str, attempt: int, worker_id: str) -> None:
         await self._submit(ReleaseOp(run_id, attempt, worker_id))
+
+    async def retry_later(self, run_id: str, attempt: int, delay: float, error: str) -> None:
+        await self._submit(RetryLaterOp(run_id, attempt, delay, error))
+
+    async def cancel_run(self, run_id: str, reason: str) -> bool:
+        cancelled: bool = await self._submit(CancelOp(run_id, reason))
+        return cancelled
 
     # -- events ----------------------------------------------------------------
     async def append(self, event: NewEvent) -> Event:

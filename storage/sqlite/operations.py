@@ -86,17 +86,18 @@ class ClaimOp(Operation[str | None]):
         marks = ",".join("?" * len(self.functions))
         while True:
             rows = await batch.conn.execute_fetchall(
-                "SELECT id, attempt, max_attempts, lease_owner FROM runs"
-                f" WHERE function IN ({marks}) AND (status = 'queued'"
-                "   OR (status = 'running' AND lease_expires_at < ?))"
+                "SELECT id, attempt, max_attempts, lease_owner, status FROM runs"
+                f" WHERE function IN ({marks})"
+                "   AND ((status = 'queued' AND available_at <= ?)"
+                "     OR (status = 'running' AND lease_expires_at < ?))"
                 " ORDER BY created_at, id LIMIT 1",
-                (*self.functions, batch.now),
+                (*self.functions, batch.now, batch.now),
             )
             if not rows:
                 return None
-            run_id, attempt, max_attempts, previous_owner = rows[0]
+            run_id, attempt, max_attempts, previous_owner, status = rows[0]
             state = await batch.run_state(run_id)
-            if attempt >= max_attempts:
+            if status == "running" and attempt >= max_attempts:
                 batch.add_event(
                     NewEvent(
                         run_id,
@@ -108,7 +109,8 @@ class ClaimOp(Operation[str | None]):
                 )
                 await batch.flush()
                 continue
-            return await self._lease(batch, run_id, state, attempt, previous_owner)
+            lost = previous_owner if status == "running" else None
+            return await self._lease(batch, run_id, state, attempt, lost, status == "running")
 
     async def _lease(
         self,
@@ -117,6 +119,7 @@ class ClaimOp(Operation[str | None]):
         state: RunState,
         attempt: int,
         previous_owner: str | None,
+        lease_expired: bool,
     ) -> str:
         new_attempt = attempt + 1
         await batch.conn.execute(
@@ -133,7 +136,7 @@ class ClaimOp(Operation[str | None]):
             ),
         )
         state.attempt, state.status = new_attempt, RunStatus.RUNNING
-        if attempt > 0:
+        if lease_expired:
             batch.add_event(
                 NewEvent(
                     run_id,
@@ -208,3 +211,59 @@ class SecretOp(Operation[bytes]):
             "SELECT value FROM meta WHERE key = ?", (self.key,)
         )
         return bytes(rows[0][0])
+
+
+class RetryLaterOp(Operation[None]):
+    """Put a failed attempt's run back in the queue, claimable after `delay` seconds."""
+
+    def __init__(self, run_id: str, attempt: int, delay: float, error: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.attempt = attempt
+        self.delay = delay
+        self.error = error
+
+    async def apply(self, batch: Batch) -> None:
+        state = await batch.run_state(self.run_id)
+        batch.add_event(
+            NewEvent(
+                self.run_id,
+                EventType.RUN_RETRYING,
+                attempt=self.attempt,
+                message=f"attempt {self.attempt} failed ({self.error}); "
+                f"retrying as attempt {self.attempt + 1} in {self.delay:g}s",
+                data={"error": self.error, "delay_s": self.delay, "next_attempt": self.attempt + 1},
+            )
+        )
+        await batch.flush()
+        state.status = RunStatus.QUEUED
+        await batch.conn.execute(
+            "UPDATE runs SET status = 'queued', available_at = ?, lease_owner = NULL,"
+            " lease_expires_at = NULL, error = ?, updated_at = ? WHERE id = ?",
+            (batch.now + self.delay, self.error, batch.now_iso, self.run_id),
+        )
+
+
+class CancelOp(Operation[bool]):
+    """End a queued or running run as cancelled; False when it had already ended."""
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.reason = reason
+
+    async def apply(self, batch: Batch) -> bool:
+        state = await batch.run_state(self.run_id)
+        if state.status.finished:
+            return False
+        batch.add_event(
+            NewEvent(
+                self.run_id,
+                EventType.RUN_CANCELLED,
+                attempt=state.attempt,
+                message=f"cancelled: {self.reason}",
+                data={"reason": self.reason},
+            )
+        )
+        await batch.flush()
+        return True

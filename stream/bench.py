@@ -1,0 +1,660 @@
+"""`steplog bench`: the performance figures DESIGN.md promises, measured for real.
+
+Every figure comes from a real `steplog serve` subprocess on loopback (started with
+`stream.launcher.make_server`, in a temporary directory, stopped afterwards) and is
+the median of several runs, so one unlucky scheduling hiccup does not decide it.
+Numbers live here, never in a timed unit test (DESIGN.md, performance principles).
+
+The figures:
+
+1. acknowledged appends/s with 1, 8 and 64 concurrent `ticker` emitters: each
+   append is awaited, so it is acknowledged only after its commit. Wall time is
+   taken from the events' own `at` timestamps (first `run.started` to last terminal
+   event), so HTTP polling overhead on the benchmark side does not count.
+2. replay of a finished 100,000-event run to one client, from the start.
+3. live fan-out: 1,000 subscribers of one run emitting 20 events/s; commit-to-receipt
+   latency p99, and whether every subscriber got every event exactly once, in order.
+4. server memory per idle open stream (RSS growth over 1,000 idle streams).
+
+Clients read raw sockets (`stream.bench_client`) rather than httpx so the client is
+not what gets measured. Progress goes to stderr; the markdown table is returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+
+from storage.timefmt import parse_iso
+from stream import bench_client
+from stream.launcher import ServerProcess, make_server
+
+HOST = "127.0.0.1"
+FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+CONNECT_CONCURRENCY = 64
+"""Connections opened at once: below Hypercorn's listen backlog (100), so no SYN is
+dropped and retried a second later, which would show up as fake latency."""
+
+
+class BenchError(Exception):
+    """A figure could not be measured; the message says why, for the table."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How big and how often: the full benchmark, or the quick smoke run."""
+
+    reps: int
+    append_events: dict[int, int]
+    """Emitters -> total events per measurement (sized for a few seconds each)."""
+    replay_events: int
+    fanout_subscribers: int
+    fanout_count: int
+    fanout_interval_ms: int
+    memory_streams: int
+    memory_warmup: int
+
+
+FULL = Plan(
+    reps=3,
+    append_events={1: 6_000, 8: 30_000, 64: 100_000},
+    replay_events=100_000,
+    fanout_subscribers=1_000,
+    fanout_count=600,
+    fanout_interval_ms=50,
+    memory_streams=1_000,
+    memory_warmup=50,
+)
+QUICK = Plan(
+    reps=1,
+    append_events={1: 1_500, 8: 6_000, 64: 20_000},
+    replay_events=20_000,
+    fanout_subscribers=200,
+    fanout_count=100,
+    fanout_interval_ms=50,
+    memory_streams=1_000,
+    memory_warmup=50,
+)
+
+
+@dataclass(slots=True)
+class Row:
+    """One line of the result table."""
+
+    benchmark: str
+    figure: str
+    target: str = "—"
+    met: bool | None = None
+
+
+@dataclass(slots=True)
+class RunInfo:
+    """What the benchmark needs of a run record."""
+
+    id: str
+    status: str
+    last_seq: int
+
+
+def run_benchmarks(quick: bool = False) -> str:
+    """Run every benchmark against fresh real servers; return a markdown table."""
+    plan = QUICK if quick else FULL
+    console = Console(stderr=True)
+    _raise_open_file_limit()
+    rows: list[Row] = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="steplog-bench-") as tmp:
+        root = Path(tmp)
+        for bench in (bench_appends, bench_replay, bench_fanout, bench_memory):
+            rows.extend(bench(root, plan, console))
+    console.log(f"benchmarks took {time.perf_counter() - started:.0f} s")
+    return render_table(rows)
+
+
+def render_table(rows: list[Row]) -> str:
+    lines = ["| benchmark | figure | target | met? |", "| --- | --- | --- | --- |"]
+    for row in rows:
+        met = "—" if row.met is None else ("yes" if row.met else "**no**")
+        lines.append(f"| {row.benchmark} | {row.figure} | {row.target} | {met} |")
+    return "\n".join(lines)
+
+
+# -- plumbing ---------------------------------------------------------------------------
+
+
+def _raise_open_file_limit() -> None:
+    """1,000+ sockets on each side: lift the soft limit to the hard one.
+
+    The server subprocess inherits the raised limit from this process.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@contextlib.contextmanager
+def _server(root: Path, name: str, **settings: str | int | float) -> Iterator[ServerProcess]:
+    """A fresh server in its own directory (own database), stopped on the way out."""
+    server = make_server(root / name, **settings)
+    try:
+        server.start(timeout=60)
+    except Exception as exc:
+        server.stop()
+        log = server.log_path.read_text(errors="replace") if server.log_path.exists() else ""
+        last = [line for line in log.splitlines() if line.strip()][-3:]
+        raise BenchError(f"{exc} — server log ends: {' / '.join(last)}") from exc
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _median_figure(values: list[float], fmt: Callable[[float], str]) -> str:
+    """The median, and every run behind it so the spread is visible."""
+    median = statistics.median(values)
+    if len(values) == 1:
+        return fmt(median)
+    return f"{fmt(median)} (runs: {', '.join(fmt(v) for v in values)})"
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}/s"
+
+
+def _ms(value: float) -> str:
+    return f"{value * 1000:,.0f} ms"
+
+
+def _kib(value: float) -> str:
+    return f"{value / 1024:,.1f} KiB"
+
+
+def _error(console: Console, what: str, exc: BaseException) -> str:
+    message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    console.log(f"[red]{what} failed: {message}")
+    return f"not measured: {message}"
+
+
+class Api:
+    """The few API calls the benchmark makes, over one keep-alive httpx client."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.server = server
+        self.client = httpx.AsyncClient(
+            base_url=server.url, headers=server.headers, timeout=httpx.Timeout(30.0)
+        )
+
+    async def __aenter__(self) -> Api:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()
+
+    async def start_ticker(self, count: int, interval_ms: int) -> str:
+        response = await self.client.post(
+            "/runs",
+            json={"function": "ticker", "params": {"count": count, "interval_ms": interval_ms}},
+        )
+        if response.status_code != 202:
+            raise BenchError(f"POST /runs answered {response.status_code}: {response.text}")
+        run_id: str = response.json()["run_id"]
+        return run_id
+
+    async def run(self, run_id: str) -> RunInfo:
+        response = await self.client.get(f"/runs/{run_id}")
+        response.raise_for_status()
+        body = response.json()
+        return RunInfo(body["id"], body["status"], body["last_seq"])
+
+    async def wait_finished(self, run_ids: list[str], timeout: float) -> list[RunInfo]:
+        """Poll one list request every 0.2 s (not one per run) until all have ended.
+
+        The runs are the newest ones on the server, so one page holds them all;
+        a run the page misses is looked up on its own.
+        """
+        wanted = set(run_ids)
+        deadline = time.monotonic() + timeout
+        while True:
+            response = await self.client.get(
+                "/runs", params={"function": "ticker", "limit": min(1000, len(run_ids) + 50)}
+            )
+            response.raise_for_status()
+            seen = {
+                r["id"]: RunInfo(r["id"], r["status"], r["last_seq"])
+                for r in response.json()["runs"]
+                if r["id"] in wanted
+            }
+            for run_id in wanted - seen.keys():
+                seen[run_id] = await self.run(run_id)
+            if all(info.status in FINISHED for info in seen.values()):
+                runs = [seen[run_id] for run_id in run_ids]
+                failed = [r for r in runs if r.status != "succeeded"]
+                if failed:
+                    raise BenchError(f"run {failed[0].id} ended {failed[0].status}")
+                return runs
+            if time.monotonic() > deadline:
+                pending = sum(info.status not in FINISHED for info in seen.values())
+                raise BenchError(f"{pending} of {len(run_ids)} runs unfinished after {timeout}s")
+            await asyncio.sleep(0.2)  # polling the run list, bounded by the deadline
+
+
+def _auth(server: ServerProcess) -> dict[str, str]:
+    return {"Authorization": f"Bearer {server.api_key}"}
+
+
+async def _event_after(server: ServerProcess, run_id: str, after: int) -> dict[str, Any]:
+    """The envelope of the first event after seq `after` (replay, then hang up)."""
+    response = await bench_client.get(
+        HOST, server.port, f"/runs/{run_id}/events?last_event_id={after}", _auth(server)
+    )
+    try:
+        if response.status != 200:
+            raise BenchError(f"GET events of {run_id} after {after} answered {response.status}")
+        buffer = b""
+        while (body := await asyncio.wait_for(response.read(), 30)) is not None:
+            buffer += body
+            for frame in buffer.split(b"\n\n")[:-1]:
+                for line in frame.split(b"\n"):
+                    if line.startswith(b"data: "):
+                        envelope: dict[str, Any] = json.loads(line[6:])
+                        return envelope
+        raise BenchError(f"the stream of {run_id} ended without an event after {after}")
+    finally:
+        response.close()
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of already sorted values."""
+    index = max(0, math.ceil(fraction * len(sorted_values)) - 1)
+    return sorted_values[index]
+
+
+def _rss_bytes(pid: int) -> int:
+    """Resident set size of a process, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise BenchError(f"no VmRSS for process {pid}")
+
+
+async def _gather_bounded(coros: list[Awaitable[Any]], limit: int) -> list[Any]:
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(coro: Awaitable[Any]) -> Any:
+        async with semaphore:
+            return await coro
+
+    return await asyncio.gather(*(one(c) for c in coros))
+
+
+# -- 1. acknowledged appends ------------------------------------------------------------
+
+
+def bench_appends(root: Path, plan: Plan, console: Console) -> list[Row]:
+    """Acknowledged appends/s with 1, 8 and 64 concurrent emitters (target: 20k/s at 64).
+
+    One server with as many workers as the largest emitter count, so every run starts
+    at once; each measurement is a fresh set of runs on it.
+    """
+    rows: list[Row] = []
+    try:
+        with _server(root, "appends", workers=max(plan.append_events)) as server:
+            for emitters, total in plan.append_events.items():
+                rows.append(_append_row(server, emitters, total, plan, console))
+    except Exception as exc:  # the server itself failed to start or stop
+        rows.append(Row("acknowledged appends/s", _error(console, "appends", exc), "", False))
+    return rows
+
+
+def _append_row(
+    server: ServerProcess, emitters: int, total: int, plan: Plan, console: Console
+) -> Row:
+    name = f"acknowledged appends/s, {emitters} emitter{'s' if emitters > 1 else ''}"
+    target, goal = ("≥ 20,000/s", 20_000.0) if emitters == 64 else ("—", None)
+    rates: list[float] = []
+    try:
+        for _ in range(plan.reps):
+            rates.append(asyncio.run(_append_once(server, emitters, max(1, total // emitters))))
+            console.log(f"{name}: {_rate(rates[-1])}")
+    except Exception as exc:
+        return Row(name, _error(console, name, exc), target, False if goal else None)
+    median = statistics.median(rates)
+    return Row(name, _median_figure(rates, _rate), target, None if goal is None else median >= goal)
+
+
+async def _append_once(server: ServerProcess, emitters: int, per_run: int) -> float:
+    """One measurement: `emitters` ticker runs of `per_run` ticks, rate from event times."""
+    async with Api(server) as api:
+        run_ids = list(
+            await asyncio.gather(*(api.start_ticker(per_run, 0) for _ in range(emitters)))
+        )
+        runs = await api.wait_finished(run_ids, timeout=120 + per_run * emitters / 1000)
+
+    async def bounds(run: RunInfo) -> tuple[float, float, int]:
+        # seq 1 is run.queued (written at creation, outside the window), seq 2 run.started.
+        started = await _event_after(server, run.id, 1)
+        ended = await _event_after(server, run.id, run.last_seq - 1)
+        if started["type"] != "run.started" or ended["type"] != "run.succeeded":
+            raise BenchError(f"unexpected events {started['type']}, {ended['type']} in {run.id}")
+        appended = run.last_seq - started["seq"] + 1  # run.started through the terminal event
+        return parse_iso(started["at"]), parse_iso(ended["at"]), appended
+
+    spans = await _gather_bounded([bounds(run) for run in runs], 16)
+    first = min(s[0] for s in spans)
+    last = max(s[1] for s in spans)
+    events = sum(s[2] for s in spans)
+    if last <= first:
+        raise BenchError("the event timestamps span no time")
+    return events / (last - first)
+
+
+# -- 2. replay --------------------------------------------------------------------------
+
+
+def bench_replay(root: Path, plan: Plan, console: Console) -> list[Row]:
+    """Replay of a finished run from the start to one client (target: 100k events/s)."""
+    name = f"replay of a finished {plan.replay_events:,}-event run, 1 client"
+    target = "≥ 100,000 events/s"
+    try:
+        with _server(root, "replay", workers=2) as server:
+            rates = asyncio.run(_replay_all(server, plan, console))
+    except Exception as exc:
+        return [Row(name, _error(console, name, exc), target, False)]
+    return [Row(name, _median_figure(rates, _rate), target, statistics.median(rates) >= 100_000)]
+
+
+async def _replay_all(server: ServerProcess, plan: Plan, console: Console) -> list[float]:
+    # The ticker's own step.started/completed and run events make the run a few events
+    # longer than `count`; replay counts all of them.
+    count = plan.replay_events - 4
+    console.log(f"replay: writing a {plan.replay_events:,}-event run (one emitter)")
+    async with Api(server) as api:
+        run_id = await api.start_ticker(count, 0)
+        (run,) = await api.wait_finished([run_id], timeout=600)
+    rates = []
+    for _ in range(plan.reps):
+        events, seconds = await asyncio.wait_for(_replay_once(server, run), 120)
+        rates.append(events / seconds)
+        console.log(f"replay: {events:,} events in {seconds:.2f} s = {_rate(events / seconds)}")
+    return rates
+
+
+async def _replay_once(server: ServerProcess, run: RunInfo) -> tuple[int, float]:
+    """Read the whole stream from the start; count events (one `data:` line each).
+
+    Counting `\\ndata: ` with bytes.count keeps the client at C speed; the last six
+    bytes of each piece are carried over so a marker split across reads counts once.
+    """
+    started = time.perf_counter()
+    response = await bench_client.get(HOST, server.port, f"/runs/{run.id}/events", _auth(server))
+    try:
+        if response.status != 200:
+            raise BenchError(f"GET /runs/{run.id}/events answered {response.status}")
+        events = 0
+        carry = b""
+        tail = b""
+        while (body := await response.read()) is not None:
+            if not body:
+                continue
+            data = carry + body
+            events += data.count(b"\ndata: ")
+            carry = data[-6:]
+            tail = (tail + body)[-4096:]
+        seconds = time.perf_counter() - started
+    finally:
+        response.close()
+    last_frame = tail.rstrip(b"\n").rsplit(b"\n\n", 1)[-1]
+    if b"\nevent: completed\n" not in last_frame:
+        raise BenchError("the replay did not end with the `completed` event")
+    if events != run.last_seq:
+        raise BenchError(f"replay delivered {events} events, the run has {run.last_seq}")
+    return events, seconds
+
+
+# -- 3. live fan-out --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _FanoutState:
+    """What all subscribers of one measurement share."""
+
+    live_from: float | None = None
+    """Epoch seconds after which every subscriber was attached: only events committed
+    from then on count for latency (earlier ones may have come by replay)."""
+    at_cache: dict[int, float] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    connected: int = 0
+    all_connected: asyncio.Event = field(default_factory=asyncio.Event)
+    expected: int = 0
+
+
+@dataclass(slots=True)
+class _Subscriber:
+    next_seq: int = 1
+    done: bool = False
+    problem: str | None = None
+
+
+def bench_fanout(root: Path, plan: Plan, console: Console) -> list[Row]:
+    """N subscribers on one run emitting 20 events/s: p99 commit-to-receipt latency."""
+    seconds = plan.fanout_count * plan.fanout_interval_ms / 1000
+    n = plan.fanout_subscribers
+    name = f"live fan-out, {n:,} subscribers, {1000 // plan.fanout_interval_ms} events/s"
+    name += f" for {seconds:.0f} s: commit-to-receipt p99"
+    complete_name = f"live fan-out, {n:,} subscribers: every event to every subscriber"
+    target = "< 250 ms"
+    p99s: list[float] = []
+    complete: list[bool] = []
+    try:
+        for rep in range(plan.reps):
+            with _server(root, f"fanout{rep}", workers=2) as server:
+                p99, ok = asyncio.run(_fanout_once(server, plan, console))
+            p99s.append(p99)
+            complete.append(ok)
+    except Exception as exc:
+        message = _error(console, "fan-out", exc)
+        return [Row(name, message, target, False), Row(complete_name, message, "yes", False)]
+    all_ok = all(complete)
+    return [
+        Row(name, _median_figure(p99s, _ms), target, statistics.median(p99s) < 0.250),
+        Row(
+            complete_name,
+            "yes" if all_ok else f"no ({complete.count(False)} of {len(complete)} runs)",
+            "yes",
+            all_ok,
+        ),
+    ]
+
+
+async def _fanout_once(server: ServerProcess, plan: Plan, console: Console) -> tuple[float, bool]:
+    n = plan.fanout_subscribers
+    state = _FanoutState(expected=n)
+    subscribers = [_Subscriber() for _ in range(n)]
+    connect = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    async with Api(server) as api:
+        # The run starts at once; subscribers attach from seq 0 while it runs, get the
+        # early events by replay, and latency counts only what was committed after all
+        # of them were attached.
+        run_id = await api.start_ticker(plan.fanout_count, plan.fanout_interval_ms)
+        path = f"/runs/{run_id}/events"
+        tasks = [
+            asyncio.create_task(_subscribe(server, path, state, sub, connect))
+            for sub in subscribers
+        ]
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(state.all_connected.wait(), 120)
+        except TimeoutError:
+            for task in tasks:
+                task.cancel()
+            raise BenchError(
+                f"only {state.connected} of {n} subscribers attached in 120 s"
+            ) from None
+        # The retry line comes just before the stream subscribes to the hub: allow a
+        # moment for the last ones to finish their catch-up read.
+        state.live_from = time.time() + 0.2
+        console.log(f"fan-out: {n} subscribers attached in {time.perf_counter() - started:.1f} s")
+        run_seconds = plan.fanout_count * plan.fanout_interval_ms / 1000
+        _done, pending = await asyncio.wait(tasks, timeout=run_seconds + 60)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        run = await api.run(run_id)
+    if not state.latencies:
+        raise BenchError("no event was committed after all subscribers attached")
+    latencies = sorted(state.latencies)
+    p99 = _percentile(latencies, 0.99)
+    problems = [s.problem for s in subscribers if s.problem]
+    unfinished = sum(not s.done for s in subscribers)
+    short = sum(s.next_seq - 1 != run.last_seq for s in subscribers)
+    ok = run.status == "succeeded" and not problems and not unfinished and not short
+    console.log(
+        f"fan-out: p50 {_ms(_percentile(latencies, 0.5))}, p99 {_ms(p99)}, max"
+        f" {_ms(latencies[-1])} over {len(latencies):,} live deliveries; complete: {ok}"
+        + (f" (first problem: {problems[0]})" if problems else "")
+        + (f" ({unfinished} unfinished, {short} short)" if unfinished or short else "")
+    )
+    return p99, ok
+
+
+async def _subscribe(
+    server: ServerProcess,
+    path: str,
+    state: _FanoutState,
+    sub: _Subscriber,
+    connect: asyncio.Semaphore,
+) -> None:
+    """One subscriber: check every event arrives once and in order, time the live ones."""
+    attached = False
+    try:
+        async with connect:
+            response = await bench_client.get(HOST, server.port, path, _auth(server), timeout=60)
+    except Exception as exc:
+        sub.problem = f"connect: {type(exc).__name__}: {exc}"
+        _attached(state)
+        return
+    try:
+        if response.status != 200:
+            sub.problem = f"status {response.status}"
+            return
+        buffer = b""
+        at_cache, latencies = state.at_cache, state.latencies
+        while (body := await response.read()) is not None:
+            received = time.time()
+            if not body:
+                continue
+            buffer += body
+            if b"\n\n" not in buffer:
+                continue
+            *frames, buffer = buffer.split(b"\n\n")
+            live_from = state.live_from
+            for frame in frames:
+                if not frame.startswith(b"id: "):
+                    if not attached and frame.startswith(b"retry:"):
+                        attached = True
+                        _attached(state)
+                    continue  # retry line or `: ping`
+                newline = frame.index(b"\n")
+                seq = int(frame[4:newline])
+                if seq != sub.next_seq and sub.problem is None:
+                    sub.problem = f"expected seq {sub.next_seq}, got {seq}"
+                sub.next_seq = seq + 1
+                at = at_cache.get(seq)
+                if at is None:
+                    start = frame.rindex(b'"at":"') + 6
+                    at = at_cache[seq] = parse_iso(frame[start : frame.index(b'"', start)].decode())
+                if live_from is not None and at >= live_from:
+                    latencies.append(received - at)
+                if frame.startswith(b"event: completed", newline + 1):
+                    sub.done = True
+        if not sub.done and sub.problem is None:
+            sub.problem = "the stream ended before the completed event"
+    except Exception as exc:
+        if sub.problem is None:
+            sub.problem = f"{type(exc).__name__}: {exc}"
+    finally:
+        response.close()
+        if not attached:
+            _attached(state)
+
+
+def _attached(state: _FanoutState) -> None:
+    """Count a subscriber as attached (or as given up, so nobody waits for it)."""
+    state.connected += 1
+    if state.connected >= state.expected:
+        state.all_connected.set()
+
+
+# -- 4. memory per idle stream ----------------------------------------------------------
+
+
+def bench_memory(root: Path, plan: Plan, console: Console) -> list[Row]:
+    """Server RSS growth per idle open stream (target: < 64 KiB).
+
+    A server without workers keeps a created run queued forever: its streams are
+    open and idle (a ping every 15 s), which is exactly what is being weighed.
+    """
+    n = plan.memory_streams
+    name = f"server memory per idle open stream ({n:,} streams)"
+    target = "< 64 KiB"
+    values: list[float] = []
+    try:
+        for rep in range(plan.reps):
+            with _server(root, f"memory{rep}", workers=0) as server:
+                assert server.process is not None
+                per_stream = asyncio.run(_memory_once(server, server.process.pid, plan))
+            console.log(f"memory: {_kib(per_stream)} per idle stream")
+            values.append(per_stream)
+    except Exception as exc:
+        return [Row(name, _error(console, name, exc), target, False)]
+    median = statistics.median(values)
+    return [Row(name, _median_figure(values, _kib), target, median < 64 * 1024)]
+
+
+async def _memory_once(server: ServerProcess, pid: int, plan: Plan) -> float:
+    async with Api(server) as api:
+        run_id = await api.start_ticker(10, 0)  # never claimed: the server has no workers
+    path = f"/runs/{run_id}/events"
+    connect = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    opened: list[bench_client.Response] = []
+
+    async def open_stream() -> None:
+        async with connect:
+            response = await bench_client.get(HOST, server.port, path, _auth(server), timeout=60)
+        opened.append(response)
+        if response.status != 200:
+            raise BenchError(f"GET {path} answered {response.status}")
+        body = b""
+        while b"retry:" not in body:  # the first bytes of every stream
+            chunk = await asyncio.wait_for(response.read(), 30)
+            if chunk is None:
+                raise BenchError("an idle stream ended")
+            body += chunk
+
+    async def settled_rss() -> int:
+        await asyncio.sleep(1.0)  # let the server finish the replay reads it started
+        return _rss_bytes(pid)
+
+    try:
+        await asyncio.gather(*(open_stream() for _ in range(plan.memory_warmup)))
+        before = await settled_rss()
+        await asyncio.gather(*(open_stream() for _ in range(plan.memory_streams)))
+        after = await settled_rss()
+    finally:
+        for response in opened:
+            response.close()
+    return (after - before) / plan.memory_streams

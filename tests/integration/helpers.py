@@ -1,0 +1,292 @@
+"""Shared helpers for the integration tests: real HTTP against a real `steplog serve`.
+
+Nothing here fakes the server: webhooks are signed with the `standardwebhooks`
+library exactly as a sender would, streams are read over a real socket and
+parsed with the WHATWG parser (`stream.sse_parser`), and every wait is a
+condition polled against a deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from standardwebhooks import Webhook
+
+from stream.launcher import ServerProcess
+from stream.sse_parser import ParsedEvent, SSEParser
+
+T = TypeVar("T")
+
+ROOT = Path(__file__).resolve().parents[2]
+"""The project root: the server subprocess must be able to import `tests.integration`."""
+
+ENVELOPE_KEYS = {"run_id", "seq", "type", "step", "message", "pct", "data", "attempt", "at"}
+TERMINAL_NAMES = {"completed", "failed", "cancelled"}
+PROBLEM_JSON = "application/problem+json"
+
+
+# --- waiting --------------------------------------------------------------------------------
+
+
+def wait_until(
+    predicate: Callable[[], T | None],
+    timeout: float = 10.0,
+    *,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+        time.sleep(interval)  # polling inside a deadline loop, not synchronisation
+
+
+# --- plain API calls ------------------------------------------------------------------------
+
+
+def client(server: ServerProcess, *, auth: bool = True) -> httpx.Client:
+    """An HTTP client for `server`, sending its API key unless `auth` is False."""
+    return httpx.Client(
+        base_url=server.url, headers=server.headers if auth else {}, timeout=httpx.Timeout(10.0)
+    )
+
+
+def start_run(server: ServerProcess, function: str = "ticker", **params: Any) -> dict[str, Any]:
+    """Start a run through `POST /runs`; returns the 202 body."""
+    with client(server) as http:
+        response = http.post("/runs", json={"function": function, "params": params})
+    assert response.status_code == 202, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def get_run(server: ServerProcess, run_id: str) -> dict[str, Any]:
+    with client(server) as http:
+        response = http.get(f"/runs/{run_id}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def list_runs(server: ServerProcess, **filters: Any) -> list[dict[str, Any]]:
+    with client(server) as http:
+        response = http.get("/runs", params=filters)
+    assert response.status_code == 200, response.text
+    runs: list[dict[str, Any]] = response.json()["runs"]
+    return runs
+
+
+def run_ids(server: ServerProcess) -> set[str]:
+    return {run["id"] for run in list_runs(server, limit=1000)}
+
+
+def wait_for_status(
+    server: ServerProcess, run_id: str, *statuses: str, timeout: float = 15.0
+) -> dict[str, Any]:
+    """Wait until the run's status is one of `statuses`; returns the run."""
+
+    def check() -> dict[str, Any] | None:
+        run = get_run(server, run_id)
+        return run if run["status"] in statuses else None
+
+    return wait_until(check, timeout, what=f"run {run_id} to reach {statuses}")
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    """The response is an RFC 9457 problem with this status and a readable title and detail."""
+    assert response.status_code == status, f"{response.status_code}: {response.text}"
+    media_type = response.headers.get("content-type", "").split(";")[0].strip()
+    assert media_type == PROBLEM_JSON, f"content-type {media_type!r}: {response.text}"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert isinstance(body.get("title"), str) and body["title"].strip(), body
+    assert isinstance(body.get("detail"), str) and body["detail"].strip(), body
+    return body
+
+
+# --- webhooks -------------------------------------------------------------------------------
+
+
+def webhook_secret(server: ServerProcess) -> str:
+    """The secret the server generated and keeps beside its database."""
+    return (server.db.parent / "webhook-secret").read_text(encoding="utf-8").strip()
+
+
+def signed_headers(
+    secret: str,
+    body: bytes,
+    *,
+    msg_id: str | None = None,
+    timestamp: datetime | None = None,
+) -> dict[str, str]:
+    """Standard Webhooks headers for `body`, signed the way any sender's library does."""
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    timestamp = timestamp or datetime.now(UTC)
+    signature = Webhook(secret).sign(msg_id, timestamp, body.decode("utf-8"))
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(timestamp.timestamp())),
+        "webhook-signature": signature,
+        "content-type": "application/json",
+    }
+
+
+def json_bytes(value: Any) -> bytes:
+    """JSON as a sender would send it: UTF-8, non-ASCII kept as is."""
+    return json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+
+def post_webhook(
+    server: ServerProcess,
+    function: str,
+    body: bytes,
+    *,
+    secret: str | None = None,
+    **sign: Any,
+) -> httpx.Response:
+    headers = signed_headers(secret or webhook_secret(server), body, **sign)
+    with httpx.Client(base_url=server.url, timeout=10.0) as http:
+        return http.post(f"/hooks/{function}", content=body, headers=headers)
+
+
+# --- streams --------------------------------------------------------------------------------
+
+
+@dataclass
+class StreamRead:
+    """What one connection to an SSE endpoint delivered."""
+
+    status: int
+    headers: httpx.Headers
+    raw: bytes = b""
+    events: list[ParsedEvent] = field(default_factory=list)
+    comments: list[str] = field(default_factory=list)
+    retry: int | None = None
+    ended: bool = False
+    """True when the server ended the response (rather than us hanging up)."""
+
+    @property
+    def envelopes(self) -> list[dict[str, Any]]:
+        return [json.loads(event.data) for event in self.events]
+
+    @property
+    def last_id(self) -> str:
+        return self.events[-1].id if self.events else ""
+
+    def json(self) -> Any:
+        return json.loads(self.raw)
+
+
+Until = Callable[[list[ParsedEvent], SSEParser], bool]
+
+
+def read_stream(
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+    until: Until | None = None,
+    timeout: float = 15.0,
+) -> StreamRead:
+    """Open an SSE endpoint and read it until `until` holds, then hang up.
+
+    Without `until`, read until the server ends the response. Either way the read
+    fails after `timeout` seconds. A non-200 answer is returned with its body in
+    `raw`, unparsed.
+    """
+    deadline = time.monotonic() + timeout
+    http_timeout = httpx.Timeout(5.0, read=timeout)
+    with (
+        httpx.Client(timeout=http_timeout) as http,
+        http.stream("GET", url, headers=headers, params=params) as response,
+    ):
+        result = StreamRead(response.status_code, response.headers)
+        if response.status_code != 200:
+            result.raw = response.read()
+            return result
+        parser = SSEParser()
+        raw = bytearray()
+        try:
+            for chunk in response.iter_raw():
+                raw += chunk
+                result.events.extend(parser.feed(chunk))
+                if until is not None and until(result.events, parser):
+                    break
+                if time.monotonic() >= deadline:
+                    raise AssertionError(
+                        f"stream {url} did not reach its condition within {timeout}s;"
+                        f" read {len(result.events)} events, {len(parser.comments)} comments"
+                    )
+            else:
+                result.ended = True
+        except httpx.ReadTimeout:
+            raise AssertionError(
+                f"stream {url} went silent for {timeout}s after {len(result.events)} events"
+            ) from None
+        result.raw = bytes(raw)
+        result.comments = list(parser.comments)
+        result.retry = parser.retry
+        if result.ended and until is not None:
+            raise AssertionError(
+                f"stream {url} ended before its condition held; read {len(result.events)} events"
+            )
+        return result
+
+
+def at_least(count: int) -> Until:
+    """Stop after `count` events."""
+    return lambda events, _parser: len(events) >= count
+
+
+def until_terminal(events: list[ParsedEvent], _parser: SSEParser) -> bool:
+    return bool(events) and events[-1].event in TERMINAL_NAMES
+
+
+def run_stream_url(server: ServerProcess, run_id: str) -> str:
+    return f"{server.url}/runs/{run_id}/events"
+
+
+def assert_contiguous(envelopes: list[dict[str, Any]], first: int = 1) -> None:
+    """Seqs run first, first+1, … with no gap and no duplicate."""
+    seqs = [env["seq"] for env in envelopes]
+    assert seqs == list(range(first, first + len(seqs))), f"seqs not contiguous: {seqs}"
+
+
+# --- "nothing was written" ------------------------------------------------------------------
+
+
+def assert_nothing_written(server: ServerProcess, known: set[str]) -> str:
+    """No run and no event was added beyond the `known` runs.
+
+    Checked twice, the way a user would see it: `GET /runs` lists exactly the known
+    runs, and the global event stream, read up to a fresh sentinel run started now,
+    holds events of no other run and exactly one `run.queued` per known run. Returns
+    the sentinel's id (a run the caller should add to its known set).
+    """
+    assert run_ids(server) == known, "a refused request left a run behind"
+    sentinel = start_run(server, "ticker", count=0, interval_ms=0)["run_id"]
+
+    def reached_sentinel(events: list[ParsedEvent], _parser: SSEParser) -> bool:
+        return any(json.loads(event.data)["run_id"] == sentinel for event in events)
+
+    stream = read_stream(f"{server.url}/events", headers=server.headers, until=reached_sentinel)
+    seen = [env["run_id"] for env in stream.envelopes]
+    strangers = set(seen) - known - {sentinel}
+    assert not strangers, f"the log holds events of runs nobody started: {strangers}"
+    queued = [env["run_id"] for env in stream.envelopes if env["type"] == "run.queued"]
+    assert sorted(queued) == sorted([*known, sentinel]), f"run.queued events: {queued}"
+    return sentinel

@@ -1,0 +1,62 @@
+"""A run executed by a separate `steplog worker` process reaches the server's streams.
+
+The server has no workers of its own; the worker process appends to the same
+SQLite file, and the server's tail hub picks those commits up with its one
+cheap poll per process, not one per subscriber.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from stream.sse_parser import SSEParser
+from tests.conftest import ServerFactory
+
+
+def test_events_from_another_process_reach_the_stream(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = server_factory(workers=0, poll_interval=0.1, ping_interval=1)
+    worker_log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "stream", "worker", "--db", str(server.db), "--workers", "2"],
+        env={**server.env, "STEPLOG_POLL_INTERVAL": "0.1"},
+        stdout=worker_log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        started = httpx.post(
+            f"{server.url}/runs",
+            headers=server.headers,
+            json={"function": "ticker", "params": {"count": 15, "interval_ms": 20}},
+        )
+        assert started.status_code == 202
+        run_id = started.json()["run_id"]
+        parser = SSEParser()
+        received = []
+        with httpx.stream(
+            "GET",
+            f"{server.url}/runs/{run_id}/events",
+            headers=server.headers,
+            timeout=httpx.Timeout(5, read=20),
+        ) as response:
+            assert response.status_code == 200
+            for chunk in response.iter_raw():
+                received += parser.feed(chunk)
+                if received and received[-1].event == "completed":
+                    break
+        envelopes = [json.loads(e.data) for e in received]
+        assert [e["seq"] for e in envelopes] == list(range(1, len(envelopes) + 1))
+        assert envelopes[-1]["type"] == "run.succeeded"
+        assert envelopes[1]["data"]["worker"] != ""  # run.started names the worker process
+        ticks = [e for e in envelopes if e["type"] == "step.progress"]
+        assert len(ticks) == 15
+    finally:
+        worker.terminate()
+        worker.wait(timeout=15)
+        worker_log.close()

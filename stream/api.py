@@ -189,7 +189,7 @@ async def cancel_run(run_id: str) -> Response:
     run = await find_run(run_id)
     if run.status.finished and run.status.value != "cancelled":
         raise HTTPProblem(409, "Run already finished", f"the run has already {run.status.value}")
-    if await app_state.events.cancel_run(run.id, "cancelled through the API"):
-        if app_state.pool is not None:
-            app_state.pool.cancel(run.id)
+    cancelled = await app_state.events.cancel_run(run.id, "cancelled through the API")
+    if cancelled and app_state.pool is not None:
+        app_state.pool.cancel(run.id)
     return _json_response(run_json(await app_state.events.get_run(run.id)))

@@ -28,7 +28,9 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = 30
     events = events or open_log(settings.db, synchronous=settings.sqlite_synchronous)
-    hub = TailHub(events, poll_interval=settings.poll_interval, buffer=settings.subscriber_buffer)
+    hub = TailHub(
+        events, poll_interval=settings.tail_poll_interval, buffer=settings.subscriber_buffer
+    )
     pool = (
         WorkerPool(
             events,

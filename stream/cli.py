@@ -59,8 +59,8 @@ def serve(host: str, port: int, db: str, workers: int) -> None:
 
 @main.command()
 @click.option("--db", envvar="STEPLOG_DB", default=DEFAULT_DB, show_default=True)
-@click.option("--workers", envvar="STEPLOG_WORKERS", default=4, show_default=True, type=int,
-              help="Concurrent runs in this process.")  # fmt: skip
+@click.option("--concurrency", "--workers", "workers", envvar="STEPLOG_WORKERS", default=4,
+              show_default=True, type=int, help="Concurrent runs in this process.")  # fmt: skip
 def worker(db: str, workers: int) -> None:
     """Run functions from the log in a separate process (no HTTP)."""
     from functions import registry

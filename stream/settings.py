@@ -24,6 +24,7 @@ class Settings:
     workers: int = 4
     lease_seconds: float = 30.0
     poll_interval: float = 0.5
+    tail_poll_interval: float = 0.05
     ping_interval: float = 15.0
     retry_ms: int = 2000
     api_key: str | None = None
@@ -76,6 +77,7 @@ _FIELDS: dict[str, type] = {
     "workers": int,
     "lease_seconds": float,
     "poll_interval": float,
+    "tail_poll_interval": float,
     "ping_interval": float,
     "retry_ms": int,
     "api_key": str,

@@ -208,8 +208,21 @@ class SQLiteEventLog(EventLog):
     async def claim_run(
         self, worker_id: str, lease_seconds: float, functions: Sequence[str]
     ) -> Run | None:
+        if not functions or not await self._claimable(functions):
+            return None  # idle workers poll with a cheap read, not a write transaction
         run_id = await self._submit(ClaimOp(worker_id, lease_seconds, tuple(functions)))
         return None if run_id is None else await self.get_run(run_id)
+
+    async def _claimable(self, functions: Sequence[str]) -> bool:
+        marks = ",".join("?" * len(functions))
+        now = self.clock()
+        rows = await self._read(
+            f"SELECT 1 FROM runs WHERE function IN ({marks})"
+            " AND ((status = 'queued' AND available_at <= ?)"
+            "   OR (status = 'running' AND lease_expires_at < ?)) LIMIT 1",
+            (*functions, now, now),
+        )
+        return bool(rows)
 
     async def heartbeat(
         self, run_id: str, attempt: int, worker_id: str, lease_seconds: float

@@ -36,6 +36,7 @@ class FunctionSpec:
     max_attempts: int
     timeout: float | None
     description: str
+    steps: tuple[str, ...] = ()
 
 
 _registry: dict[str, FunctionSpec] = {}
@@ -47,11 +48,13 @@ def function(
     params: type[BaseModel],
     max_attempts: int = 3,
     timeout: float | None = None,
+    steps: tuple[str, ...] = (),
 ) -> Callable[[F], F]:
     """Register `fn` under `name`, its params validated by the pydantic model `params`.
 
     `timeout` is the run's time limit in seconds (a `run_timeout_s` param, when
-    the model has one, overrides it); `max_attempts` bounds retries.
+    the model has one, overrides it); `max_attempts` bounds retries; `steps`
+    names the steps the function normally takes, so a view can show them pending.
     """
 
     def register(fn: F) -> F:
@@ -65,6 +68,7 @@ def function(
             max_attempts=max_attempts,
             timeout=timeout,
             description=inspect.getdoc(fn) or "",
+            steps=steps,
         )
         return fn
 
@@ -82,7 +86,7 @@ def names() -> list[str]:
     return sorted(_registry)
 
 
-BUILTIN_MODULES = ("functions.ticker",)
+BUILTIN_MODULES = ("functions.ticker", "functions.scrape")
 
 
 def load(modules: Iterable[str] = ()) -> list[str]:

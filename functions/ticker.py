@@ -28,7 +28,7 @@ class TickerFailed(Exception):
     """The ticker failed where it was asked to."""
 
 
-@function("ticker", params=TickerParams)
+@function("ticker", params=TickerParams, steps=("tick",))
 async def ticker(ctx: Context, params: TickerParams) -> dict[str, Any]:
     """Count from 1 to `count`, reporting each tick as progress."""
     payload = "x" * params.payload_bytes

@@ -14,10 +14,11 @@ from quart import Blueprint, Response, request
 from standardwebhooks import Webhook
 
 from functions import registry
-from storage import Run, RunNotFound
+from storage import Run, RunNotFound, SteplogError
 from storage.jsonenc import dumps
 from storage.runids import is_run_id
 from stream.auth import require_api_key, require_run_access, run_token
+from stream.frames import envelope
 from stream.problems import HTTPProblem
 from stream.state import state
 
@@ -43,7 +44,15 @@ def run_json(run: Run) -> dict[str, Any]:
         "updated_at": run.updated_at,
         "result": run.result,
         "error": run.error,
+        "steps": list(_plan(run.function)),
     }
+
+
+def _plan(function: str) -> tuple[str, ...]:
+    try:
+        return registry.get(function).steps
+    except SteplogError:
+        return ()
 
 
 def _parse_json_object(body: bytes, what: str) -> dict[str, Any]:
@@ -150,12 +159,8 @@ async def start_run() -> Response:
 async def list_runs() -> Response:
     app_state = state()
     require_api_key(request, app_state.api_key)
-    try:
-        limit = int(request.args.get("limit", "100"))
-    except ValueError:
-        raise HTTPProblem(400, "Bad limit", "limit must be an integer") from None
-    if not 1 <= limit <= 1000:
-        raise HTTPProblem(400, "Bad limit", "limit must be between 1 and 1000")
+    limit = _int_arg("limit", 100, 1, 1000)
+    head = await app_state.events.head()  # read first: later events refresh the list
     before = request.args.get("before")
     if before is not None and not is_run_id(before):
         raise HTTPProblem(400, "Bad cursor", "before must be a run id")
@@ -165,7 +170,16 @@ async def list_runs() -> Response:
         limit=limit,
         before=before,
     )
-    return _json_response({"runs": [run_json(r) for r in runs]})
+    body: dict[str, Any] = {
+        "runs": [run_json(r) for r in runs],
+        "head": head,
+        "functions": registry.names(),
+    }
+    if app_state.settings.demo:
+        host = app_state.settings.host
+        host = "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
+        body["demo_url"] = f"http://{host}:{app_state.settings.port}/demo/in/ada-lovelace"
+    return _json_response(body)
 
 
 async def find_run(run_id: str) -> Run:
@@ -179,7 +193,35 @@ async def find_run(run_id: str) -> Run:
 
 @api.get("/runs/<run_id>")
 async def get_run(run_id: str) -> Response:
+    """The run record; a browser asking for HTML gets the run's page instead."""
+    from stream.pages import page, wants_html
+
+    if wants_html():
+        return await page("run.html")
     return _json_response(run_json(await find_run(run_id)))
+
+
+@api.get("/runs/<run_id>/log")
+async def run_log(run_id: str) -> Response:
+    """A page of the run's event envelopes as JSON (for replay and scripts)."""
+    run = await find_run(run_id)
+    after = _int_arg("after", 0, 0, 2**62)
+    limit = _int_arg("limit", 1000, 1, 5000)
+    events = await state().events.read_run(run.id, after, limit)
+    body = ",".join(envelope(event) for event in events)
+    return Response(
+        f'{{"run_id":"{run.id}","last_seq":{run.last_seq},"events":[{body}]}}',
+        content_type="application/json",
+    )
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise HTTPProblem(400, f"Bad {name}", f"{name} must be an integer from {low} to {high}")
+    return int(raw)
 
 
 @api.post("/runs/<run_id>/cancel")

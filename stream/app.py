@@ -12,6 +12,7 @@ from functions.worker import WorkerPool
 from storage import EventLog, SteplogError, open_log
 from stream.api import api
 from stream.hub import TailHub
+from stream.pages import STATIC, pages
 from stream.problems import HTTPProblem, problem
 from stream.settings import Settings
 from stream.sse_routes import streams
@@ -24,7 +25,7 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
     """Build the app; the log, the tail hub and the workers start with serving."""
     settings = settings.with_credentials()
     registry.load(settings.functions)
-    app = Quart("steplog")
+    app = Quart("steplog", static_folder=str(STATIC), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = 30
     events = events or open_log(settings.db, synchronous=settings.sqlite_synchronous)
@@ -44,6 +45,11 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
     app.extensions["steplog"] = state = AppState(settings, events, hub, pool)
     app.register_blueprint(api)
     app.register_blueprint(streams)
+    app.register_blueprint(pages)
+    if settings.demo:  # the demo site, and the scraper's permission to fetch it
+        from stream.demo import install as install_demo
+
+        install_demo(app, settings)
 
     @app.before_serving
     async def startup() -> None:

@@ -15,6 +15,9 @@ from quart import Request
 
 from stream.problems import HTTPProblem
 
+COOKIE = "steplog_key"
+"""The API key as the stream view keeps it: HttpOnly, SameSite=Strict."""
+
 
 def run_token(secret: bytes, run_id: str) -> str:
     digest = hmac.new(secret, f"run:{run_id}".encode(), hashlib.sha256).digest()
@@ -34,7 +37,7 @@ def is_api_key(presented: str | None, api_key: str) -> bool:
 
 
 def require_api_key(request: Request, api_key: str) -> None:
-    presented = bearer(request)
+    presented = bearer(request) or request.cookies.get(COOKIE)
     if presented is None:
         raise HTTPProblem(401, "Unauthorized", "send 'Authorization: Bearer <STEPLOG_API_KEY>'")
     if not is_api_key(presented, api_key):
@@ -43,6 +46,8 @@ def require_api_key(request: Request, api_key: str) -> None:
 
 def require_run_access(request: Request, api_key: str, secret: bytes, run_id: str) -> None:
     """Allow the API key, or this run's token (as `?token=` or a bearer token)."""
+    if is_api_key(request.cookies.get(COOKIE), api_key):
+        return
     presented = request.args.get("token") or bearer(request)
     if presented is None:
         raise HTTPProblem(401, "Unauthorized", "send the run's token as ?token=… or a bearer token")

@@ -29,14 +29,16 @@ def main() -> None:
               help="SQLite file (or sqlite:///path).")  # fmt: skip
 @click.option("--workers", envvar="STEPLOG_WORKERS", default=4, show_default=True, type=int,
               help="In-process workers (0: serve only).")  # fmt: skip
-def serve(host: str, port: int, db: str, workers: int) -> None:
+@click.option("--demo/--no-demo", envvar="STEPLOG_DEMO", default=False, show_default=True,
+              help="Also serve the demo site under /demo (the scraper may fetch it).")  # fmt: skip
+def serve(host: str, port: int, db: str, workers: int, demo: bool) -> None:
     """Serve the HTTP API and SSE streams, with in-process workers."""
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
     from stream.app import create_app
 
-    settings = Settings.from_env(host=host, port=port, db=db, workers=workers)
+    settings = Settings.from_env(host=host, port=port, db=db, workers=workers, demo=demo)
     _configure_logging(settings.log_level)
     app = create_app(settings)
     config = Config()
@@ -170,18 +172,33 @@ def tail(run_id: str, from_seq: int, as_json: bool, url: str, db: str) -> None:
 
 
 def _tail(url: str, key: str, run_id: str, from_seq: int, *, as_json: bool) -> int:
+    """Follow a run: JSON lines, a live rich view on a terminal, or plain lines when piped."""
+    from rich.live import Live
+
     from stream.client import follow_run
+    from stream.tailview import RunView, make_console
+
+    console = make_console()
+    view = RunView(run_id)
+    live = None if as_json or not console.is_terminal else Live(view.render(), console=console)
 
     def show(envelope: dict[str, Any], raw: str) -> None:
         if as_json:
             click.echo(raw)
             return
-        pct = "" if envelope.get("pct") is None else f"{envelope['pct']:5.1f}% "
-        step = f"[{envelope['step']}] " if envelope.get("step") else ""
-        message = envelope.get("message") or ""
-        click.echo(f"{envelope['seq']:>6} {pct}{envelope['type']:<15} {step}{message}")
+        view.apply(envelope)
+        if live is not None:
+            live.update(view.render())
+        else:
+            click.echo(view.line(envelope))
 
-    outcome = asyncio.run(follow_run(url, key, run_id, from_seq, show))
+    if live is not None:
+        live.start()
+    try:
+        outcome = asyncio.run(follow_run(url, key, run_id, from_seq, show))
+    finally:
+        if live is not None:
+            live.stop()
     return {"completed": 0, "failed": 1, "cancelled": 2}.get(outcome, 1)
 
 
@@ -220,3 +237,9 @@ def bench(quick: bool) -> None:
     from stream.bench import run_benchmarks
 
     click.echo(run_benchmarks(quick=quick))
+
+
+from stream.cli_admin import log_group, migrate  # noqa: E402  (operator chores: cli_admin.py)
+
+main.add_command(migrate)
+main.add_command(log_group)

@@ -1,0 +1,207 @@
+"""The stream view in real Chromium against a real server; and `steplog tail`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+from playwright.async_api import Browser, Page
+
+from stream.launcher import ServerProcess
+from tests.conftest import ServerFactory
+
+LONG = 30_000  # ms: generous deadlines for a loaded 2-core machine
+
+
+def start(server: ServerProcess, function: str, **params: Any) -> dict[str, Any]:
+    response = httpx.post(
+        f"{server.url}/runs", headers=server.headers, json={"function": function, "params": params}
+    )
+    assert response.status_code == 202, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def run_record(server: ServerProcess, run_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(f"{server.url}/runs/{run_id}", headers=server.headers).json()
+    return body
+
+
+async def timeline(page: Page) -> list[str]:
+    rows = await page.eval_on_selector_all(
+        "#steps li", "items => items.map(i => i.dataset.step + ':' + i.dataset.status)"
+    )
+    return list(rows)
+
+
+async def test_page_keeps_going_through_a_server_kill(
+    browser: Browser, server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    directory = tmp_path / "srv"
+    settings: dict[str, Any] = {"lease_seconds": 2, "ping_interval": 1, "retry_ms": 300}
+    server = server_factory(directory=directory, **settings)
+    run = start(server, "ticker", count=40, interval_ms=100)
+    page = await browser.new_page()
+    await page.goto(server.url + run["view_url"])
+    await page.wait_for_function(
+        "Number(document.getElementById('event-count').textContent) >= 6", timeout=LONG
+    )
+    server.kill()
+    await page.wait_for_selector("#connection[data-state='reconnecting']", timeout=LONG)
+    assert "last event id" in await page.inner_text("#connection")
+    server_factory(directory=directory, port=server.port, **settings)
+    await page.wait_for_selector("#connection[data-state='ended']", timeout=LONG)
+    await page.wait_for_selector("#status[data-status='succeeded']", timeout=LONG)
+    record = run_record(server, run["run_id"])
+    assert record["attempt"] == 2
+    steps = await timeline(page)
+    assert steps == ["tick:done"]  # each step exactly once, even though attempt 2 redid it
+    assert int(await page.inner_text("#event-count")) == record["last_seq"]
+    await page.close()
+
+
+async def test_instant_replay_draws_the_live_timeline(
+    browser: Browser, server_factory: ServerFactory
+) -> None:
+    server = server_factory(ping_interval=1)
+    run = start(server, "ticker", count=12, interval_ms=60, fail_at=9)
+    page = await browser.new_page()
+    await page.goto(server.url + run["view_url"])
+    await page.wait_for_selector("#connection[data-state='ended']", timeout=LONG)
+    live_steps = await timeline(page)
+    live_count = await page.inner_text("#event-count")
+    live_status = await page.inner_text("#status")
+    assert live_steps == ["tick:failed"] and live_status == "failed"
+
+    await page.reload()  # the run has ended: the page replays it
+    await page.wait_for_selector("#connection[data-state='ended']", timeout=LONG)
+    await page.click("button[data-speed='0']")
+    await page.wait_for_selector("#connection[data-state='ended']", timeout=LONG)
+    assert await timeline(page) == live_steps
+    assert await page.inner_text("#event-count") == live_count
+    assert await page.inner_text("#status") == live_status
+    await page.close()
+
+
+async def test_replay_from_an_event_link(browser: Browser, server_factory: ServerFactory) -> None:
+    server = server_factory(ping_interval=1)
+    run = start(server, "ticker", count=5, interval_ms=20)
+    page = await browser.new_page()
+    await page.goto(server.url + run["view_url"])
+    await page.wait_for_selector("#status[data-status='succeeded']", timeout=LONG)
+    link = await page.get_attribute("#steps li[data-step='tick'] a", "href")
+    assert link is not None and "from=" in link
+    await page.goto(link)
+    await page.wait_for_selector("#connection[data-state='ended']", timeout=LONG)
+    assert await timeline(page) == ["tick:done"]
+    await page.close()
+
+
+async def test_hostile_bio_is_shown_as_text_and_runs_nothing(
+    browser: Browser, server_factory: ServerFactory
+) -> None:
+    server = server_factory(functions="tests.e2e.view_functions")
+    bio = '<script>window.pwned = 1</script><img src="x" onerror="window.pwned = 2">'
+    run = start(server, "profile_echo", profile={"name": "Mallory <b>", "about": bio})
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(server.url + run["view_url"])
+    await page.wait_for_selector("#card .about", timeout=LONG)
+    assert await page.inner_text("#card .about") == bio
+    assert await page.inner_text("#card .name") == "Mallory <b>"
+    assert await page.evaluate("window.pwned") is None
+    assert await page.query_selector("#card img, #card script, #card b") is None
+    assert await page.query_selector("#logs li") is not None
+    assert errors == []
+    csp = await page.request.get(server.url + run["view_url"], headers={"Accept": "text/html"})
+    assert "script-src 'self'" in csp.headers["content-security-policy"]
+    await page.close()
+
+
+async def test_runs_list_needs_login_and_updates_live(
+    browser: Browser, server_factory: ServerFactory
+) -> None:
+    server = server_factory(ping_interval=1)
+    page = await browser.new_page()
+    await page.goto(server.url + "/")
+    assert page.url.endswith("/login")
+    await page.fill("#api_key", server.api_key)
+    await page.click("button[type=submit]")
+    await page.wait_for_selector("#connection[data-state='live']", timeout=LONG)
+    cookies = await page.context.cookies()
+    [key_cookie] = [c for c in cookies if c["name"] == "steplog_key"]
+    assert key_cookie["httpOnly"] and key_cookie["sameSite"] == "Strict"
+    run = start(server, "ticker", count=3, interval_ms=50)
+    row = f"#runs tr[data-run='{run['run_id']}'][data-status='succeeded']"
+    await page.wait_for_selector(row, timeout=LONG)  # appeared and finished, without a reload
+    await page.select_option("#filter-status", "failed")
+    assert await page.query_selector(row) is None
+    await page.close()
+
+
+async def test_start_a_ticker_from_the_form(
+    browser: Browser, server_factory: ServerFactory
+) -> None:
+    server = server_factory(ping_interval=1)
+    page = await browser.new_page()
+    await page.goto(server.url + "/login")
+    await page.fill("#api_key", server.api_key)
+    await page.click("button[type=submit]")
+    await page.wait_for_selector("#start-ticker", timeout=LONG)
+    await page.fill("#ticker-count", "4")
+    await page.fill("#ticker-interval", "50")
+    await page.click("#start-ticker button")
+    await page.wait_for_url("**/runs/*", timeout=LONG)
+    await page.wait_for_selector("#status[data-status='succeeded']", timeout=LONG)
+    assert await timeline(page) == ["tick:done"]
+    await page.close()
+
+
+# ---- steplog tail -----------------------------------------------------------------------------
+
+
+def tail(server: ServerProcess, run_id: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stream", "tail", run_id, "--url", server.url, *args],
+        env={**os.environ, "STEPLOG_API_KEY": server.api_key},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def log_of(server: ServerProcess, run_id: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{server.url}/runs/{run_id}/log", headers=server.headers)
+    events: list[dict[str, Any]] = response.json()["events"]
+    return events
+
+
+def test_tail_json_on_a_finished_run_prints_exactly_its_events(server: ServerProcess) -> None:
+    run = start(server, "ticker", count=5, interval_ms=0)
+    done = tail(server, run["run_id"], "--json")  # follows to the end first
+    assert done.returncode == 0, done.stderr
+    again = tail(server, run["run_id"], "--json")
+    assert again.returncode == 0
+    printed = [json.loads(line) for line in again.stdout.splitlines()]
+    assert printed == log_of(server, run["run_id"])
+
+
+def test_tail_follows_a_live_run_to_the_end(server: ServerProcess) -> None:
+    run = start(server, "ticker", count=15, interval_ms=50)
+    done = tail(server, run["run_id"], "--json")
+    assert done.returncode == 0, done.stderr
+    seqs = [json.loads(line)["seq"] for line in done.stdout.splitlines()]
+    assert seqs == list(range(1, run_record(server, run["run_id"])["last_seq"] + 1))
+
+
+def test_tail_exit_status_names_how_the_run_ended(server: ServerProcess) -> None:
+    failed = start(server, "ticker", count=5, interval_ms=0, fail_at=2)
+    result = tail(server, failed["run_id"])
+    assert result.returncode == 1
+    assert "run.failed" in result.stdout

@@ -32,7 +32,7 @@ system-deps:
 	fi
 
 run: install
-	$(BIN)/steplog serve --host 127.0.0.1 --port 8000 --db data/steplog.db
+	$(BIN)/steplog serve --host 127.0.0.1 --port 8000 --db data/steplog.db --demo
 
 test: install
 	$(BIN)/python -m pytest

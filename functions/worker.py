@@ -157,13 +157,15 @@ class WorkerPool:
         params = spec.params.model_validate(run.params)
         limit = getattr(params, "run_timeout_s", None) or spec.timeout
         try:
-            async with asyncio.timeout(limit):
+            async with asyncio.timeout(limit) as scope:
                 if spec.is_async:
                     return await spec.fn(ctx, params)
                 loop = asyncio.get_running_loop()
                 return await asyncio.to_thread(spec.fn, SyncContext(ctx, loop), params)
         except TimeoutError as exc:
-            if limit is not None and not isinstance(exc, RunTimeout):
+            # Only our own limit makes the run's timeout permanent; a step's time limit
+            # (or any other TimeoutError) stays transient and may be retried.
+            if limit is not None and scope.expired():
                 raise RunTimeout(f"the run took longer than its limit of {limit:g}s") from exc
             raise
 

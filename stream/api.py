@@ -33,7 +33,7 @@ def run_json(run: Run) -> dict[str, Any]:
     return {
         "id": run.id,
         "function": run.function,
-        "params": run.params,
+        "params": public_params(run.function, run.params),
         "status": run.status.value,
         "attempt": run.attempt,
         "max_attempts": run.max_attempts,
@@ -53,6 +53,21 @@ def _plan(function: str) -> tuple[str, ...]:
         return registry.get(function).steps
     except SteplogError:
         return ()
+
+
+SECRETS_CONTEXT: dict[str, Any] = {"reveal_secrets": True}
+"""Serialization context under which a params model dumps its secrets as they are: for
+storage only (functions.scrape.params.Credentials honours it; a plain SecretStr does not)."""
+
+
+def public_params(function: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Params as callers may see them: the function's own model masks its secrets again."""
+    try:
+        model = registry.get(function).params.model_validate(params)
+    except Exception:  # the model changed since the run was stored: show no values at all
+        return dict.fromkeys(params, "**********")
+    shown: dict[str, Any] = model.model_dump(mode="json")
+    return shown
 
 
 def _parse_json_object(body: bytes, what: str) -> dict[str, Any]:
@@ -82,7 +97,7 @@ def _validate_params(function: str, params: dict[str, Any]) -> dict[str, Any]:
             f"the params for {function!r} failed validation ({len(errors)} error(s))",
             errors=errors,
         ) from None
-    validated: dict[str, Any] = model.model_dump(mode="json")
+    validated: dict[str, Any] = model.model_dump(mode="json", context=SECRETS_CONTEXT)
     return validated
 
 

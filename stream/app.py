@@ -11,6 +11,7 @@ from functions import registry
 from functions.worker import WorkerPool
 from storage import EventLog, SteplogError, open_log
 from stream.api import api
+from stream.audit_routes import audit
 from stream.hub import TailHub
 from stream.pages import STATIC, pages
 from stream.problems import HTTPProblem, problem
@@ -45,6 +46,7 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
     app.extensions["steplog"] = state = AppState(settings, events, hub, pool)
     app.register_blueprint(api)
     app.register_blueprint(streams)
+    app.register_blueprint(audit)
     app.register_blueprint(pages)
     if settings.demo:  # the demo site, and the scraper's permission to fetch it
         from stream.demo import install as install_demo

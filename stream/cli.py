@@ -72,6 +72,10 @@ def worker(db: str, workers: int) -> None:
     settings = Settings.from_env(db=db, workers=workers)
     _configure_logging(settings.log_level)
     registry.load(settings.functions)
+    if settings.demo:  # the server's demo site: this worker may scrape it too
+        from stream.demo import allow_targets
+
+        allow_targets(settings)
 
     async def run() -> None:
         events = open_log(settings.db, synchronous=settings.sqlite_synchronous)
@@ -202,14 +206,19 @@ def _tail(url: str, key: str, run_id: str, from_seq: int, *, as_json: bool) -> i
     return {"completed": 0, "failed": 1, "cancelled": 2}.get(outcome, 1)
 
 
-@main.command("runs")
+@main.group("runs", invoke_without_command=True)
 @click.option("--status", default=None)
 @click.option("--function", default=None)
 @click.option("--limit", default=20, show_default=True, type=int)
 @url_option
 @db_option
-def runs_cmd(status: str | None, function: str | None, limit: int, url: str, db: str) -> None:
-    """List recent runs."""
+@click.pass_context
+def runs_cmd(
+    ctx: click.Context, status: str | None, function: str | None, limit: int, url: str, db: str
+) -> None:
+    """List recent runs (`runs show RUN_ID` prints one run's timeline)."""
+    if ctx.invoked_subcommand is not None:
+        return
     import httpx
 
     key, _ = _client_settings(db)
@@ -243,3 +252,8 @@ from stream.cli_admin import log_group, migrate  # noqa: E402  (operator chores:
 
 main.add_command(migrate)
 main.add_command(log_group)
+
+from stream.cli_audit import audit_group, runs_show  # noqa: E402  (audit: cli_audit.py)
+
+main.add_command(audit_group)
+runs_cmd.add_command(runs_show)

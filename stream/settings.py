@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ class Settings:
     functions: tuple[str, ...] = ()
     sqlite_synchronous: str = "NORMAL"
     log_level: str = "INFO"
+    demo: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -70,7 +72,12 @@ class Settings:
         return Path(self.db.removeprefix("sqlite://")).parent
 
 
-_FIELDS: dict[str, type] = {
+def _flag(raw: str) -> bool:
+    """An on/off variable: `1`, `true`, `yes` or `on` (any case) mean on."""
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+_FIELDS: dict[str, Callable[[str], Any]] = {
     "host": str,
     "port": int,
     "db": str,
@@ -88,6 +95,7 @@ _FIELDS: dict[str, type] = {
     "functions": tuple,
     "sqlite_synchronous": str,
     "log_level": str,
+    "demo": _flag,
 }
 
 

@@ -110,8 +110,9 @@ class WorkerPool:
                 run = None
             if run is None:
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                with contextlib.suppress(TimeoutError):  # not wait_for: it can swallow a cancel
+                    async with asyncio.timeout(self.poll_interval):
+                        await self._wake.wait()
                 continue
             await self.execute(run)
 

@@ -28,14 +28,14 @@ async def run_events(run_id: str) -> Response:
     app_state = state()
     run = await find_run(run_id)
     cursor = resume_cursor(request)
-    if run.status.finished and cursor >= run.last_seq:
-        return Response(b"", status=204)  # EventSource stops reconnecting on 204
     if cursor > run.last_seq:
         raise HTTPProblem(
             400,
             "Cursor ahead of the run",
-            f"event {cursor} does not exist yet; the run's last event is {run.last_seq}",
+            f"event {cursor} does not exist; the run's last event is {run.last_seq}",
         )
+    if run.status.finished and cursor == run.last_seq:
+        return Response(b"", status=204)  # EventSource stops reconnecting on 204
     settings = app_state.settings
     return _event_stream(
         run_stream(

@@ -111,8 +111,11 @@ async def _catch_up(
 async def _follow(sub: Subscriber, cursor: int, ping_interval: float) -> AsyncIterator[bytes]:
     while True:
         if not sub.ready.is_set():
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a client's
+            # disconnect (a cancel) that lands in the same loop turn as a wake-up.
             try:
-                await asyncio.wait_for(sub.ready.wait(), ping_interval)
+                async with asyncio.timeout(ping_interval):
+                    await sub.ready.wait()
             except TimeoutError:
                 yield PING
                 continue

@@ -22,6 +22,7 @@ from tests.integration.helpers import (
     assert_nothing_written,
     assert_problem,
     get_run,
+    http_client,
     json_bytes,
     post_webhook,
     read_stream,
@@ -63,7 +64,7 @@ def test_signed_webhook_starts_a_run_that_can_be_watched(server: ServerProcess) 
     assert stream.events[-1].event == "completed"
 
     # So does the view URL.
-    with httpx.Client(timeout=10) as http:
+    with http_client() as http:
         view = http.get(server.url + body["view_url"])
     assert view.status_code == 200, view.text
     run = view.json()
@@ -105,14 +106,20 @@ def unsigned(server: ServerProcess, body: bytes, drop: tuple[str, ...]) -> httpx
     headers = signed_headers(webhook_secret(server), body)
     for name in drop:
         del headers[name]
-    with httpx.Client(base_url=server.url, timeout=10) as http:
+    with http_client(base_url=server.url) as http:
         return http.post("/hooks/ticker", content=body, headers=headers)
 
 
 def tampered(server: ServerProcess) -> httpx.Response:
     headers = signed_headers(webhook_secret(server), TICKS)
-    with httpx.Client(base_url=server.url, timeout=10) as http:
+    with http_client(base_url=server.url) as http:
         return http.post("/hooks/ticker", content=json_bytes({"count": 9999}), headers=headers)
+
+
+def unsigned_unknown_function(server: ServerProcess) -> httpx.Response:
+    """Unauthenticated callers learn nothing, not even which functions exist."""
+    with http_client(base_url=server.url) as http:
+        return http.post("/hooks/no-such-function", content=TICKS)
 
 
 @dataclass(frozen=True)
@@ -167,9 +174,7 @@ REFUSALS: dict[str, Refusal] = {
         401,
         mentions("new"),
     ),
-    "unknown function, unsigned": Refusal(
-        lambda s: httpx.post(f"{s.url}/hooks/no-such-function", content=TICKS, timeout=10), 401
-    ),
+    "unknown function, unsigned": Refusal(unsigned_unknown_function, 401),
     "unknown function": Refusal(
         lambda s: post_webhook(s, "no-such-function", TICKS), 404, mentions("no-such-function")
     ),

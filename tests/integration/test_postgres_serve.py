@@ -1,0 +1,137 @@
+"""`steplog serve` and `steplog worker` as separate processes on one PostgreSQL log.
+
+The server runs no workers and its tail hub never polls (an hour apart), so a
+run that streams live to the end proves the worker's commits reached the
+server through the PostgreSQL log's commit watcher (LISTEN/NOTIFY, with its own
+slow head check as the safety net; `test_postgres_ordering` shows NOTIFY alone
+suffices).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from storage.postgres import testing
+from stream.launcher import free_port
+from stream.sse_parser import SSEParser
+from tests.conftest import require
+from tests.integration.helpers import ROOT
+
+API_KEY = "slk_test_postgres"
+WEBHOOK_SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A fresh schema on the test server, as a URL with its search_path."""
+    server = testing.postgres_url_for_tests()
+    problem = await testing.unreachable(server)
+    require("PostgreSQL", problem is None, f"{problem} (or set STEPLOG_TEST_POSTGRES)")
+    async with testing.scratch_schema(server) as url:
+        yield url
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        proc.terminate()
+    for proc in started:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def spawn(
+    processes: list[subprocess.Popen[bytes]], log: Path, *args: str, **env: str
+) -> subprocess.Popen[bytes]:
+    environment = {
+        **os.environ,
+        "STEPLOG_API_KEY": API_KEY,
+        "STEPLOG_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "PYTHONUNBUFFERED": "1",
+        **env,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream", *args],
+        cwd=ROOT,
+        env=environment,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    processes.append(proc)
+    return proc
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)  # readiness poll, bounded by the deadline
+    raise AssertionError(f"steplog serve did not start: {log.read_text()}")
+
+
+def test_a_worker_process_streams_through_a_serve_process(
+    pg_url: str, processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    migrated = subprocess.run(
+        [sys.executable, "-m", "stream", "migrate", "--db", pg_url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server_log = tmp_path / "serve.log"
+    server = spawn(
+        processes, server_log, "serve", "--port", str(port), "--db", pg_url, "--workers", "0",
+        STEPLOG_TAIL_POLL_INTERVAL="3600",
+    )  # fmt: skip
+    wait_healthy(url, server, server_log)
+    spawn(processes, tmp_path / "worker.log", "worker", "--db", pg_url, STEPLOG_POLL_INTERVAL="0.1")
+
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    started = httpx.post(
+        f"{url}/runs",
+        headers=headers,
+        json={"function": "ticker", "params": {"count": 25, "interval_ms": 100}},
+    )
+    assert started.status_code == 202, started.text
+    run_id = started.json()["run_id"]
+    parser, received = SSEParser(), []
+    with httpx.stream(
+        "GET", f"{url}/runs/{run_id}/events", headers=headers, timeout=httpx.Timeout(5, read=30)
+    ) as response:
+        assert response.status_code == 200
+        status = httpx.get(f"{url}/runs/{run_id}", headers=headers).json()["status"]
+        assert status in ("queued", "running"), "the run must still be going to stream live"
+        for chunk in response.iter_raw():
+            received += parser.feed(chunk)
+            if received and received[-1].event == "completed":
+                break
+    envelopes = [json.loads(e.data) for e in received]
+    assert [e["seq"] for e in envelopes] == list(range(1, len(envelopes) + 1))
+    assert [e.id for e in received] == [str(e["seq"]) for e in envelopes]
+    assert envelopes[-1]["type"] == "run.succeeded"
+    assert len([e for e in envelopes if e["type"] == "step.progress"]) == 25
+    run = httpx.get(f"{url}/runs/{run_id}", headers=headers).json()
+    assert run["status"] == "succeeded" and run["last_seq"] == envelopes[-1]["seq"]

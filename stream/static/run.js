@@ -131,8 +131,12 @@ function card(result) {
   const analysis = result.analysis;
   if (analysis && typeof analysis === "object") {
     const facts = [];
-    if (analysis.seniority) facts.push(`seniority: ${analysis.seniority}`);
-    if (analysis.years_experience !== undefined) facts.push(`${analysis.years_experience} years of experience`);
+    const level = analysis.seniority && typeof analysis.seniority === "object" ? analysis.seniority.level : analysis.seniority;
+    if (level) facts.push(`seniority: ${level}`);
+    if (typeof analysis.experience_years === "number") facts.push(`${analysis.experience_years} years of experience`);
+    if (Array.isArray(analysis.keywords) && analysis.keywords.length) {
+      facts.push(`keywords: ${analysis.keywords.slice(0, 5).map((k) => (typeof k === "object" ? k.word : k)).join(", ")}`);
+    }
     if (facts.length) parts.push(el("p", { class: "analysis", text: facts.join(" · ") }));
   }
   return parts;
@@ -241,6 +245,9 @@ async function refreshRun() {
   }
   run = await response.json();
   renderHeader();
+  const finished = ["succeeded", "failed", "cancelled"].includes(run.status);
+  document.getElementById("replay-controls").hidden = !finished;
+  document.getElementById("live-controls").hidden = finished;
   return run;
 }
 
@@ -248,8 +255,6 @@ async function start() {
   if (!(await refreshRun())) return;
   state = initialState(run.steps || []);
   const finished = ["succeeded", "failed", "cancelled"].includes(run.status);
-  document.getElementById("replay-controls").hidden = !finished;
-  document.getElementById("live-controls").hidden = finished;
   for (const button of document.querySelectorAll("[data-speed]")) {
     button.addEventListener("click", () => replay(Number(button.dataset.speed)));
   }

@@ -1,4 +1,4 @@
-"""The event log and run records (SQLite embedded; PostgreSQL later)."""
+"""The event log and run records (SQLite embedded, or PostgreSQL shared)."""
 
 from __future__ import annotations
 
@@ -33,10 +33,22 @@ __all__ = [
 ]
 
 
+# Options only the SQLite backend understands; callers pass them whatever the URL.
+_SQLITE_ONLY = frozenset({"synchronous"})
+
+
 def open_log(url: str, **options: object) -> EventLog:
-    """Build (not yet open) the event log a URL names: a path or `sqlite:///path`."""
+    """Build (not yet open) the event log a URL names.
+
+    `postgresql://…` (or `postgres://…`) is the PostgreSQL backend, which ignores
+    SQLite-only options such as `synchronous`; anything else is a SQLite file,
+    as a path or `sqlite:///path`.
+    """
     if url.startswith(("postgres://", "postgresql://")):
-        raise SteplogError("the PostgreSQL backend is not available in this version yet")
+        from storage.postgres.log import PostgresEventLog
+
+        kept = {name: value for name, value in options.items() if name not in _SQLITE_ONLY}
+        return PostgresEventLog(url, **kept)  # type: ignore[arg-type]
     from storage.sqlite.log import SQLiteEventLog
 
     path = url.removeprefix("sqlite://") if url.startswith("sqlite://") else url

@@ -1,14 +1,17 @@
-"""The storage contract: what every EventLog backend must do (SQLite today).
+"""The storage contract: what every EventLog backend must do (SQLite and PostgreSQL).
 
-The `events` fixture is parametrised by backend so the PostgreSQL backend will
-run exactly these tests; real database files, no mocks.
+The `backend` fixture is parametrised so both backends run exactly these tests,
+against real databases: a fresh SQLite file, or a fresh PostgreSQL schema on
+the local server (`STEPLOG_TEST_POSTGRES` to use another). No mocks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,7 @@ from storage import (
     chain,
     open_log,
 )
+from tests.conftest import require
 
 
 class FakeClock:
@@ -42,11 +46,55 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["sqlite"])
-async def events(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
-) -> AsyncIterator[EventLog]:
-    log = open_log(str(tmp_path / "log.db"), clock=clock)
+@dataclass(frozen=True)
+class Backend:
+    """Where one backend's log lives, and a way around steplog to try forbidden writes."""
+
+    url: str
+    execute: Callable[..., Awaitable[None]]
+    """Run raw SQL (`?` placeholders) on a connection of its own."""
+    refused: tuple[type[BaseException], ...]
+    """What that raw connection raises when the database refuses a statement."""
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param == "sqlite":
+        path = tmp_path / "log.db"
+
+        async def execute_sqlite(sql: str, *args: object) -> None:
+            conn = sqlite3.connect(path)
+            try:
+                conn.execute(sql, args)
+            finally:
+                conn.close()
+
+        yield Backend(str(path), execute_sqlite, (sqlite3.DatabaseError,))
+        return
+
+    import asyncpg
+
+    from storage.postgres import testing
+
+    server = testing.postgres_url_for_tests()
+    problem = await testing.unreachable(server)
+    require("PostgreSQL", problem is None, f"{problem} (or set STEPLOG_TEST_POSTGRES)")
+    async with testing.scratch_schema(server) as url:
+
+        async def execute_postgres(sql: str, *args: object) -> None:
+            numbered = iter(range(1, len(args) + 1))
+            conn = await asyncpg.connect(url)
+            try:
+                await conn.execute(re.sub(r"\?", lambda _: f"${next(numbered)}", sql), *args)
+            finally:
+                await conn.close()
+
+        yield Backend(url, execute_postgres, (asyncpg.PostgresError,))
+
+
+@pytest.fixture
+async def events(backend: Backend, clock: FakeClock) -> AsyncIterator[EventLog]:
+    log = open_log(backend.url, clock=clock)
     await log.open()
     yield log
     await log.close()
@@ -104,14 +152,12 @@ async def test_hash_chain_links_every_event(events: EventLog) -> None:
         prev = e.hash
 
 
-async def test_events_are_append_only_in_the_database(events: EventLog, tmp_path: Path) -> None:
+async def test_events_are_append_only_in_the_database(events: EventLog, backend: Backend) -> None:
     run_id = await started_run(events)
-    conn = sqlite3.connect(tmp_path / "log.db")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        conn.execute("UPDATE events SET message = 'forged' WHERE run_id = ?", (run_id,))
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,))
-    conn.close()
+    with pytest.raises(backend.refused, match="append-only"):
+        await backend.execute("UPDATE events SET message = 'forged' WHERE run_id = ?", run_id)
+    with pytest.raises(backend.refused, match="append-only"):
+        await backend.execute("DELETE FROM events WHERE run_id = ?", run_id)
     assert len(await events.read_run(run_id)) == 2
 
 
@@ -211,8 +257,8 @@ async def test_secret_is_stable(events: EventLog) -> None:
     assert len(first) == 32 and await events.secret("run-token") == first
 
 
-async def test_reopening_keeps_everything(tmp_path: Path, clock: FakeClock) -> None:
-    path = str(tmp_path / "reopen.db")
+async def test_reopening_keeps_everything(backend: Backend, clock: FakeClock) -> None:
+    path = backend.url
     log = open_log(path, clock=clock)
     await log.open()
     run_id = await started_run(log)

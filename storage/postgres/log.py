@@ -1,0 +1,460 @@
+"""The shared event log: PostgreSQL through asyncpg, for many processes on many machines.
+
+Same contract as the SQLite backend, same group commit: one writer task per
+process owns one connection, takes everything queued, applies it in one
+transaction, commits, and only then answers each caller and tells the commit
+listeners (commit, then notify, then send). Reads use a separate small pool
+and never hold a transaction open.
+
+How the global stream stays gap-free (`read_all(after_pos)` never skips)
+-----------------------------------------------------------------------
+With ids from a sequence, PostgreSQL makes rows visible in *commit* order, not
+id order: transaction A takes pos 7, B takes pos 8, B commits, a reader reads
+"after 6", gets 8 and moves its cursor to 8; then A commits 7, which that
+reader never sees. steplog instead serialises appends in commit order:
+
+    BEGIN ISOLATION LEVEL READ COMMITTED
+    steplog_lock_for_append(key, run ids)     -- one VOLATILE function call:
+        pg_advisory_xact_lock(key)            --   one writer transaction at a time
+        SELECT pos, hash … ORDER BY pos DESC  --   the chain head (a new snapshot)
+        SELECT … FROM runs … FOR UPDATE       --   the per-run lock
+    INSERT events (pos = head + 1, + 2, …; hashes chained from the head), UPDATE runs
+    SELECT pg_notify(<channel>, '<new head>'); COMMIT   -- releases the lock
+
+Why this is correct: a transaction-level advisory lock is released only after
+its commit is visible to new snapshots (PostgreSQL ends the transaction in the
+proc array before releasing locks). So the next holder's head read — a new
+snapshot, taken after the lock was granted, because in READ COMMITTED a
+VOLATILE function takes one per statement inside it — sees the previous
+holder's rows, and its pos values are all larger. Hence of any two appending
+transactions, the one with the lower pos committed (became visible) first, and
+any snapshot that shows pos p also shows every pos < p. A reader paging by
+`pos > cursor` can therefore never skip a row, however late a transaction
+commits: a late commit simply holds every later append back until it is done.
+A rolled-back transaction consumed nothing, so pos has no gaps either. The
+same lock makes the chain head read consistent (one chain, no forks) and,
+since every write transaction takes it first, writers never deadlock on run
+rows.
+
+Throughput comes from group commit: while one process holds the lock, its
+peers' writers keep queueing, and each then commits everything it gathered in
+one transaction (one `unnest` INSERT). The cost is that appends from all
+processes share one commit stream (fsync) — the price of one totally ordered,
+hash-chained log; see storage/postgres/README.md.
+
+A lost connection during COMMIT leaves the outcome unknown (as with any remote
+database): the caller gets `StorageUnavailable` and the event may or may not be
+in the log; a worker's retry then continues from what the log holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from storage.errors import RunNotFound, SteplogError, StorageClosed
+from storage.interface import CommitListener, EventLog
+from storage.model import Event, NewEvent, Run
+from storage.postgres import migrations
+from storage.postgres.batch import Batch, Operation
+from storage.postgres.errors import is_connection_error, translate
+from storage.postgres.notify import CommitWatcher
+from storage.postgres.operations import (
+    AppendOp,
+    CancelOp,
+    ClaimOp,
+    CreateRunOp,
+    HeartbeatOp,
+    ReleaseOp,
+    RetryLaterOp,
+    SecretOp,
+)
+from storage.postgres.queries import QUERIES
+from storage.postgres.rows import event_from_record, run_from_record
+
+log = logging.getLogger("steplog.storage.postgres")
+
+# Above this many queued operations one transaction is closed and the next begun,
+# so a flood of appends still gets regular, bounded commits.
+MAX_BATCH = 2048
+
+# Short OLTP statements only: JIT compilation would cost more than it saves (and
+# makes asyncpg's one-off type introspection slow).
+SESSION_SETTINGS = {"jit": "off"}
+
+
+class PostgresEventLog(EventLog):
+    """The event log in a PostgreSQL database (group commit, hash chain, LISTEN/NOTIFY)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        readers: int = 4,
+        clock: Callable[[], float] = time.time,
+        poll_interval: float = 1.0,
+        migrate: bool = True,
+        idle_limit: float = 15.0,
+        before_commit: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """`url` is a libpq-style URL; `?search_path=schema` selects a schema.
+
+        `poll_interval` is the safety-net check for commits from other processes
+        when a NOTIFY was missed. `idle_limit` is how long the server lets a
+        write transaction sit idle before ending it (see `_connect_writer`); the
+        writer itself never pauses inside one. `before_commit` is awaited inside
+        every write transaction just before COMMIT: tests use it to make commits
+        late.
+        """
+        self.url = url
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self._readers = readers
+        self._migrate = migrate
+        self._idle_limit_ms = str(max(1, int(idle_limit * 1000)))
+        self._before_commit = before_commit
+        self._pool: asyncpg.Pool | None = None
+        self._writer_conn: asyncpg.Connection | None = None
+        self._lock_key = 0
+        self._channel = ""
+        self._queue: asyncio.Queue[Operation[Any]] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._listeners: list[CommitListener] = []
+        self._watcher: CommitWatcher | None = None
+        self._closed = True
+
+    def __repr__(self) -> str:
+        return f"PostgresEventLog({_redacted(self.url)!r})"
+
+    # -- lifecycle -------------------------------------------------------------
+    async def open(self) -> None:
+        conn: asyncpg.Connection | None = None
+        try:
+            conn = await self._connect_writer()
+            if self._migrate:
+                await migrations.migrate(conn)
+            elif await migrations.current(conn) != migrations.latest():
+                raise SteplogError("the database schema is not up to date: run `steplog migrate`")
+            self._lock_key = await conn.fetchval(QUERIES["append_lock_key"])
+            self._channel = _channel_name(await conn.fetchval(QUERIES["current_schema"]))
+            await _prepare_writer(conn)
+            self._pool = await asyncpg.create_pool(
+                self.url, min_size=0, max_size=self._readers, server_settings=SESSION_SETTINGS
+            )
+        except Exception as exc:
+            if conn is not None:
+                conn.terminate()
+            raise translate(exc) from exc
+        self._writer_conn = conn
+        self._closed = False
+        self._writer_task = asyncio.create_task(self._write_loop(), name="steplog-pg-writer")
+        if self._listeners:
+            self._start_watcher()
+
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.url, server_settings=SESSION_SETTINGS)
+
+    async def _connect_writer(self) -> asyncpg.Connection:
+        # A writer that freezes or loses its network mid-transaction would hold
+        # the append lock (and so every process's appends) until TCP gave up:
+        # the server ends such a session after a few idle seconds instead.
+        settings = {**SESSION_SETTINGS, "idle_in_transaction_session_timeout": self._idle_limit_ms}
+        return await asyncpg.connect(self.url, server_settings=settings)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer_task is not None:
+            await self._queue.put(_STOP)
+            await self._writer_task
+        if self._watcher is not None:
+            await self._watcher.stop()
+            self._watcher = None
+        if self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.close(), 10.0)
+            except TimeoutError:
+                self._pool.terminate()
+            self._pool = None
+        if self._writer_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._writer_conn.close()
+            self._writer_conn = None
+
+    def _start_watcher(self) -> None:
+        """Open the LISTEN side; only once somebody wants to be woken (saves a connection)."""
+        self._watcher = CommitWatcher(
+            self._connect,
+            self._channel,
+            self._tell_listeners,
+            self._is_writer_pid,
+            poll_interval=self.poll_interval,
+        )
+        self._watcher.start()
+
+    def _is_writer_pid(self, pid: int) -> bool:
+        return pid == self.writer_pid
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The server process id of the writer's connection (for tests and diagnostics)."""
+        conn = self._writer_conn
+        return None if conn is None or conn.is_closed() else conn.get_server_pid()
+
+    @property
+    def watcher(self) -> CommitWatcher | None:
+        """The LISTEN side, once a commit listener exists (for tests and diagnostics)."""
+        return self._watcher
+
+    # -- the writer ------------------------------------------------------------
+    async def _submit(self, op: Operation[Any]) -> Any:
+        if self._closed:
+            raise StorageClosed()
+        self._queue.put_nowait(op)
+        return await op.future
+
+    async def _write_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            ops = [await self._queue.get()]
+            while len(ops) < MAX_BATCH and not self._queue.empty():
+                ops.append(self._queue.get_nowait())
+            if _STOP in ops:
+                stopping = True
+                ops = [op for op in ops if op is not _STOP]
+            if not ops:
+                continue
+            head = await self._run_batch(ops)
+            if head is not None:
+                if self._watcher is not None:
+                    self._watcher.note(head)
+                self._tell_listeners(head)
+
+    def _tell_listeners(self, head: int) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(head)
+            except Exception:  # a broken listener must not stop the writer
+                log.exception("commit listener failed")
+
+    async def _writer(self) -> asyncpg.Connection:
+        """The writer's connection, reopened after a loss."""
+        if self._writer_conn is None or self._writer_conn.is_closed():
+            conn = await self._connect_writer()
+            await _prepare_writer(conn)
+            self._writer_conn = conn
+        return self._writer_conn
+
+    async def _run_batch(self, ops: list[Operation[Any]]) -> int | None:
+        """Apply `ops` in one transaction; return the new head pos if events were added.
+
+        A connection found dead before COMMIT was sent (say, closed by a server
+        restart while idle) certainly committed nothing, so the batch is run once
+        more on a fresh connection instead of failing every caller.
+        """
+        for attempt in (1, 2):
+            progress = _Progress()
+            try:
+                batch = await self._transaction(ops, progress)
+            except Exception as exc:  # the whole transaction is gone
+                # Whatever failed, the connection's state is suspect: start afresh.
+                await self._drop_writer()
+                if attempt == 1 and is_connection_error(exc) and not progress.committing:
+                    log.warning("writer connection lost (%s); retrying the batch", exc)
+                    continue
+                if is_connection_error(exc):
+                    log.warning("write batch of %d operations failed: %s", len(ops), exc)
+                else:
+                    log.exception("write batch of %d operations failed", len(ops))
+                error = translate(exc)
+                for op in ops:
+                    op.fail(error)
+                return None
+            for op in ops:
+                op.settle()
+            return batch.head_pos if batch.wrote_events else None
+        raise AssertionError("unreachable")
+
+    async def _transaction(self, ops: list[Operation[Any]], progress: _Progress) -> Batch:
+        """One write transaction in as few round trips as possible: every one of them
+        is spent holding the append lock that all processes share.
+
+        BEGIN; lock + head + run locks (one function call); the writes (one
+        statement per flush); NOTIFY + COMMIT. Any failure leaves the transaction
+        open; the caller drops the connection, which makes the server roll it back.
+        """
+        conn = await self._writer()
+        await conn.execute(QUERIES["begin_append"])
+        batch = Batch(conn)
+        await batch.start(self._lock_key, [op for op in ops if isinstance(op, AppendOp)])
+        # The time is read under the lock, so `at` follows commit order closely.
+        batch.set_time(self.clock())
+        for op in ops:
+            await batch.apply(op)
+        await batch.flush()
+        if self._before_commit is not None:
+            await self._before_commit()
+        progress.committing = True  # from here on a failure may or may not have committed
+        if batch.wrote_events:
+            await conn.execute(
+                QUERIES["notify_and_commit"].format(channel=self._channel, head=batch.head_pos)
+            )
+        else:
+            await conn.execute(QUERIES["commit"])
+        return batch
+
+    async def _drop_writer(self) -> None:
+        conn, self._writer_conn = self._writer_conn, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
+
+    # -- runs ------------------------------------------------------------------
+    async def create_run(
+        self,
+        function: str,
+        params: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        max_attempts: int = 3,
+    ) -> tuple[Run, bool]:
+        run_id, created = await self._submit(
+            CreateRunOp(function, params, idempotency_key, max_attempts)
+        )
+        return await self.get_run(run_id), created
+
+    async def get_run(self, run_id: str) -> Run:
+        rows = await self._fetch("get_run", run_id)
+        if not rows:
+            raise RunNotFound(f"no run with id {run_id!r}")
+        return run_from_record(rows[0])
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        function: str | None = None,
+        limit: int = 100,
+        before: str | None = None,
+    ) -> list[Run]:
+        rows = await self._fetch("list_runs", status or None, function or None, before, limit)
+        return [run_from_record(row) for row in rows]
+
+    async def claim_run(
+        self, worker_id: str, lease_seconds: float, functions: Sequence[str]
+    ) -> Run | None:
+        if not functions:
+            return None
+        [(claimable,)] = await self._fetch("claimable", list(functions), self.clock())
+        if not claimable:
+            return None  # idle workers poll with a cheap read, not a write transaction
+        run_id = await self._submit(ClaimOp(worker_id, lease_seconds, tuple(functions)))
+        return None if run_id is None else await self.get_run(run_id)
+
+    async def heartbeat(
+        self, run_id: str, attempt: int, worker_id: str, lease_seconds: float
+    ) -> None:
+        await self._submit(HeartbeatOp(run_id, attempt, worker_id, lease_seconds))
+
+    async def release(self, run_id: str, attempt: int, worker_id: str) -> None:
+        await self._submit(ReleaseOp(run_id, attempt, worker_id))
+
+    async def retry_later(self, run_id: str, attempt: int, delay: float, error: str) -> None:
+        await self._submit(RetryLaterOp(run_id, attempt, delay, error))
+
+    async def cancel_run(self, run_id: str, reason: str) -> bool:
+        cancelled: bool = await self._submit(CancelOp(run_id, reason))
+        return cancelled
+
+    # -- events ----------------------------------------------------------------
+    async def append(self, event: NewEvent) -> Event:
+        result: Event = await self._submit(AppendOp(event))
+        return result
+
+    async def read_run(self, run_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        rows = await self._fetch("read_run", run_id, after_seq, limit)
+        return [event_from_record(row) for row in rows]
+
+    async def read_all(self, after_pos: int = 0, limit: int = 1000) -> list[Event]:
+        return [event_from_record(r) for r in await self._fetch("read_all", after_pos, limit)]
+
+    async def head(self) -> int:
+        [(head,)] = await self._fetch("head")
+        return int(head)
+
+    async def secret(self, name: str) -> bytes:
+        rows = await self._fetch("get_secret", f"secret:{name}")
+        if rows:
+            return bytes(rows[0][0])
+        value: bytes = await self._submit(SecretOp(f"secret:{name}", secrets.token_bytes(32)))
+        return value
+
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        if self._closed or self._pool is None:
+            raise StorageClosed()
+        try:
+            rows: list[asyncpg.Record] = await self._pool.fetch(QUERIES[query], *args)
+        except Exception as exc:
+            raise translate(exc) from exc
+        return rows
+
+    # -- wake-ups --------------------------------------------------------------
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        """Be told after each commit in this process and, via NOTIFY, in every other."""
+        self._listeners.append(listener)
+        if self._watcher is None and not self._closed:
+            self._start_watcher()
+
+    def remove_commit_listener(self, listener: CommitListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+
+async def _prepare_writer(conn: asyncpg.Connection) -> None:
+    """Prepare the statements run under the append lock, before any lock is held:
+    the first use of a statement makes asyncpg look its types up, a few round
+    trips that must not be spent while every process waits."""
+    for name in ("lock_for_append", "write_batch"):
+        await conn.prepare(QUERIES[name])
+
+
+def _channel_name(schema: str) -> str:
+    """This log's NOTIFY channel: one per schema, and only [a-z0-9_] (it is spliced into SQL)."""
+    return "steplog_" + re.sub(r"[^a-z0-9_]", "_", schema.lower())[:50]
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for logs and reprs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class _Progress:
+    """How far a write transaction got, to tell "surely not committed" from "unknown"."""
+
+    __slots__ = ("committing",)
+
+    def __init__(self) -> None:
+        self.committing = False
+
+
+class _Stop(Operation[None]):
+    def __init__(self) -> None:  # never awaited: only a marker in the queue
+        pass
+
+
+_STOP: Operation[Any] = _Stop()
+
+__all__ = ["PostgresEventLog"]

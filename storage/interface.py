@@ -16,6 +16,12 @@ from storage.model import Event, NewEvent, Run
 CommitListener = Callable[[int], None]
 """Called in the writer's event loop after a commit, with the new head `pos`."""
 
+CommitObserver = Callable[[Sequence[Event], Sequence[float]], None]
+"""Called in the writer's event loop after each commit made by *this* log instance, with
+the events that commit added (every type, in `pos` order) and, for each `append()` it
+acknowledged, the seconds from the call to the commit. For metrics and logs: it must be
+quick and must not raise (a failure is logged and ignored)."""
+
 
 class EventLog(abc.ABC):
     """An append-only, hash-chained event log plus the run records it projects."""
@@ -130,3 +136,39 @@ class EventLog(abc.ABC):
     @abc.abstractmethod
     def remove_commit_listener(self, listener: CommitListener) -> None:
         """Stop being told."""
+
+    # -- operations: health checks and metrics ---------------------------------
+    # Every backend must provide these three. They are not abstract yet only so a
+    # backend written before them still loads: `/readyz` and `/metrics` treat
+    # `NotImplementedError` as "not measured".
+
+    async def run_counts(self) -> dict[str, int]:
+        """How many runs are in each status (`RunStatus` values; absent means none).
+
+        One cheap aggregate read, made at every `/metrics` scrape.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot count runs")
+
+    async def check_writable(self) -> None:
+        """Prove the log takes a write now, or raise.
+
+        Goes through the same writer as appends (so a stuck writer, a locked or
+        read-only database, a full disk all fail it) and commits a tiny write that
+        touches no run or event: SQLite upserts the `meta` row `probe:writable`.
+        `/readyz` calls it with a deadline.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot check writability")
+
+    def add_commit_observer(self, observer: CommitObserver) -> None:
+        """Be told what each commit made by this instance added (see `CommitObserver`).
+
+        Unlike commit listeners, observers see the events themselves and the append
+        latencies, but only for writes made through this instance: the events appended
+        counter, the append latency histogram and the run-transition log lines are
+        counted once, by the process that wrote them.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot report its commits")
+
+    def remove_commit_observer(self, observer: CommitObserver) -> None:
+        """Stop being told."""
+        raise NotImplementedError(f"{type(self).__name__} cannot report its commits")

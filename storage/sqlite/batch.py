@@ -8,11 +8,10 @@ costs a handful of round trips to the SQLite thread, not N.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
-
-import aiosqlite
 
 from storage import chain
 from storage.errors import InvalidEvent, LeaseLost, RunFinished, RunNotFound, SteplogError
@@ -29,16 +28,21 @@ class Operation(Generic[T]):
     def __init__(self) -> None:
         self.future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._result: T | None = None
-        self._error: SteplogError | None = None
+        self._error: Exception | None = None
 
-    async def apply(self, batch: Batch) -> T:
+    def apply(self, batch: Batch) -> T:
         raise NotImplementedError
 
-    async def run(self, batch: Batch) -> None:
+    def run(self, batch: Batch) -> None:
         try:
-            self._result = await self.apply(batch)
+            self._result = self.apply(batch)
         except SteplogError as exc:  # refused (fenced, unknown run): only this caller fails
             self._error = exc
+
+    def fail(self, exc: Exception) -> None:
+        """The transaction rolled back: the caller gets `exc` (set, on the loop, by `settle`)."""
+        self._result = None
+        self._error = exc  # type: ignore[assignment]
 
     def settle(self) -> None:
         """Resolve the caller's future; called once the transaction committed."""
@@ -64,7 +68,7 @@ class RunState:
 class Batch:
     """The shared state of one `BEGIN IMMEDIATE` … `COMMIT`."""
 
-    def __init__(self, conn: aiosqlite.Connection, clock: Callable[[], float]) -> None:
+    def __init__(self, conn: sqlite3.Connection, clock: Callable[[], float]) -> None:
         self.conn = conn
         self.clock = clock
         self.runs: dict[str, RunState] = {}
@@ -72,44 +76,48 @@ class Batch:
         self.head_pos = 0
         self.head_hash = chain.GENESIS_HASH
         self.wrote_events = False
+        self.added: list[Event] = []  # every event this transaction adds, for observers
         self.now = clock()
         self.now_iso = iso(self.now)
 
-    async def start(self, appends: Iterable[Any]) -> None:
-        """Read the chain head and every run the queued appends touch (one query each)."""
-        cur = await self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
-        row = await cur.fetchone()
-        self.head_pos = int(row[0]) if row else 0
-        cur = await self.conn.execute("SELECT hash FROM events ORDER BY pos DESC LIMIT 1")
-        row = await cur.fetchone()
-        self.head_hash = row[0] if row else chain.GENESIS_HASH
-        await self.load_runs({op.event.run_id for op in appends})
+    def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        return self.conn.execute(sql, args).fetchall()
 
-    async def load_runs(self, run_ids: Iterable[str]) -> None:
+    def start(self, appends: Iterable[Any]) -> None:
+        """Read the chain head and every run the queued appends touch (one query each)."""
+        cur = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+        row = cur.fetchone()
+        self.head_pos = int(row[0]) if row else 0
+        cur = self.conn.execute("SELECT hash FROM events ORDER BY pos DESC LIMIT 1")
+        row = cur.fetchone()
+        self.head_hash = row[0] if row else chain.GENESIS_HASH
+        self.load_runs({op.event.run_id for op in appends})
+
+    def load_runs(self, run_ids: Iterable[str]) -> None:
         missing = [run_id for run_id in run_ids if run_id not in self.runs]
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = await self.conn.execute_fetchall(
+            rows = self.fetchall(
                 f"SELECT id, attempt, status, last_seq FROM runs WHERE id IN ({marks})", chunk
             )
             for run_id, attempt, status, last_seq in rows:
                 self.runs[run_id] = RunState(attempt, RunStatus(status), last_seq)
 
-    async def run_state(self, run_id: str) -> RunState:
-        await self.load_runs([run_id])
+    def run_state(self, run_id: str) -> RunState:
+        self.load_runs([run_id])
         state = self.runs.get(run_id)
         if state is None:
             raise RunNotFound(f"no run with id {run_id!r}")
         return state
 
-    async def apply(self, op: Operation[Any]) -> None:
+    def apply(self, op: Operation[Any]) -> None:
         from storage.sqlite.operations import AppendOp
 
         if not isinstance(op, AppendOp):
             # Anything that reads or writes tables directly sees earlier appends first.
-            await self.flush()
-        await op.run(self)
+            self.flush()
+        op.run(self)
 
     def add_event(self, new: NewEvent) -> Event:
         """Validate (fencing), number and hash one event; it is written at `flush`."""
@@ -160,6 +168,7 @@ class Batch:
              self.now_iso, digest)
         )  # fmt: skip
         self.head_pos, self.head_hash = pos, digest
+        self.added.append(event)
         state.last_seq = seq
         state.dirty = True
         ended = STATUS_OF_TERMINAL.get(new.type)
@@ -171,11 +180,11 @@ class Batch:
             state.ended = (ended.value, result, None if error is None else str(error))
         return event
 
-    async def flush(self) -> None:
+    def flush(self) -> None:
         """Write the events and run projections added since the last flush."""
         if not self.rows:
             return
-        await self.conn.executemany(
+        self.conn.executemany(
             "INSERT INTO events (pos, run_id, seq, type, step, message, pct, data, attempt, at,"
             " hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             self.rows,
@@ -192,11 +201,11 @@ class Batch:
                 status, result, error = state.ended
                 ended.append((status, self.now_iso, result, error, run_id))
                 state.ended = None
-        await self.conn.executemany(
+        self.conn.executemany(
             "UPDATE runs SET last_seq = ?, updated_at = ? WHERE id = ?", progressed
         )
         if ended:
-            await self.conn.executemany(
+            self.conn.executemany(
                 "UPDATE runs SET status = ?, finished_at = ?, result = ?, error = ?,"
                 " lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
                 ended,

@@ -19,16 +19,18 @@ import itertools
 import logging
 import os
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from storage import chain
 from storage.errors import RunNotFound, StorageClosed
-from storage.interface import CommitListener, EventLog
+from storage.interface import CommitListener, CommitObserver, EventLog
 from storage.model import Event, NewEvent, Run
 from storage.sqlite import migrations
 from storage.sqlite.batch import Batch, Operation
@@ -38,6 +40,7 @@ from storage.sqlite.operations import (
     ClaimOp,
     CreateRunOp,
     HeartbeatOp,
+    ProbeOp,
     ReleaseOp,
     RetryLaterOp,
     SecretOp,
@@ -45,6 +48,8 @@ from storage.sqlite.operations import (
 from storage.sqlite.rows import EVENT_COLUMNS, RUN_COLUMNS, run_from_row
 
 log = logging.getLogger("steplog.storage")
+
+T = TypeVar("T")
 
 # Above this many queued operations one transaction is closed and the next begun,
 # so a flood of appends still gets regular, bounded commits.
@@ -66,12 +71,14 @@ class SQLiteEventLog(EventLog):
         self.synchronous = synchronous
         self.clock = clock
         self._reader_count = readers
-        self._writer_conn: aiosqlite.Connection | None = None
+        self._writer_conn: sqlite3.Connection | None = None
+        self._writer_thread: ThreadPoolExecutor | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._next_reader = itertools.cycle([0])
         self._queue: asyncio.Queue[Operation[Any]] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._listeners: list[CommitListener] = []
+        self._observers: list[CommitObserver] = []
         self._closed = True
 
     def __repr__(self) -> str:
@@ -80,13 +87,25 @@ class SQLiteEventLog(EventLog):
     # -- lifecycle -------------------------------------------------------------
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer_conn = await self._connect()
-        await self._writer_conn.execute("PRAGMA journal_mode=WAL")
-        await migrations.migrate(self._writer_conn)
+        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="steplog-sqlite-writer")
+        self._writer_conn = await self._in_writer(self._open_writer)
         self._readers = [await self._connect(read_only=True) for _ in range(self._reader_count)]
         self._next_reader = itertools.cycle(range(len(self._readers)))
         self._closed = False
         self._writer_task = asyncio.create_task(self._write_loop(), name="steplog-sqlite-writer")
+
+    def _open_writer(self) -> sqlite3.Connection:
+        """The only write connection, opened (and only ever used) on the writer thread."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        migrations.migrate(conn)
+        return conn
+
+    async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._writer_thread is not None
+        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, fn, *args)
 
     async def _connect(self, read_only: bool = False) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -104,11 +123,15 @@ class SQLiteEventLog(EventLog):
         if self._writer_task is not None:
             await self._queue.put(_STOP)
             await self._writer_task
-        for conn in [*self._readers, self._writer_conn]:
-            if conn is not None:
-                await conn.close()
+        for conn in self._readers:
+            await conn.close()
+        if self._writer_conn is not None:
+            await self._in_writer(self._writer_conn.close)
+        if self._writer_thread is not None:
+            self._writer_thread.shutdown(wait=True)
         self._readers = []
         self._writer_conn = None
+        self._writer_thread = None
 
     # -- the writer ------------------------------------------------------------
     async def _submit(self, op: Operation[Any]) -> Any:
@@ -130,35 +153,47 @@ class SQLiteEventLog(EventLog):
                 ops = [op for op in ops if op is not _STOP]
             if not ops:
                 continue
-            head = await self._run_batch(conn, ops)
-            if head is not None:
+            # The whole transaction runs on the writer thread in one hop; the futures
+            # are resolved back here, on the event loop, only after the commit.
+            batch = await self._in_writer(self._run_batch, conn, ops)
+            for op in ops:
+                op.settle()
+            if batch is not None and batch.wrote_events:
+                if self._observers:
+                    self._observe(ops, batch.added)
                 for listener in list(self._listeners):
                     try:
-                        listener(head)
+                        listener(batch.head_pos)
                     except Exception:  # a broken listener must not stop the writer
                         log.exception("commit listener failed")
 
-    async def _run_batch(self, conn: aiosqlite.Connection, ops: list[Operation[Any]]) -> int | None:
-        """Apply `ops` in one transaction; return the new head pos if events were added."""
+    def _observe(self, ops: list[Operation[Any]], added: list[Event]) -> None:
+        done = time.monotonic()
+        waits = [done - op.submitted for op in ops if isinstance(op, AppendOp) and op.acknowledged]
+        for observer in list(self._observers):
+            try:
+                observer(added, waits)
+            except Exception:  # metrics must never stop the writer
+                log.exception("commit observer failed")
+
+    def _run_batch(self, conn: sqlite3.Connection, ops: list[Operation[Any]]) -> Batch | None:
+        """Apply `ops` in one transaction (on the writer thread); None when it rolled back."""
         batch = Batch(conn, self.clock)
         try:
-            await conn.execute("BEGIN IMMEDIATE")
-            await batch.start([op for op in ops if isinstance(op, AppendOp)])
+            conn.execute("BEGIN IMMEDIATE")
+            batch.start([op for op in ops if isinstance(op, AppendOp)])
             for op in ops:
-                await batch.apply(op)
-            await batch.flush()
-            await conn.execute("COMMIT")
+                batch.apply(op)
+            batch.flush()
+            conn.execute("COMMIT")
         except Exception as exc:  # the whole transaction is gone: tell every caller
             log.exception("write batch of %d operations failed", len(ops))
             with contextlib.suppress(Exception):
-                await conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
             for op in ops:
-                if not op.future.done():
-                    op.future.set_exception(exc)
+                op.fail(exc)
             return None
-        for op in ops:
-            op.settle()
-        return batch.head_pos if batch.wrote_events else None
+        return batch
 
     # -- runs ------------------------------------------------------------------
     async def create_run(
@@ -269,6 +304,13 @@ class SQLiteEventLog(EventLog):
         value: bytes = await self._submit(SecretOp(f"secret:{name}", secrets.token_bytes(32)))
         return value
 
+    async def run_counts(self) -> dict[str, int]:
+        rows = await self._read("SELECT status, count(*) FROM runs GROUP BY status", ())
+        return {status: int(count) for status, count in rows}
+
+    async def check_writable(self) -> None:
+        await self._submit(ProbeOp())
+
     async def _read(self, sql: str, args: Sequence[Any]) -> list[Any]:
         if self._closed:
             raise StorageClosed()
@@ -282,6 +324,13 @@ class SQLiteEventLog(EventLog):
     def remove_commit_listener(self, listener: CommitListener) -> None:
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
+
+    def add_commit_observer(self, observer: CommitObserver) -> None:
+        self._observers.append(observer)
+
+    def remove_commit_observer(self, observer: CommitObserver) -> None:
+        with contextlib.suppress(ValueError):
+            self._observers.remove(observer)
 
 
 class _Stop(Operation[None]):

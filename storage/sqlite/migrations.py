@@ -7,9 +7,8 @@ upgrades it in place and opening a file from a newer steplog is refused.
 from __future__ import annotations
 
 import re
+import sqlite3
 from importlib import resources
-
-import aiosqlite
 
 from storage.errors import SteplogError
 
@@ -26,9 +25,9 @@ def available() -> list[tuple[int, str]]:
     return sorted(found)
 
 
-async def migrate(conn: aiosqlite.Connection) -> int:
-    """Bring the schema up to date; returns the resulting version."""
-    (current,) = await (await conn.execute("PRAGMA user_version")).fetchone()  # type: ignore[misc]
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema up to date (on the writer's connection); returns the resulting version."""
+    (current,) = conn.execute("PRAGMA user_version").fetchone()
     steps = available()
     latest = steps[-1][0] if steps else 0
     if current > latest:
@@ -39,8 +38,6 @@ async def migrate(conn: aiosqlite.Connection) -> int:
         if number <= current:
             continue
         # executescript would COMMIT first; wrap each migration in one transaction.
-        await conn.executescript(
-            f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;"
-        )
+        conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;")
         current = number
     return current

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
 from storage.errors import LeaseLost
@@ -16,8 +17,15 @@ class AppendOp(Operation[Event]):
     def __init__(self, event: NewEvent) -> None:
         super().__init__()
         self.event = event
+        self.submitted = time.monotonic()  # for the append latency commit observers see
 
-    async def apply(self, batch: Batch) -> Event:
+    @property
+    def acknowledged(self) -> bool:
+        """Committed and answered with its event (not refused, not abandoned by its caller)."""
+        future = self.future
+        return future.done() and not future.cancelled() and future.exception() is None
+
+    def apply(self, batch: Batch) -> Event:
         return batch.add_event(self.event)
 
 
@@ -35,15 +43,15 @@ class CreateRunOp(Operation[tuple[str, bool]]):
         self.idempotency_key = idempotency_key
         self.max_attempts = max_attempts
 
-    async def apply(self, batch: Batch) -> tuple[str, bool]:
+    def apply(self, batch: Batch) -> tuple[str, bool]:
         if self.idempotency_key is not None:
-            rows = await batch.conn.execute_fetchall(
+            rows = batch.fetchall(
                 "SELECT id FROM runs WHERE idempotency_key = ?", (self.idempotency_key,)
             )
             if rows:
                 return rows[0][0], False
         run_id = new_run_id(batch.now)
-        await batch.conn.execute(
+        batch.conn.execute(
             "INSERT INTO runs (id, function, params, status, attempt, max_attempts, last_seq,"
             " idempotency_key, created_at, updated_at)"
             " VALUES (?, ?, ?, 'queued', 0, ?, 0, ?, ?, ?)",
@@ -67,7 +75,7 @@ class CreateRunOp(Operation[tuple[str, bool]]):
                 data={"function": self.function},
             )
         )
-        await batch.flush()
+        batch.flush()
         return run_id, True
 
 
@@ -80,12 +88,12 @@ class ClaimOp(Operation[str | None]):
         self.lease_seconds = lease_seconds
         self.functions = functions
 
-    async def apply(self, batch: Batch) -> str | None:
+    def apply(self, batch: Batch) -> str | None:
         if not self.functions:
             return None
         marks = ",".join("?" * len(self.functions))
         while True:
-            rows = await batch.conn.execute_fetchall(
+            rows = batch.fetchall(
                 "SELECT id, attempt, max_attempts, lease_owner, status FROM runs"
                 f" WHERE function IN ({marks})"
                 "   AND ((status = 'queued' AND available_at <= ?)"
@@ -96,7 +104,7 @@ class ClaimOp(Operation[str | None]):
             if not rows:
                 return None
             run_id, attempt, max_attempts, previous_owner, status = rows[0]
-            state = await batch.run_state(run_id)
+            state = batch.run_state(run_id)
             if status == "running" and attempt >= max_attempts:
                 batch.add_event(
                     NewEvent(
@@ -107,12 +115,12 @@ class ClaimOp(Operation[str | None]):
                         data={"error": f"lease of attempt {attempt} expired; no attempts left"},
                     )
                 )
-                await batch.flush()
+                batch.flush()
                 continue
             lost = previous_owner if status == "running" else None
-            return await self._lease(batch, run_id, state, attempt, lost, status == "running")
+            return self._lease(batch, run_id, state, attempt, lost, status == "running")
 
-    async def _lease(
+    def _lease(
         self,
         batch: Batch,
         run_id: str,
@@ -122,7 +130,7 @@ class ClaimOp(Operation[str | None]):
         lease_expired: bool,
     ) -> str:
         new_attempt = attempt + 1
-        await batch.conn.execute(
+        batch.conn.execute(
             "UPDATE runs SET status = 'running', attempt = ?, lease_owner = ?,"
             " lease_expires_at = ?, started_at = coalesce(started_at, ?), updated_at = ?"
             " WHERE id = ?",
@@ -159,7 +167,7 @@ class ClaimOp(Operation[str | None]):
                 data={"worker": self.worker_id},
             )
         )
-        await batch.flush()
+        batch.flush()
         return run_id
 
 
@@ -171,8 +179,8 @@ class HeartbeatOp(Operation[None]):
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
 
-    async def apply(self, batch: Batch) -> None:
-        cur = await batch.conn.execute(
+    def apply(self, batch: Batch) -> None:
+        cur = batch.conn.execute(
             "UPDATE runs SET lease_expires_at = ? WHERE id = ? AND attempt = ?"
             " AND lease_owner = ? AND status = 'running'",
             (batch.now + self.lease_seconds, self.run_id, self.attempt, self.worker_id),
@@ -188,12 +196,23 @@ class ReleaseOp(Operation[None]):
         self.attempt = attempt
         self.worker_id = worker_id
 
-    async def apply(self, batch: Batch) -> None:
+    def apply(self, batch: Batch) -> None:
         # An expired lease is what makes a run claimable again: expire it now.
-        await batch.conn.execute(
+        batch.conn.execute(
             "UPDATE runs SET lease_expires_at = 0, lease_owner = NULL WHERE id = ? AND attempt = ?"
             " AND lease_owner = ? AND status = 'running'",
             (self.run_id, self.attempt, self.worker_id),
+        )
+
+
+class ProbeOp(Operation[None]):
+    """A tiny committed write that touches no run or event: proof the log is writable."""
+
+    def apply(self, batch: Batch) -> None:
+        batch.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('probe:writable', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (batch.now_iso.encode(),),
         )
 
 
@@ -203,13 +222,11 @@ class SecretOp(Operation[bytes]):
         self.key = key
         self.candidate = candidate or secrets.token_bytes(32)
 
-    async def apply(self, batch: Batch) -> bytes:
-        await batch.conn.execute(
+    def apply(self, batch: Batch) -> bytes:
+        batch.conn.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (self.key, self.candidate)
         )
-        rows = await batch.conn.execute_fetchall(
-            "SELECT value FROM meta WHERE key = ?", (self.key,)
-        )
+        rows = batch.fetchall("SELECT value FROM meta WHERE key = ?", (self.key,))
         return bytes(rows[0][0])
 
 
@@ -223,8 +240,8 @@ class RetryLaterOp(Operation[None]):
         self.delay = delay
         self.error = error
 
-    async def apply(self, batch: Batch) -> None:
-        state = await batch.run_state(self.run_id)
+    def apply(self, batch: Batch) -> None:
+        state = batch.run_state(self.run_id)
         batch.add_event(
             NewEvent(
                 self.run_id,
@@ -235,9 +252,9 @@ class RetryLaterOp(Operation[None]):
                 data={"error": self.error, "delay_s": self.delay, "next_attempt": self.attempt + 1},
             )
         )
-        await batch.flush()
+        batch.flush()
         state.status = RunStatus.QUEUED
-        await batch.conn.execute(
+        batch.conn.execute(
             "UPDATE runs SET status = 'queued', available_at = ?, lease_owner = NULL,"
             " lease_expires_at = NULL, error = ?, updated_at = ? WHERE id = ?",
             (batch.now + self.delay, self.error, batch.now_iso, self.run_id),
@@ -252,8 +269,8 @@ class CancelOp(Operation[bool]):
         self.run_id = run_id
         self.reason = reason
 
-    async def apply(self, batch: Batch) -> bool:
-        state = await batch.run_state(self.run_id)
+    def apply(self, batch: Batch) -> bool:
+        state = batch.run_state(self.run_id)
         if state.status.finished:
             return False
         batch.add_event(
@@ -265,5 +282,5 @@ class CancelOp(Operation[bool]):
                 data={"reason": self.reason},
             )
         )
-        await batch.flush()
+        batch.flush()
         return True

@@ -116,6 +116,18 @@ class EventLog(abc.ABC):
     async def read_run(self, run_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
         """Events of one run with `seq > after_seq`, in order."""
 
+    async def read_run_envelopes(
+        self, run_id: str, after_seq: int = 0, limit: int = 1000
+    ) -> list[tuple[int, str, str]]:
+        """Like `read_run`, as (seq, type, envelope JSON): what a replay writes.
+
+        A backend may build the envelopes in SQL, off the event loop; this default
+        builds them in Python. Both must give the same JSON (contract suite).
+        """
+        from storage.envelope import envelope
+
+        return [(e.seq, e.type, envelope(e)) for e in await self.read_run(run_id, after_seq, limit)]
+
     @abc.abstractmethod
     async def read_all(self, after_pos: int = 0, limit: int = 1000) -> list[Event]:
         """Events of every run with `pos > after_pos`, in commit order."""

@@ -8,6 +8,7 @@ the local server (`STEPLOG_TEST_POSTGRES` to use another). No mocks.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -278,3 +279,32 @@ async def test_unknown_event_type_is_refused(events: EventLog) -> None:
     with pytest.raises(InvalidEvent):
         await events.append(NewEvent(run_id, "made.up", 1))
     assert len(await events.read_run(run_id)) == 2
+
+
+TRICKY = [
+    "plain",
+    "Zoë — 東京 🚀",
+    'quote " backslash \\ slash /',
+    "line\nbreak\r\ncr\ttab",
+    "nul\x00and\x01\x1f controls",
+    "\u2028\u2029 separators",
+    "",
+]
+
+
+async def test_envelopes_built_by_the_backend_equal_the_python_envelope(events: EventLog) -> None:
+    from storage.envelope import envelope
+
+    run_id = await started_run(events)
+    for i, text in enumerate(TRICKY):
+        step = None if i % 2 else text.replace("\x00", "")  # PostgreSQL refuses NUL in step
+        message = text.replace("\x00", "")
+        await events.append(
+            NewEvent(run_id, EventType.STEP_PROGRESS, 1, step, message, i * 12.5, {"t": text})
+        )
+    stored = await events.read_run(run_id)
+    built = await events.read_run_envelopes(run_id)
+    assert [(seq, kind) for seq, kind, _ in built] == [(e.seq, e.type) for e in stored]
+    for (_, _, text), event in zip(built, stored, strict=True):
+        assert json.loads(text) == json.loads(envelope(event))
+        assert "\n" not in text and "\r" not in text

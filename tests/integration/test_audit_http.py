@@ -114,8 +114,8 @@ def test_filtered_and_csv_exports_over_http(server: ServerProcess, tmp_path: Pat
         report = verify_export(tmp_path / "run.jsonl")
         assert report.ok and report.events == 10, report.lines()
 
-        body = http.get("/audit/export", params=[("run", run_id), ("type", "step.progress")]).text
-        events = [json.loads(line) for line in body.splitlines()[1:-1]]
+        text = http.get("/audit/export", params=[("run", run_id), ("type", "step.progress")]).text
+        events = [json.loads(line) for line in text.split("\n")[1:-2]]
         assert [e["seq"] for e in events] == [4, 5, 6, 7, 8]
         assert {e["type"] for e in events} == {"step.progress"}
 

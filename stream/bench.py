@@ -129,10 +129,21 @@ def run_benchmarks(quick: bool = False) -> str:
         rows.extend(replay)
         rows.extend(bench_fanout(root, plan, console))
         rows.extend(memory)
+    rows.extend(audit_rows(quick))
     elapsed = time.perf_counter() - started
     machine = _machine_note(load_before, elapsed)
     console.log(machine)
     return render_table(rows) + f"\n\n_{machine}_"
+
+
+def audit_rows(quick: bool) -> list[Row]:
+    """The audit's figures (verify and export of a 1,000,000-event log, with peak memory)."""
+    from stream.bench_audit import audit_benchmarks
+
+    return [
+        Row(name, figure, target, None if met == "—" else met == "yes")
+        for name, figure, target, met in audit_benchmarks(quick=quick)
+    ]
 
 
 def _machine_note(load_before: float, elapsed: float) -> str:

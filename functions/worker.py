@@ -131,12 +131,15 @@ class WorkerPool:
             )
             log.info("run %s succeeded", run.id)
         except asyncio.CancelledError:
-            if work.done() or not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+            # Not `current_task().cancelling()`: cancelling this slot while it awaits
+            # `work` cancels `work` first, so the slot sees `work` done and cancelled.
+            if not self._stopping:
                 log.warning(
                     "run %s attempt %d stopped: cancelled or lease lost", run.id, run.attempt
                 )
                 return
             # The pool is stopping: give the lease back so another worker resumes at once.
+            log.info("run %s attempt %d: giving its lease back (stopping)", run.id, run.attempt)
             work.cancel()
             with contextlib.suppress(BaseException):
                 await work

@@ -15,10 +15,11 @@ from standardwebhooks import Webhook
 
 from functions import registry
 from storage import Run, RunNotFound, SteplogError
+from storage.envelope import envelope
 from storage.jsonenc import dumps
 from storage.runids import is_run_id
 from stream.auth import require_api_key, require_run_access, run_token
-from stream.frames import envelope
+from stream.metrics import metrics
 from stream.problems import HTTPProblem
 from stream.state import state
 
@@ -125,19 +126,23 @@ async def _start(function: str, params: dict[str, Any], key: str | None) -> Resp
 async def webhook(function: str) -> Response:
     """Start a run from a Standard Webhooks request; `webhook-id` makes it idempotent."""
     app_state = state()
-    body = await request.get_data(cache=False)
-    assert isinstance(body, bytes)
-    headers = {k.lower(): v for k, v in request.headers.items()}
     try:
-        Webhook(app_state.settings.webhook_secret or "").verify(body, headers, json_parse=False)
-    except Exception as exc:  # the library raises several types for malformed headers
-        reason = str(exc) or type(exc).__name__
-        raise HTTPProblem(
-            401, "Invalid webhook signature", f"webhook verification failed: {reason}"
-        ) from None
-    registry.get(function)  # 404 for an unknown function, after authentication
-    params = _parse_json_object(body, "webhook body")
-    return await _start(function, params, f"webhook:{headers['webhook-id']}")
+        body = await request.get_data(cache=False)
+        assert isinstance(body, bytes)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            Webhook(app_state.settings.webhook_secret or "").verify(body, headers, json_parse=False)
+        except Exception as exc:  # the library raises several types for malformed headers
+            reason = str(exc) or type(exc).__name__
+            raise HTTPProblem(
+                401, "Invalid webhook signature", f"webhook verification failed: {reason}"
+            ) from None
+        registry.get(function)  # 404 for an unknown function, after authentication
+        params = _parse_json_object(body, "webhook body")
+        return await _start(function, params, f"webhook:{headers['webhook-id']}")
+    except Exception as exc:  # counted by reason on /metrics, then answered as before
+        metrics().webhook_rejected(exc)
+        raise
 
 
 class StartRun(BaseModel):

@@ -1,4 +1,11 @@
-"""The Quart application factory: routes, error mapping, and the serving lifecycle."""
+"""The Quart application factory: routes, error mapping, and the serving lifecycle.
+
+Shutting down is two steps. `begin_shutdown` (called by `steplog serve` on SIGTERM
+or SIGINT, before Hypercorn stops listening) ends every open stream with a last
+comment and stops the workers, which give their runs' leases back; then Hypercorn
+closes its listeners, waits for in-flight requests up to its graceful timeout, and
+the `after_serving` hook closes the hub and the log.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,10 @@ from functions.worker import WorkerPool
 from storage import EventLog, SteplogError, open_log
 from stream.api import api
 from stream.audit_routes import audit
+from stream.health import health
 from stream.hub import TailHub
+from stream.logs import RequestLog, log_transitions
+from stream.metrics import Metrics, exposition
 from stream.pages import STATIC, pages
 from stream.problems import HTTPProblem, problem
 from stream.settings import Settings
@@ -30,8 +40,16 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = 30
     events = events or open_log(settings.db, synchronous=settings.sqlite_synchronous)
+    metrics = Metrics()
     hub = TailHub(
-        events, poll_interval=settings.tail_poll_interval, buffer=settings.subscriber_buffer
+        events,
+        poll_interval=settings.tail_poll_interval,
+        buffer=settings.subscriber_buffer,
+        max_streams=settings.max_streams,
+        max_streams_per_token=settings.max_streams_per_token,
+        lifetime=settings.max_stream_seconds,
+        write_timeout=settings.write_timeout,
+        metrics=metrics,
     )
     pool = (
         WorkerPool(
@@ -44,6 +62,10 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
         else None
     )
     app.extensions["steplog"] = state = AppState(settings, events, hub, pool)
+    app.extensions["steplog.metrics"] = metrics
+    app.asgi_app = RequestLog(app.asgi_app)  # type: ignore[method-assign]
+    app.register_blueprint(health)
+    app.register_blueprint(exposition)
     app.register_blueprint(api)
     app.register_blueprint(streams)
     app.register_blueprint(audit)
@@ -57,6 +79,12 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
     async def startup() -> None:
         await events.open()
         state.token_secret = await events.secret("run-token")
+        for observer in (metrics.observe_commit, log_transitions):
+            try:
+                events.add_commit_observer(observer)
+            except NotImplementedError:
+                log.warning("%r reports no commits: no append metrics or run log lines", events)
+                break
         await hub.start()
         if pool is not None:
             pool.start()
@@ -68,10 +96,6 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
             await pool.stop()
         await hub.stop()
         await events.close()
-
-    @app.get("/healthz")
-    async def healthz() -> Response:
-        return Response('{"status":"ok"}', content_type="application/json")
 
     @app.errorhandler(HTTPProblem)
     async def on_problem(exc: HTTPProblem) -> Response:
@@ -100,3 +124,19 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
         return problem(500, "Internal error", "the server failed; see its log")
 
     return app
+
+
+async def begin_shutdown(app: Quart) -> None:
+    """Stop taking work and hand open streams and running runs to other instances.
+
+    Every open stream gets `: server shutting down, reconnect` and ends, so its
+    client reconnects (with `Last-Event-ID`) to an instance that stays up; new
+    streams are turned away the same way. The workers stop claiming, and each run
+    they hold gives its lease back at once, so a worker elsewhere takes it over
+    without waiting for the lease to expire. What was committed stays committed.
+    """
+    state: AppState = app.extensions["steplog"]
+    closed = state.hub.shut()
+    log.info("shutting down: ended %d open streams; stopping workers", closed)
+    if state.pool is not None:
+        await state.pool.stop()

@@ -1,11 +1,15 @@
 """The ASGI app for an external server: `hypercorn --config infra/hypercorn.toml stream.asgi:app`.
 
-Configured from `STEPLOG_*` environment variables, like `steplog serve`.
+Configured from `STEPLOG_*` environment variables, like `steplog serve`, and logging
+the same lines in the same format (`STEPLOG_LOG_FORMAT`).
 """
 
 from __future__ import annotations
 
 from stream.app import create_app
+from stream.logs import configure
 from stream.settings import Settings
 
-app = create_app(Settings.from_env())
+settings = Settings.from_env()
+configure(settings.log_level, settings.log_format)
+app = create_app(settings)

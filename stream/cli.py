@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import signal
 import sys
@@ -32,31 +31,23 @@ def main() -> None:
 @click.option("--demo/--no-demo", envvar="STEPLOG_DEMO", default=False, show_default=True,
               help="Also serve the demo site under /demo (the scraper may fetch it).")  # fmt: skip
 def serve(host: str, port: int, db: str, workers: int, demo: bool) -> None:
-    """Serve the HTTP API and SSE streams, with in-process workers."""
-    from hypercorn.asyncio import serve as hypercorn_serve
-    from hypercorn.config import Config
+    """Serve the HTTP API and SSE streams, with in-process workers.
 
+    SIGTERM or SIGINT shuts down gracefully: open streams are told to reconnect,
+    running runs are handed back, and the process exits within
+    STEPLOG_GRACEFUL_TIMEOUT seconds. Limits, health checks, metrics and log
+    format are STEPLOG_* variables (README, "Configuration" and "Operations").
+    """
     from stream.app import create_app
+    from stream.serving import serve as serve_app
 
-    settings = Settings.from_env(host=host, port=port, db=db, workers=workers, demo=demo)
-    _configure_logging(settings.log_level)
+    try:
+        settings = Settings.from_env(host=host, port=port, db=db, workers=workers, demo=demo)
+    except ValueError as exc:  # a STEPLOG_* variable that makes no sense
+        raise click.ClickException(str(exc)) from None
+    _configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
-    config = Config()
-    config.bind = [f"{host}:{port}"]
-    config.accesslog = None
-    config.errorlog = "-"
-    config.graceful_timeout = 5.0
-    config.keep_alive_timeout = 75.0
-    click.echo(f"steplog serving on http://{host}:{port} (log: {settings.db})", err=True)
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
-
-    asyncio.run(run())
+    asyncio.run(serve_app(app, settings))
 
 
 @main.command()
@@ -99,10 +90,11 @@ def worker(db: str, workers: int) -> None:
     asyncio.run(run())
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def _configure_logging(level: str, fmt: str | None = None) -> None:
+    """Text or JSON lines on stderr (`STEPLOG_LOG_FORMAT` when `fmt` is not given)."""
+    from stream.logs import configure
+
+    configure(level, fmt or os.environ.get("STEPLOG_LOG_FORMAT") or "text")
 
 
 def _client_settings(db: str) -> tuple[str, str]:

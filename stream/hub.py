@@ -8,9 +8,25 @@ kind, and hands the same bytes to every subscriber of that run (and of the
 global stream). The wake-up is only an optimisation; reading after the cursor
 is what makes it correct.
 
-A subscriber has a bounded buffer. One that cannot keep up overflows, is
-disconnected, and resumes from the log when its client reconnects with
-`Last-Event-ID` — a slow client never holds memory or slows anyone else.
+The hub is also where open streams are admitted and policed, because it is the
+one place that sees all of them:
+
+- **Caps.** `admit` refuses a stream over the server-wide cap or over the cap of
+  the run token it was opened with (the API key is bounded by the server cap only).
+- **Slow subscribers.** A subscriber has a bounded buffer; one that cannot keep up
+  overflows and is disconnected. One whose socket stays unwritable is caught by the
+  watchdog below. Either way its client reconnects with `Last-Event-ID` and resumes
+  from the log — a slow client never holds memory or slows anyone else.
+- **Lifetime and shutdown.** A stream is closed with a last comment when it reaches
+  its maximum age, or when the server shuts down, so that its client reconnects
+  (to another instance, behind a load balancer) instead of being cut off.
+
+One watchdog task serves every stream (a task per stream would cost memory on
+each of thousands of idle ones). Each stream marks `writing_since` while its
+bytes are being written: Hypercorn awaits the socket's drain inside the write, so
+a client that stops reading leaves its stream's task blocked there. The
+watchdog cancels such a task, which ends the response; the kernel's
+`TCP_USER_TIMEOUT` (set by `steplog serve`) then frees the socket itself.
 """
 
 from __future__ import annotations
@@ -19,30 +35,72 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Iterator
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
 
 from storage import Event, EventLog, StorageClosed
 from stream.frames import global_frame, run_frame
+from stream.metrics import Metrics
+from stream.sse import encode_comment
 
 log = logging.getLogger("steplog.hub")
 
 READ_BATCH = 2000
+LIFETIME_JITTER = 0.1
+"""Streams end up to this fraction before their maximum age, so that the streams of a
+burst of clients (say, all those that reconnected after a deploy) do not all end, and
+reconnect, in the same second again."""
+
+SHUTDOWN = encode_comment("server shutting down, reconnect")
+LIFETIME = encode_comment("stream lifetime reached, reconnect")
+
+
+class StreamRefused(Exception):
+    """A stream cannot open now; `reason` is `server_cap`, `token_cap` or `shutting_down`."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
 
 
 class Subscriber:
-    """A bounded queue of (key, frame) pairs for one open stream."""
+    """One open stream: a bounded queue of (key, frame, terminal) and its policing state."""
 
-    __slots__ = ("closed", "items", "limit", "overflowed", "ready")
+    __slots__ = (
+        "closed",
+        "deadline",
+        "dropped",
+        "farewell",
+        "items",
+        "limit",
+        "overflowed",
+        "ready",
+        "task",
+        "token",
+        "writing_since",
+    )
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, token: str | None = None, deadline: float = math.inf) -> None:
         self.items: collections.deque[tuple[int, bytes, bool]] = collections.deque()
         self.ready = asyncio.Event()
         self.limit = limit
         self.overflowed = False
         self.closed = False
+        self.farewell = b""
+        """The comment to send before ending, when the server ends the stream."""
+        self.token = token
+        self.deadline = deadline
+        self.task: asyncio.Task[object] | None = None
+        """The task writing this stream's response (what the watchdog cancels)."""
+        self.writing_since: float | None = None
+        self.dropped = False
 
     def push(self, key: int, frame: bytes, terminal: bool) -> None:
-        if self.overflowed:
+        if self.overflowed or self.closed:
             return
         if len(self.items) >= self.limit:
             self.overflowed = True
@@ -51,8 +109,11 @@ class Subscriber:
             self.items.append((key, frame, terminal))
         self.ready.set()
 
-    def close(self) -> None:
-        self.closed = True
+    def close(self, farewell: bytes = b"") -> None:
+        """End the stream at its next wake-up, sending `farewell` first."""
+        if not self.closed:
+            self.closed = True
+            self.farewell = farewell
         self.ready.set()
 
     def drain(self) -> list[tuple[int, bytes, bool]]:
@@ -65,44 +126,163 @@ class Subscriber:
 class TailHub:
     """Follows the log and fans each new event out to the streams that want it."""
 
-    def __init__(self, events: EventLog, *, poll_interval: float, buffer: int) -> None:
+    def __init__(
+        self,
+        events: EventLog,
+        *,
+        poll_interval: float,
+        buffer: int,
+        max_streams: int = 10_000,
+        max_streams_per_token: int = 10,
+        lifetime: float = 900.0,
+        write_timeout: float = 30.0,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.events = events
         self.poll_interval = poll_interval
         self.buffer = buffer
+        self.max_streams = max_streams
+        self.max_streams_per_token = max_streams_per_token
+        self.lifetime = lifetime
+        self.write_timeout = write_timeout
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.accepting = True
+        self.dropped_slow = 0
         self._runs: dict[str, set[Subscriber]] = {}
         self._global: set[Subscriber] = set()
+        self._streams: set[Subscriber] = set()
+        self._per_token: dict[str, int] = {}
         self._cursor = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.dropped_slow = 0
+        self._watchdog: asyncio.Task[None] | None = None
+        self.metrics.track_open_streams(lambda: len(self._streams))
 
     async def start(self) -> None:
         self._cursor = await self.events.head()
         self.events.add_commit_listener(self._on_commit)
         self._task = asyncio.create_task(self._follow(), name="steplog-tail-hub")
+        self._watchdog = asyncio.create_task(self._police(), name="steplog-stream-watchdog")
 
     async def stop(self) -> None:
+        self.accepting = False
         self.events.remove_commit_listener(self._on_commit)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for sub in self._all():
+        for task in (self._task, self._watchdog):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for sub in [*self._streams, *self._all()]:
             sub.close()
 
+    @property
+    def following(self) -> bool:
+        """The tail reader and the watchdog are running (for `/readyz`)."""
+        return all(task is not None and not task.done() for task in (self._task, self._watchdog))
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
+
+    # -- admission -------------------------------------------------------------
+    def admit(self, token: str | None) -> Subscriber:
+        """Open a stream for a client holding `token` (None: the API key), or refuse it."""
+        if not self.accepting:
+            raise StreamRefused("shutting_down", "the server is shutting down")
+        if len(self._streams) >= self.max_streams:
+            self.metrics.streams_refused.labels("server_cap").inc()
+            raise StreamRefused(
+                "server_cap", f"the server already has {len(self._streams)} open streams"
+            )
+        if token is not None and self._per_token.get(token, 0) >= self.max_streams_per_token:
+            self.metrics.streams_refused.labels("token_cap").inc()
+            raise StreamRefused(
+                "token_cap",
+                f"this token already has {self.max_streams_per_token} open streams;"
+                " close one first",
+            )
+        jitter = 1.0 - LIFETIME_JITTER * random.random()
+        sub = Subscriber(self.buffer, token=token, deadline=self.clock() + self.lifetime * jitter)
+        self._streams.add(sub)
+        if token is not None:
+            self._per_token[token] = self._per_token.get(token, 0) + 1
+        return sub
+
+    def release(self, sub: Subscriber) -> None:
+        """The stream's response is over (idempotent); count it if it was dropped as slow."""
+        if sub not in self._streams:
+            return
+        self._streams.discard(sub)
+        if sub.token is not None:
+            left = self._per_token.get(sub.token, 1) - 1
+            if left > 0:
+                self._per_token[sub.token] = left
+            else:
+                self._per_token.pop(sub.token, None)
+        since = sub.writing_since
+        if sub.overflowed:
+            self._count_slow("buffer")
+        elif sub.dropped or (since is not None and self.clock() - since >= self.write_timeout):
+            self._count_slow("write_timeout")
+
+    def _count_slow(self, cause: str) -> None:
+        self.dropped_slow += 1
+        self.metrics.dropped_slow.labels(cause).inc()
+        log.info("dropped a slow stream (%s); its client resumes from the log", cause)
+
+    def shut(self) -> int:
+        """Refuse new streams and end every open one with a last comment (shutdown)."""
+        self.accepting = False
+        closing = [sub for sub in self._streams if not sub.closed]
+        for sub in closing:
+            sub.close(SHUTDOWN)
+        self.metrics.streams_closed.labels("shutdown").inc(len(closing))
+        return len(closing)
+
+    # -- the watchdog ----------------------------------------------------------
+    @property
+    def watchdog_interval(self) -> float:
+        return min(1.0, max(0.05, self.write_timeout / 4))
+
+    async def _police(self) -> None:
+        while True:
+            await asyncio.sleep(self.watchdog_interval)
+            try:
+                self.check_streams()
+            except Exception:  # a bug here must not leave every stream unpoliced
+                log.exception("checking open streams failed")
+
+    def check_streams(self) -> None:
+        """One watchdog pass: drop streams stuck writing, end those past their lifetime."""
+        now = self.clock()
+        for sub in self._streams:
+            since = sub.writing_since
+            if since is not None and now - since >= self.write_timeout:
+                if not sub.dropped and sub.task is not None:
+                    sub.dropped = True
+                    sub.task.cancel()  # the response ends; release() counts it
+            elif not sub.closed and now >= sub.deadline:
+                sub.close(LIFETIME)
+                self.metrics.streams_closed.labels("lifetime").inc()
+
+    # -- fan-out ---------------------------------------------------------------
     def _all(self) -> Iterator[Subscriber]:
         yield from self._global
         for subs in self._runs.values():
             yield from subs
 
-    @property
-    def open_streams(self) -> int:
-        return len(self._global) + sum(len(s) for s in self._runs.values())
-
     @contextlib.contextmanager
-    def subscribe(self, run_id: str | None) -> Iterator[Subscriber]:
-        """Receive the frames of one run (or of every run with `None`) while inside."""
-        sub = Subscriber(self.buffer)
+    def subscribe(self, run_id: str | None, sub: Subscriber | None = None) -> Iterator[Subscriber]:
+        """Receive the frames of one run (or of every run with `None`) while inside.
+
+        `sub` is an admitted stream; without one, an unpoliced subscriber is made
+        (for in-process consumers and tests).
+        """
+        own = sub is None
+        if sub is None:
+            sub = Subscriber(self.buffer)
         group = self._global if run_id is None else self._runs.setdefault(run_id, set())
         group.add(sub)
         try:
@@ -111,8 +291,8 @@ class TailHub:
             group.discard(sub)
             if run_id is not None and not group:
                 self._runs.pop(run_id, None)
-            if sub.overflowed:
-                self.dropped_slow += 1
+            if own and sub.overflowed:
+                self._count_slow("buffer")
 
     def _on_commit(self, pos: int) -> None:
         self._wake.set()
@@ -138,6 +318,7 @@ class TailHub:
                 log.exception("reading new events failed; retrying after the poll interval")
 
     def _dispatch(self, batch: list[Event]) -> None:
+        self.metrics.tail_lag.observe(_age(batch[0]))
         runs, everyone = self._runs, self._global
         for event in batch:
             subs = runs.get(event.run_id)
@@ -149,3 +330,12 @@ class TailHub:
                 frame = global_frame(event)
                 for sub in everyone:
                     sub.push(event.pos, frame, False)
+
+
+def _age(event: Event) -> float:
+    """Seconds since the event was committed (0 if the clocks disagree)."""
+    try:
+        committed = datetime.fromisoformat(event.at).timestamp()
+    except ValueError:
+        return 0.0
+    return max(0.0, time.time() - committed)

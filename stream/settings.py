@@ -36,8 +36,26 @@ class Settings:
     functions: tuple[str, ...] = ()
     sqlite_synchronous: str = "NORMAL"
     log_level: str = "INFO"
+    log_format: str = "text"
     demo: bool = False
+    # Limits and shutdown (README "Operations").
+    max_streams: int = 10_000
+    max_streams_per_token: int = 10
+    max_stream_seconds: float = 900.0
+    write_timeout: float = 30.0
+    graceful_timeout: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Refuse nonsense at start-up, naming the variable, rather than misbehave later.
+        if self.log_format not in {"text", "json"}:
+            raise ValueError(f"STEPLOG_LOG_FORMAT must be text or json, not {self.log_format!r}")
+        for name in ("max_streams", "max_streams_per_token"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"STEPLOG_{name.upper()} must be at least 1")
+        for name in ("max_stream_seconds", "write_timeout", "graceful_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"STEPLOG_{name.upper()} must be a positive number of seconds")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -95,7 +113,13 @@ _FIELDS: dict[str, Callable[[str], Any]] = {
     "functions": tuple,
     "sqlite_synchronous": str,
     "log_level": str,
+    "log_format": str,
     "demo": _flag,
+    "max_streams": int,
+    "max_streams_per_token": int,
+    "max_stream_seconds": float,
+    "write_timeout": float,
+    "graceful_timeout": float,
 }
 
 

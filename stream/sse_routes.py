@@ -1,4 +1,10 @@
-"""The SSE endpoints: `GET /runs/{id}/events` and `GET /events` (DESIGN.md's contract)."""
+"""The SSE endpoints: `GET /runs/{id}/events` and `GET /events` (DESIGN.md's contract).
+
+Each stream is admitted by the hub first: over the server-wide cap, or over the
+cap of the run token it was opened with, the answer is `429` with `Retry-After`.
+While the server shuts down, a new stream gets a 200 that ends at once with the
+shutdown comment, so its client reconnects elsewhere instead of giving up.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +13,50 @@ from collections.abc import AsyncIterator
 from quart import Blueprint, Response, request
 
 from stream.api import find_run
-from stream.auth import require_api_key
+from stream.auth import COOKIE, bearer, is_api_key, require_api_key
 from stream.cursors import resume_cursor
+from stream.hub import StreamRefused, Subscriber
 from stream.problems import HTTPProblem
 from stream.sse import EVENT_STREAM_HEADERS
 from stream.state import state
-from stream.streaming import global_stream, run_stream
+from stream.streaming import farewell_stream, global_stream, run_stream
 
 streams = Blueprint("streams", __name__)
+
+RETRY_AFTER_SECONDS = 5
+"""What a refused client is told to wait: long enough for other streams to end."""
 
 
 def _event_stream(body: AsyncIterator[bytes]) -> Response:
     response = Response(body, status=200, headers=dict(EVENT_STREAM_HEADERS))
     response.timeout = None  # streams outlive Quart's response timeout; nothing else does
     return response
+
+
+def _admit(token: str | None) -> Subscriber | None:
+    """A slot for this stream; None while shutting down; 429 over a cap."""
+    try:
+        return state().hub.admit(token)
+    except StreamRefused as refused:
+        if refused.reason == "shutting_down":
+            return None
+        problem = HTTPProblem(429, "Too many open streams", refused.detail, reason=refused.reason)
+        problem.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        raise problem from None
+
+
+def _run_token(api_key: str) -> str | None:
+    """The run token this (already authorised) request came with; None for the API key.
+
+    Mirrors `require_run_access`: the API key is bounded by the server-wide cap only,
+    a run token (handed to browsers and third parties) also by the per-token cap.
+    """
+    if is_api_key(request.cookies.get(COOKIE), api_key):
+        return None
+    presented = request.args.get("token") or bearer(request)
+    if presented is None or is_api_key(presented, api_key):
+        return None
+    return presented
 
 
 @streams.get("/runs/<run_id>/events")
@@ -37,10 +73,14 @@ async def run_events(run_id: str) -> Response:
     if run.status.finished and cursor == run.last_seq:
         return Response(b"", status=204)  # EventSource stops reconnecting on 204
     settings = app_state.settings
+    sub = _admit(_run_token(app_state.api_key))
+    if sub is None:
+        return _event_stream(farewell_stream(settings.retry_ms))
     return _event_stream(
         run_stream(
             app_state.events,
             app_state.hub,
+            sub,
             run.id,
             cursor,
             retry_ms=settings.retry_ms,
@@ -55,10 +95,14 @@ async def all_events() -> Response:
     require_api_key(request, app_state.api_key)
     cursor = resume_cursor(request)
     settings = app_state.settings
+    sub = _admit(None)
+    if sub is None:
+        return _event_stream(farewell_stream(settings.retry_ms))
     return _event_stream(
         global_stream(
             app_state.events,
             app_state.hub,
+            sub,
             cursor,
             retry_ms=settings.retry_ms,
             ping_interval=settings.ping_interval,

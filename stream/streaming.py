@@ -5,27 +5,38 @@ subscribes to the hub first and then reads the log once more, so an event
 committed between the last replay read and the subscription is not missed;
 anything delivered twice is dropped by comparing with the cursor. Idle streams
 get a `: ping` comment every `ping_interval` seconds.
+
+Every body runs inside `_policed`, which lets the hub police it: it records the
+task writing the response and marks each write's start (`writing_since`), sends
+the hub's last comment when the hub ends the stream (lifetime, shutdown), and
+gives the stream's slot back however the response ends.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
-from storage import Event, EventLog
-from stream.frames import global_frame, run_frame
-from stream.hub import Subscriber, TailHub
+from storage import TERMINAL_EVENTS, EventLog
+from stream.frames import global_frame, replay_frames
+from stream.hub import SHUTDOWN, Subscriber, TailHub
+from stream.metrics import Metrics
 from stream.sse import encode_comment, encode_retry
 
 REPLAY_BATCH = 2000
 PING = encode_comment("ping")
 
-Reader = Callable[[int], Awaitable[list[Event]]]
+Page = tuple[bytes, int, int, bool]
+"""A replayed page: (frames as one chunk, events in it, the last id, did the run end)."""
+
+Reader = Callable[[int], Awaitable[Page]]
 
 
 def run_stream(
     events: EventLog,
     hub: TailHub,
+    sub: Subscriber,
     run_id: str,
     cursor: int,
     *,
@@ -34,15 +45,22 @@ def run_stream(
 ) -> AsyncIterator[bytes]:
     """One run's events after `cursor` (a `seq`), ending after the terminal event."""
 
-    async def read(after: int) -> list[Event]:
-        return await events.read_run(run_id, after, REPLAY_BATCH)
+    async def read(after: int) -> Page:
+        # The backend builds the envelopes (SQLite: in SQL, off the event loop).
+        rows = await events.read_run_envelopes(run_id, after, REPLAY_BATCH)
+        if not rows:
+            return b"", 0, after, False
+        seq, kind, _ = rows[-1]
+        return replay_frames(rows), len(rows), seq, kind in TERMINAL_EVENTS
 
-    return _stream(read, hub, run_id, run_frame, cursor, retry_ms, ping_interval)
+    body = _stream(read, hub, sub, run_id, cursor, retry_ms, ping_interval)
+    return _policed(hub, sub, body)
 
 
 def global_stream(
     events: EventLog,
     hub: TailHub,
+    sub: Subscriber,
     cursor: int,
     *,
     retry_ms: int,
@@ -50,32 +68,79 @@ def global_stream(
 ) -> AsyncIterator[bytes]:
     """Every run's events after `cursor` (a global `pos`); never ends by itself."""
 
-    async def read(after: int) -> list[Event]:
-        return await events.read_all(after, REPLAY_BATCH)
+    async def read(after: int) -> Page:
+        batch = await events.read_all(after, REPLAY_BATCH)
+        if not batch:
+            return b"", 0, after, False
+        return b"".join([global_frame(e) for e in batch]), len(batch), batch[-1].pos, False
 
-    return _stream(read, hub, None, global_frame, cursor, retry_ms, ping_interval)
+    body = _stream(read, hub, sub, None, cursor, retry_ms, ping_interval)
+    return _policed(hub, sub, body)
+
+
+async def farewell_stream(retry_ms: int) -> AsyncIterator[bytes]:
+    """The whole body of a stream asked for while the server shuts down.
+
+    A 200 that ends at once, not a 503: `EventSource` gives up for good on an error
+    status, but reconnects (after `retry`) when a stream ends, which is what a
+    client of an instance going away should do.
+    """
+    yield encode_retry(retry_ms) + SHUTDOWN
+
+
+def _policed(
+    hub: TailHub, sub: Subscriber, body: AsyncGenerator[bytes, None]
+) -> AsyncIterator[bytes]:
+    """Run `body` under the hub's watch (see the module docstring)."""
+    policed = _watched(hub, sub, body)
+    # A body the server never starts (the client left before the first byte) runs no
+    # `finally`: give the slot back when the generator is collected instead.
+    weakref.finalize(policed, hub.release, sub)
+    return policed
+
+
+async def _watched(
+    hub: TailHub, sub: Subscriber, body: AsyncGenerator[bytes, None]
+) -> AsyncGenerator[bytes, None]:
+    sub.task = asyncio.current_task()
+    clock = hub.clock
+    try:
+        # The generator stays suspended at `yield` while the server writes the chunk,
+        # and Hypercorn waits for the socket to drain inside that write: so the time
+        # since `writing_since` is how long the client has not been taking our bytes.
+        async for chunk in body:
+            sub.writing_since = clock()
+            yield chunk
+            sub.writing_since = None
+        if sub.closed and sub.farewell:
+            sub.writing_since = clock()
+            yield sub.farewell
+            sub.writing_since = None
+    finally:
+        await body.aclose()
+        hub.release(sub)
 
 
 async def _stream(
     read: Reader,
     hub: TailHub,
+    sub: Subscriber,
     run_id: str | None,
-    frame: Callable[[Event], bytes],
     cursor: int,
     retry_ms: int,
     ping_interval: float,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Replay, subscribe, replay the gap, then follow: the shape of every stream."""
-    position = _Position(cursor, "seq" if run_id is not None else "pos")
+    position = _Position(cursor)
     yield encode_retry(retry_ms)
-    async for chunk in _catch_up(read, position, frame):
+    async for chunk in _catch_up(read, position, sub, hub.metrics):
         yield chunk
-    if position.ended:
+    if position.ended or sub.closed:
         return
-    with hub.subscribe(run_id) as sub:
-        async for chunk in _catch_up(read, position, frame):
+    with hub.subscribe(run_id, sub):
+        async for chunk in _catch_up(read, position, sub, hub.metrics):
             yield chunk
-        if position.ended:
+        if position.ended or sub.closed:
             return
         async for chunk in _follow(sub, position.cursor, ping_interval):
             yield chunk
@@ -84,27 +149,27 @@ async def _stream(
 class _Position:
     """Where a stream is: the last id sent, and whether the run's end was sent."""
 
-    __slots__ = ("cursor", "ended", "key")
+    __slots__ = ("cursor", "ended")
 
-    def __init__(self, cursor: int, key: str) -> None:
+    def __init__(self, cursor: int) -> None:
         self.cursor = cursor
-        self.key = key
         self.ended = False
 
 
 async def _catch_up(
-    read: Reader, position: _Position, frame: Callable[[Event], bytes]
+    read: Reader,
+    position: _Position,
+    sub: Subscriber,
+    metrics: Metrics,
 ) -> AsyncIterator[bytes]:
-    """Replay batches after the cursor until the log has nothing more."""
-    while True:
-        batch = await read(position.cursor)
-        if not batch:
+    """Replay batches after the cursor until the log has nothing more (or the hub says stop)."""
+    while not sub.closed:
+        chunk, count, position.cursor, position.ended = await read(position.cursor)
+        if not count:
             return
-        last = batch[-1]
-        position.cursor = getattr(last, position.key)
-        position.ended = position.key == "seq" and last.terminal
-        yield b"".join([frame(event) for event in batch])
-        if position.ended or len(batch) < REPLAY_BATCH:
+        metrics.events_replayed.inc(count)
+        yield chunk
+        if position.ended or count < REPLAY_BATCH:
             return
 
 

@@ -1,0 +1,192 @@
+"""Logs an operator can ship: one line per request and per run transition.
+
+`STEPLOG_LOG_FORMAT=json` makes every line (steplog's, Hypercorn's, Quart's) one
+JSON object — `ts`, `level`, `logger`, `msg`, then the line's own fields — so a
+log pipeline needs no parsing rules. `text` (the default) is the same line for a
+terminal, fields as `key=value`.
+
+Secrets never reach a log line: the request line carries the path and never the
+query string (where run tokens travel), no header that carries a credential is
+logged, and every line goes through `redact` as a second guard (bearer tokens,
+`token=…`, API keys, webhook secrets).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
+
+from storage import Event
+
+request_log = logging.getLogger("steplog.http")
+run_log = logging.getLogger("steplog.runs")
+
+_SECRETS = [
+    (
+        re.compile(r"(?i)\b(token|api[_-]?key|secret|password|signature)=[^&\s\"']+"),
+        r"\1=[redacted]",
+    ),
+    (re.compile(r"(?i)\bbearer\s+[\w.~+/=-]+"), "Bearer [redacted]"),
+    (re.compile(r"whsec_[A-Za-z0-9+/=]+"), "whsec_[redacted]"),
+    (re.compile(r"slk_[\w-]+"), "slk_[redacted]"),
+]
+
+PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+"""Paths polled every few seconds by orchestrators: logged at DEBUG when they succeed."""
+
+RUN_STATUS = {
+    "run.queued": "queued",
+    "run.started": "running",
+    "run.retrying": "retrying",
+    "run.succeeded": "succeeded",
+    "run.failed": "failed",
+    "run.cancelled": "cancelled",
+}
+
+
+def redact(text: str) -> str:
+    """Blank out anything shaped like a credential."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def configure(level: str, fmt: str = "text") -> None:
+    """Send every logger's lines to stderr in `fmt` (`text` or `json`), redacted."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level.upper())
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields: dict[str, Any] | None = getattr(record, "fields", None)
+    return fields or {}
+
+
+class TextFormatter(logging.Formatter):
+    """`2026-11-25 22:12:22,558 INFO steplog.http: GET /runs 200 3ms status=200 …`."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = _fields(record)
+        if fields:
+            line += " " + " ".join(f"{key}={value}" for key, value in fields.items())
+        return redact(line)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: `ts`, `level`, `logger`, `msg`, the fields, `exc`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        at = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        entry: dict[str, Any] = {
+            "ts": at.replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in _fields(record).items():
+            entry.setdefault(key, value)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return redact(json.dumps(entry, ensure_ascii=False, separators=(",", ":"), default=str))
+
+
+class RequestLog:
+    """ASGI middleware: one line per request, written when its response is over.
+
+    Logged at the end so a stream's line carries its real duration and size, and
+    `complete: false` when the response was cut (client gone, dropped as slow).
+    """
+
+    def __init__(self, app: ASGIFramework) -> None:
+        self.app = app
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)  # type: ignore[call-arg]
+            return
+        started = time.perf_counter()
+        status, sent, complete = 0, 0, False
+
+        async def counting_send(message: Any) -> None:
+            nonlocal status, sent, complete
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)  # type: ignore[call-arg]
+        finally:
+            _log_request(cast(dict[str, Any], scope), status, sent, complete, elapsed(started))
+
+
+def elapsed(started: float) -> float:
+    return time.perf_counter() - started
+
+
+def _log_request(
+    scope: dict[str, Any], status: int, sent: int, complete: bool, seconds: float
+) -> None:
+    path = scope.get("path", "")
+    method = scope.get("method", "")
+    headers: dict[bytes, bytes] = dict(scope.get("headers", ()))
+    fields: dict[str, Any] = {
+        "method": method,
+        "path": path,  # never the query string: run tokens travel there
+        "status": status,
+        "bytes": sent,
+        "duration_ms": round(seconds * 1000, 1),
+        "complete": complete,
+        "client": (scope.get("client") or ("", 0))[0],
+    }
+    for header, key in ((b"x-forwarded-for", "forwarded_for"), (b"x-request-id", "request_id")):
+        if header in headers:
+            fields[key] = headers[header].decode("latin-1")
+    quiet = path in PROBES and 200 <= status < 300
+    request_log.log(
+        logging.DEBUG if quiet else logging.INFO,
+        "%s %s %s %.0fms",
+        method,
+        path,
+        status,
+        seconds * 1000,
+        extra={"fields": fields},
+    )
+
+
+def log_transitions(added: Sequence[Event], waits: Sequence[float]) -> None:
+    """A commit observer: one line per run transition this process committed."""
+    for event in added:
+        status = RUN_STATUS.get(event.type)
+        if status is None:
+            continue
+        fields = {
+            "run_id": event.run_id,
+            "event": event.type,
+            "status": status,
+            "attempt": event.attempt,
+            "seq": event.seq,
+        }
+        if event.message:
+            fields["detail"] = event.message[:300]
+        level = logging.WARNING if event.type in ("run.failed", "run.retrying") else logging.INFO
+        run_log.log(level, "run %s %s", event.run_id, status, extra={"fields": fields})

@@ -1,0 +1,189 @@
+"""Limits, the stream watchdog, shutdown hand-back and the storage hooks behind health
+and metrics, on a real SQLite log with an injected clock (milliseconds, no server)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from functions import registry
+from functions.worker import WorkerPool
+from storage import Event, EventLog, NewEvent, RunStatus, open_log
+from stream.hub import LIFETIME, SHUTDOWN, StreamRefused, TailHub
+from stream.metrics import Metrics
+from stream.streaming import run_stream
+
+registry.load()
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def events(tmp_path: Path) -> AsyncIterator[EventLog]:
+    log = open_log(str(tmp_path / "ops.db"))
+    await log.open()
+    yield log
+    await log.close()
+
+
+def make_hub(events: EventLog, clock: Clock, **limits: float) -> TailHub:
+    options: dict[str, float] = {
+        "max_streams": 3,
+        "max_streams_per_token": 2,
+        "lifetime": 60.0,
+        "write_timeout": 5.0,
+    }
+    options.update(limits)
+    return TailHub(events, poll_interval=60, buffer=100, clock=clock, **options)  # type: ignore[arg-type]
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_caps_per_token_and_per_server(events: EventLog) -> None:
+    hub = make_hub(events, Clock())
+    a1, a2 = hub.admit("token-a"), hub.admit("token-a")
+    with pytest.raises(StreamRefused) as refused:
+        hub.admit("token-a")
+    assert refused.value.reason == "token_cap"
+    key = hub.admit(None)  # the API key: the server cap only
+    with pytest.raises(StreamRefused) as refused:
+        hub.admit("token-b")
+    assert refused.value.reason == "server_cap"
+    hub.release(a1)
+    hub.release(a1)  # idempotent
+    assert hub.open_streams == 2
+    assert hub.admit("token-a") is not None
+    for sub in (a2, key):
+        hub.release(sub)
+    assert sample(hub.metrics, "steplog_streams_refused_total", reason="token_cap") == 1
+    assert sample(hub.metrics, "steplog_streams_refused_total", reason="server_cap") == 1
+
+
+async def test_watchdog_ends_old_streams_and_cancels_stuck_writes(events: EventLog) -> None:
+    clock = Clock()
+    hub = make_hub(events, clock)
+    old, stuck = hub.admit(None), hub.admit(None)
+    blocked = asyncio.get_running_loop().create_future()
+    stuck.task = asyncio.create_task(asyncio.wait_for(blocked, None))  # a write that never ends
+    stuck.writing_since = clock()
+
+    clock.now += 4.9
+    hub.check_streams()
+    assert not old.closed and not stuck.task.cancelled()
+
+    clock.now += 0.2  # past the write timeout
+    hub.check_streams()
+    await asyncio.sleep(0)  # let the cancel land
+    assert stuck.task.cancelled() and stuck.dropped
+    hub.release(stuck)
+    assert sample(hub.metrics, "steplog_subscribers_dropped_slow_total", cause="write_timeout") == 1
+
+    clock.now += 60  # past any jittered lifetime
+    hub.check_streams()
+    assert old.closed and old.farewell == LIFETIME
+    assert sample(hub.metrics, "steplog_streams_closed_total", reason="lifetime") == 1
+
+
+async def test_shut_ends_every_stream_and_turns_new_ones_away(events: EventLog) -> None:
+    hub = make_hub(events, Clock())
+    subs = [hub.admit(None), hub.admit("t")]
+    assert hub.shut() == 2
+    assert all(sub.closed and sub.farewell == SHUTDOWN for sub in subs)
+    with pytest.raises(StreamRefused) as refused:
+        hub.admit(None)
+    assert refused.value.reason == "shutting_down"
+
+
+async def start_run(events: EventLog, ticks: int = 0) -> tuple[str, int]:
+    run, _ = await events.create_run("ticker", {})
+    claimed = await events.claim_run("w", 30, ["ticker"])
+    assert claimed is not None
+    for tick in range(ticks):
+        await events.append(NewEvent(run.id, "log", claimed.attempt, message=f"tick {tick}"))
+    return run.id, claimed.attempt
+
+
+async def test_a_closed_stream_says_why_and_gives_its_slot_back(events: EventLog) -> None:
+    hub = make_hub(events, Clock())
+    await hub.start()
+    try:
+        run_id, _attempt = await start_run(events, ticks=3)
+        sub = hub.admit("t")
+        body = run_stream(events, hub, sub, run_id, 0, retry_ms=100, ping_interval=60)
+        assert (await anext(body)).startswith(b"retry: 100")
+        replay = await anext(body)
+        assert replay.count(b"\nid: ") + replay.startswith(b"id: ") == 5
+        assert sample(hub.metrics, "steplog_events_replayed_total") == 5
+        live = asyncio.ensure_future(anext(body))  # now waiting for live events
+        hub.shut()
+        assert await live == SHUTDOWN
+        with pytest.raises(StopAsyncIteration):
+            await anext(body)
+        assert hub.open_streams == 0
+    finally:
+        await hub.stop()
+
+
+async def test_a_body_never_started_gives_its_slot_back(events: EventLog) -> None:
+    hub = make_hub(events, Clock())
+    sub = hub.admit("t")
+    body = run_stream(events, hub, sub, "0" * 28, 0, retry_ms=100, ping_interval=60)
+    assert hub.open_streams == 1
+    del body  # the client left before the server sent a byte
+    gc.collect()
+    assert hub.open_streams == 0
+
+
+async def test_stopping_workers_hand_their_runs_back_at_once(events: EventLog) -> None:
+    ticking = asyncio.Event()
+    events.add_commit_listener(lambda head: ticking.set() if head >= 5 else None)
+    pool = WorkerPool(events, concurrency=1, lease_seconds=30, poll_interval=0.05)
+    pool.start()
+    run, _ = await events.create_run("ticker", {"count": 1000, "interval_ms": 20})
+    try:
+        async with asyncio.timeout(10):
+            await ticking.wait()  # the run is in the middle of its step
+    finally:
+        await pool.stop()
+    stopped = await events.get_run(run.id)
+    assert stopped.status == RunStatus.RUNNING and stopped.attempt == 1
+    # Claimable at once by another worker, long before the 30 s lease would expire.
+    again = await events.claim_run("another", 30, ["ticker"])
+    assert again is not None and again.id == run.id and again.attempt == 2
+
+
+async def test_storage_hooks_for_health_and_metrics(events: EventLog) -> None:
+    seen: list[tuple[list[str], int]] = []
+
+    def observe(added: list[Event], waits: list[float]) -> None:
+        seen.append(([event.type for event in added], len(waits)))
+        assert all(0 <= wait < 5 for wait in waits)
+
+    events.add_commit_observer(observe)  # type: ignore[arg-type]
+    run_id, attempt = await start_run(events)
+    await asyncio.gather(
+        *(events.append(NewEvent(run_id, "log", attempt, message=str(i))) for i in range(3))
+    )
+    await events.check_writable()
+    events.remove_commit_observer(observe)  # type: ignore[arg-type]
+    await events.append(NewEvent(run_id, "log", attempt))
+
+    assert seen[0] == (["run.queued"], 0)  # a create is committed, but not an append()
+    assert seen[1] == (["run.started"], 0)
+    assert sum(types.count("log") for types, _ in seen) == 3
+    assert sum(acks for _, acks in seen) == 3
+    assert await events.run_counts() == {"running": 1}

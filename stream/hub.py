@@ -152,6 +152,7 @@ class TailHub:
         self.dropped_slow = 0
         self._runs: dict[str, set[Subscriber]] = {}
         self._global: set[Subscriber] = set()
+        self._subscriptions = 0
         self._streams: set[Subscriber] = set()
         self._per_token: dict[str, int] = {}
         self._cursor = 0
@@ -284,6 +285,7 @@ class TailHub:
         if sub is None:
             sub = Subscriber(self.buffer)
         group = self._global if run_id is None else self._runs.setdefault(run_id, set())
+        self._subscriptions += 1  # see `_skip_unwatched`
         group.add(sub)
         try:
             yield sub
@@ -304,6 +306,8 @@ class TailHub:
                     await self._wake.wait()
             self._wake.clear()
             try:
+                if await self._skip_unwatched():
+                    continue
                 while True:
                     batch = await self.events.read_all(self._cursor, READ_BATCH)
                     if not batch:
@@ -316,6 +320,22 @@ class TailHub:
                 return
             except Exception:
                 log.exception("reading new events failed; retrying after the poll interval")
+
+    async def _skip_unwatched(self) -> bool:
+        """With no stream open, move the cursor to the head instead of reading every event.
+
+        Safe because a stream subscribes first and then reads the log itself up to
+        now: if nobody subscribed while the head was read, no one can need the events
+        up to it from the hub. This keeps a busy log with nobody watching cheap.
+        """
+        if self._runs or self._global:
+            return False
+        subscriptions = self._subscriptions
+        head = await self.events.head()
+        if subscriptions != self._subscriptions or self._runs or self._global:
+            return False
+        self._cursor = max(self._cursor, head)
+        return True
 
     def _dispatch(self, batch: list[Event]) -> None:
         self.metrics.tail_lag.observe(_age(batch[0]))

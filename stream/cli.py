@@ -16,7 +16,19 @@ from stream.settings import DEFAULT_DB, Settings, credential
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Steplog(click.Group):
+    """Show steplog's own errors (bad settings, refused input) as one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from storage.errors import SteplogError
+
+        try:
+            return super().invoke(ctx)
+        except SteplogError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Steplog, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Run webhook-triggered jobs and stream every step live from a durable event log."""
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from storage.errors import SteplogError
+
 DEFAULT_DB = "data/steplog.db"
 
 
@@ -124,7 +126,16 @@ _FIELDS: dict[str, Callable[[str], Any]] = {
 
 
 def credential(db: str, name: str, make: Any) -> str:
-    """Read the credential file `name` beside the database, creating it when missing."""
+    """Read the credential file `name` beside the database, creating it when missing.
+
+    Only for an SQLite file: instances sharing a PostgreSQL log must share their
+    credentials too, so there they have to be given (a file per machine would differ).
+    """
+    if db.startswith(("postgres://", "postgresql://")):
+        variable = "STEPLOG_API_KEY" if name == "api-key" else "STEPLOG_WEBHOOK_SECRET"
+        raise SteplogError(
+            f"set {variable}: with a PostgreSQL log every instance must use the same one"
+        )
     directory = Path(db.removeprefix("sqlite://")).parent
     path = directory / name
     if path.exists():

@@ -23,6 +23,7 @@ from stream.health import health
 from stream.hub import TailHub
 from stream.logs import RequestLog, log_transitions
 from stream.metrics import Metrics, exposition
+from stream.openapi import openapi
 from stream.pages import STATIC, pages
 from stream.problems import HTTPProblem, problem
 from stream.settings import Settings
@@ -66,6 +67,7 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
     app.asgi_app = RequestLog(app.asgi_app)  # type: ignore[method-assign]
     app.register_blueprint(health)
     app.register_blueprint(exposition)
+    app.register_blueprint(openapi)
     app.register_blueprint(api)
     app.register_blueprint(streams)
     app.register_blueprint(audit)

@@ -16,6 +16,11 @@ The figures:
    latency p99, and whether every subscriber got every event exactly once, in order.
 4. server memory per idle open stream (RSS growth over 1,000 idle streams).
 
+Then appends (64 emitters), replay and memory again on PostgreSQL, each on a
+throwaway schema of the server at `STEPLOG_BENCH_POSTGRES` (default: the local
+test server), with smaller counts where writing the events would take long; when
+that server cannot be reached, one row says so instead.
+
 Clients read raw sockets (`stream.bench_client`) rather than httpx so the client is
 not what gets measured. Progress goes to stderr; the markdown table is returned.
 """
@@ -32,19 +37,22 @@ import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.console import Console
 
+from storage.postgres import testing as postgres_testing
 from storage.timefmt import parse_iso
 from stream import bench_client
 from stream.launcher import ServerProcess, make_server
 
 HOST = "127.0.0.1"
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+DEFAULT_BENCH_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+"""Where the PostgreSQL rows are measured unless `STEPLOG_BENCH_POSTGRES` says otherwise."""
 CONNECT_CONCURRENCY = 64
 """Connections opened at once: below Hypercorn's listen backlog (100), so no SYN is
 dropped and retried a second later, which would show up as fake latency."""
@@ -67,6 +75,10 @@ class Plan:
     fanout_interval_ms: int
     memory_streams: int
     memory_warmup: int
+    pg_append_events: int
+    """Events for the 64-emitter append figure on PostgreSQL (the other counts are shared,
+    except the replay run's, below: one emitter writes it, which takes longest)."""
+    pg_replay_events: int
 
 
 FULL = Plan(
@@ -78,6 +90,8 @@ FULL = Plan(
     fanout_interval_ms=50,
     memory_streams=1_000,
     memory_warmup=50,
+    pg_append_events=32_000,
+    pg_replay_events=10_000,
 )
 QUICK = Plan(
     reps=1,
@@ -88,6 +102,8 @@ QUICK = Plan(
     fanout_interval_ms=50,
     memory_streams=1_000,
     memory_warmup=50,
+    pg_append_events=6_400,
+    pg_replay_events=2_000,
 )
 
 
@@ -129,6 +145,7 @@ def run_benchmarks(quick: bool = False) -> str:
         rows.extend(replay)
         rows.extend(bench_fanout(root, plan, console))
         rows.extend(memory)
+        rows.extend(bench_postgres(root, plan, console))
     rows.extend(audit_rows(quick))
     elapsed = time.perf_counter() - started
     machine = _machine_note(load_before, elapsed)
@@ -348,26 +365,36 @@ async def _gather_bounded(coros: list[Awaitable[Any]], limit: int) -> list[Any]:
 # -- 1. acknowledged appends ------------------------------------------------------------
 
 
-def bench_appends(root: Path, plan: Plan, console: Console) -> list[Row]:
+def bench_appends(
+    root: Path, plan: Plan, console: Console, *, db: str | None = None, suffix: str = ""
+) -> list[Row]:
     """Acknowledged appends/s with 1, 8 and 64 concurrent emitters (target: 20k/s at 64).
 
     One server with as many workers as the largest emitter count, so every run starts
-    at once; each measurement is a fresh set of runs on it.
+    at once; each measurement is a fresh set of runs on it. `db` (a URL) measures
+    another log than the server's own SQLite file; `suffix` then names it in the rows.
     """
     rows: list[Row] = []
+    name = "pg-appends" if db else "appends"
     try:
-        with _server(root, "appends", workers=max(plan.append_events)) as server:
+        with _server(root, name, db=db, workers=max(plan.append_events)) as server:
             for emitters, total in plan.append_events.items():
-                rows.append(_append_row(server, emitters, total, plan, console))
+                rows.append(_append_row(server, emitters, total, plan, console, suffix))
     except Exception as exc:  # the server itself failed to start or stop
-        rows.append(Row("acknowledged appends/s", _error(console, "appends", exc), "", False))
+        name = "acknowledged appends/s" + suffix
+        rows.append(Row(name, _error(console, name, exc), "", False))
     return rows
 
 
 def _append_row(
-    server: ServerProcess, emitters: int, total: int, plan: Plan, console: Console
+    server: ServerProcess,
+    emitters: int,
+    total: int,
+    plan: Plan,
+    console: Console,
+    suffix: str = "",
 ) -> Row:
-    name = f"acknowledged appends/s, {emitters} emitter{'s' if emitters > 1 else ''}"
+    name = f"acknowledged appends/s, {emitters} emitter{'s' if emitters > 1 else ''}{suffix}"
     target, goal = ("≥ 20,000/s", 20_000.0) if emitters == 64 else ("—", None)
     rates: list[float] = []
     try:
@@ -410,18 +437,25 @@ async def _append_once(server: ServerProcess, emitters: int, per_run: int) -> fl
 
 
 def bench_replay(
-    root: Path, plan: Plan, console: Console, meanwhile: Callable[[], list[Row]]
+    root: Path,
+    plan: Plan,
+    console: Console,
+    meanwhile: Callable[[], list[Row]],
+    *,
+    db: str | None = None,
+    suffix: str = "",
 ) -> tuple[list[Row], list[Row]]:
     """Replay of a finished run from the start to one client (target: 100k events/s).
 
     The run is written by one ticker (one emitter, each append acknowledged), which
     takes a while; `meanwhile` runs during that time and its rows are returned too.
+    `db` and `suffix` as for `bench_appends`.
     """
-    name = f"replay of a finished {plan.replay_events:,}-event run to 1 client"
+    name = f"replay of a finished {plan.replay_events:,}-event run to 1 client{suffix}"
     target = "≥ 100,000 events/s"
     other: list[Row] | None = None
     try:
-        with _server(root, "replay", workers=1) as server:
+        with _server(root, "pg-replay" if db else "replay", db=db, workers=1) as server:
             run_id = asyncio.run(_start_replay_run(server, plan, console))
             other = meanwhile()
             rates = asyncio.run(_replay_all(server, run_id, plan, console))
@@ -719,19 +753,23 @@ def _attached(state: _FanoutState) -> None:
 # -- 4. memory per idle stream ----------------------------------------------------------
 
 
-def bench_memory(root: Path, plan: Plan, console: Console) -> list[Row]:
+def bench_memory(
+    root: Path, plan: Plan, console: Console, *, db: str | None = None, suffix: str = ""
+) -> list[Row]:
     """Server RSS growth per idle open stream (target: < 64 KiB).
 
     A server without workers keeps a created run queued forever: its streams are
-    open and idle (a ping every 15 s), which is exactly what is being weighed.
+    open and idle (a ping every 15 s), which is exactly what is being weighed (on a
+    shared `db`, only if no other process's worker can claim it: give it its own).
     """
     n = plan.memory_streams
-    name = f"server memory per idle open stream ({n:,} streams)"
+    name = f"server memory per idle open stream ({n:,} streams){suffix}"
     target = "< 64 KiB"
     values: list[float] = []
     try:
         for rep in range(plan.reps):
-            with _server(root, f"memory{rep}", workers=0) as server:
+            directory = f"pg-memory{rep}" if db else f"memory{rep}"
+            with _server(root, directory, db=db, workers=0) as server:
                 assert server.process is not None
                 per_stream = asyncio.run(_memory_once(server, server.process.pid, plan))
             console.log(f"memory: {_kib(per_stream)} per idle stream")
@@ -775,3 +813,54 @@ async def _memory_once(server: ServerProcess, pid: int, plan: Plan) -> float:
         for response in opened:
             response.close()
     return (after - before) / plan.memory_streams
+
+
+# -- 5. the same on PostgreSQL ----------------------------------------------------------
+
+
+def bench_postgres(root: Path, plan: Plan, console: Console) -> list[Row]:
+    """Appends (64 emitters), replay and memory on PostgreSQL, beside SQLite's figures.
+
+    Each benchmark gets its own throwaway schema (`storage.postgres.testing`), so
+    one's worker never claims another's run and nothing is left behind. Fan-out is
+    left out: its cost is Hypercorn's per-write work, the same on either log. The
+    append and replay counts are smaller than SQLite's (named in the rows) so the
+    extra time stays modest; the rates are per second all the same.
+    """
+    url = os.environ.get("STEPLOG_BENCH_POSTGRES") or DEFAULT_BENCH_POSTGRES
+    problem = asyncio.run(postgres_testing.unreachable(url))
+    if problem is not None:
+        console.log(f"[yellow]PostgreSQL: {problem}")
+        hint = "set STEPLOG_BENCH_POSTGRES to a server steplog may create schemas on"
+        return [Row("PostgreSQL figures", f"not measured: {problem} ({hint})")]
+    appends = replace(plan, append_events={64: plan.pg_append_events})
+    replay = replace(plan, replay_events=plan.pg_replay_events)
+    rows: list[Row] = []
+    try:  # each benchmark reports its own failures; this catches a schema that fails
+        with _postgres_schema(url, console) as db:
+            suffix = f" (PostgreSQL, {plan.pg_append_events:,} events)"
+            rows.extend(bench_appends(root, appends, console, db=db, suffix=suffix))
+        with _postgres_schema(url, console) as db:
+            replayed, _ = bench_replay(
+                root, replay, console, lambda: [], db=db, suffix=" (PostgreSQL)"
+            )
+            rows.extend(replayed)
+        with _postgres_schema(url, console) as db:
+            rows.extend(bench_memory(root, plan, console, db=db, suffix=" (PostgreSQL)"))
+    except Exception as exc:
+        rows.append(Row("PostgreSQL figures", _error(console, "PostgreSQL", exc)))
+    return rows
+
+
+@contextlib.contextmanager
+def _postgres_schema(url: str, console: Console) -> Iterator[str]:
+    """A fresh schema on `url` for one benchmark, dropped afterwards (a failed drop is
+    only logged: the figures are measured by then)."""
+    db = asyncio.run(postgres_testing.create_schema(url))
+    try:
+        yield db
+    finally:
+        try:
+            asyncio.run(postgres_testing.drop_schema(db))
+        except Exception as exc:
+            _error(console, f"dropping the schema of {db}", exc)

@@ -6,8 +6,10 @@ server over a real socket, never to an in-process test client.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -29,7 +31,14 @@ def free_port() -> int:
 
 @dataclass
 class ServerProcess:
-    """A running `steplog serve`; `url`, `api_key` and the subprocess."""
+    """A running `steplog serve`; `url`, `api_key` and the subprocess.
+
+    `db` is the SQLite path serve uses (the API key is read from the `api-key` file
+    serve keeps beside it) unless `db_url` names another log, e.g. `postgresql://…`:
+    nothing is written beside a URL, so the key then comes from `STEPLOG_API_KEY`
+    in `env`, which `make_server` sets. `db` stays a Path so SQLite callers keep
+    opening it directly.
+    """
 
     db: Path
     port: int
@@ -37,6 +46,12 @@ class ServerProcess:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     api_key: str = field(default="")
+    db_url: str | None = None
+
+    @property
+    def database(self) -> str:
+        """What serve is given as `--db`."""
+        return self.db_url if self.db_url is not None else str(self.db)
 
     @property
     def url(self) -> str:
@@ -53,7 +68,7 @@ class ServerProcess:
                 "--port",
                 str(self.port),
                 "--db",
-                str(self.db),
+                self.database,
             ],
             env=self.env,
             stdout=log,
@@ -69,7 +84,11 @@ class ServerProcess:
             time.sleep(0.05)  # polling for readiness, bounded by the deadline
         else:
             raise RuntimeError(f"steplog serve did not answer within {timeout}s")
-        self.api_key = (self.db.parent / "api-key").read_text().strip()
+        self.api_key = (
+            self.env["STEPLOG_API_KEY"]
+            if is_postgres_url(self.database)
+            else (self.db.parent / "api-key").read_text().strip()
+        )
         return self
 
     def kill(self) -> None:
@@ -91,16 +110,35 @@ class ServerProcess:
         return {"Authorization": f"Bearer {self.api_key}"}
 
 
+def is_postgres_url(db: str) -> bool:
+    """Whether `db` names a PostgreSQL log (both schemes the CLI accepts)."""
+    return db.startswith(("postgresql://", "postgres://"))
+
+
 def make_server(
-    directory: Path, *, port: int | None = None, **settings: str | int | float
+    directory: Path,
+    *,
+    port: int | None = None,
+    db: str | None = None,
+    **settings: str | int | float,
 ) -> ServerProcess:
-    """A server on `directory/steplog.db`; `settings` become `STEPLOG_*` variables."""
+    """A server on `db`, else `directory/steplog.db`; `settings` become `STEPLOG_*` variables.
+
+    `directory` still holds the server's log. On a `postgresql://` URL, serve refuses
+    to invent credentials (there is no directory of its own to keep them in), so an
+    API key and webhook secret are generated here unless the environment has them.
+    """
     env = dict(os.environ)
     env.update({f"STEPLOG_{k.upper()}": str(v) for k, v in settings.items()})
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if db is not None and is_postgres_url(db):
+        env.setdefault("STEPLOG_API_KEY", f"slk_{secrets.token_hex(16)}")
+        secret = base64.b64encode(secrets.token_bytes(32)).decode()
+        env.setdefault("STEPLOG_WEBHOOK_SECRET", f"whsec_{secret}")
     directory.mkdir(parents=True, exist_ok=True)
     return ServerProcess(
         db=directory / "steplog.db",
+        db_url=db,
         port=port or free_port(),
         env=env,
         log_path=directory / "server.log",

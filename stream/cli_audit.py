@@ -97,6 +97,10 @@ def verify(db: str, anchor_value: str | None, export_file: Path | None, as_json:
     try:
         if export_file is not None:
             report = verify_export(export_file, anchor)
+        elif _is_postgres(db):
+            from storage.postgres.audit import verify_url
+
+            report = verify_url(db, anchor)
         else:
             report = verify_db(_db_file(db), anchor)
     except AuditError as exc:
@@ -108,6 +112,10 @@ def verify(db: str, anchor_value: str | None, export_file: Path | None, as_json:
         for line in report.lines():
             click.echo(line, err=line.startswith("note:"))
     sys.exit(0 if report.ok else EXIT_PROBLEMS)
+
+
+def _is_postgres(db: str) -> bool:
+    return db.startswith(("postgres://", "postgresql://"))
 
 
 @audit_group.command()
@@ -122,7 +130,12 @@ def anchor(db: str) -> None:
     from storage.audit_model import AuditError
 
     try:
-        click.echo(head_anchor(_db_file(db)).line())
+        if _is_postgres(db):
+            from storage.postgres.audit import head_anchor_url
+
+            click.echo(head_anchor_url(db).line())
+        else:
+            click.echo(head_anchor(_db_file(db)).line())
     except AuditError as exc:
         _fail(str(exc))
 

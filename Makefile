@@ -43,6 +43,7 @@ bench: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy functions storage stream
 
 format: install
 	$(BIN)/ruff format .

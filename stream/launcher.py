@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,12 +142,3 @@ def make_server(
         env=env,
         log_path=directory / "server.log",
     )
-
-
-@contextlib.contextmanager
-def running_server(directory: Path, **settings: str | int | float) -> Iterator[ServerProcess]:
-    server = make_server(directory, **settings).start()
-    try:
-        yield server
-    finally:
-        server.stop()

@@ -49,7 +49,8 @@ class RunView:
             self.pct = float(env["pct"])
         if env.get("message"):
             self.message = env["message"]
-        data = env.get("data") if isinstance(env.get("data"), dict) else {}
+        raw = env.get("data")
+        data: dict[str, Any] = raw if isinstance(raw, dict) else {}
         kind, name = env["type"], env.get("step")
         if kind == "run.started":
             self.status = "running"

@@ -10,6 +10,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,7 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     """Start `steplog serve` subprocesses; every one is stopped at the end of the test."""
     started: list[ServerProcess] = []
 
-    def start(directory: Path | None = None, **settings: str | int | float) -> ServerProcess:
+    def start(directory: Path | None = None, **settings: Any) -> ServerProcess:
         server = make_server(directory or tmp_path / f"server{len(started)}", **settings)
         started.append(server)
         return server.start()

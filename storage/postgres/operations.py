@@ -9,9 +9,10 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from storage import lifecycle
 from storage.errors import InvalidEvent, LeaseLost
 from storage.jsonenc import dumps
-from storage.model import Event, EventType, NewEvent, RunStatus
+from storage.model import Event, NewEvent, RunStatus
 from storage.postgres.batch import Batch, Operation, RunState
 from storage.postgres.queries import QUERIES
 from storage.runids import new_run_id
@@ -69,15 +70,7 @@ class CreateRunOp(Operation[tuple[str, bool]]):
             return existing, False
         # A new row is invisible to other transactions until commit: no lock needed.
         batch.runs[run_id] = RunState(attempt=0, status=RunStatus.QUEUED, last_seq=0)
-        batch.add_event(
-            NewEvent(
-                run_id,
-                EventType.RUN_QUEUED,
-                attempt=0,
-                message=f"{self.function} queued",
-                data={"function": self.function},
-            )
-        )
+        batch.add_event(lifecycle.queued(run_id, self.function))
         await batch.flush()
         return run_id, True
 
@@ -103,15 +96,7 @@ class ClaimOp(Operation[str | None]):
             run_id, attempt, max_attempts, previous_owner, status = row
             state = await batch.run_state(run_id)
             if status == "running" and attempt >= max_attempts:
-                batch.add_event(
-                    NewEvent(
-                        run_id,
-                        EventType.RUN_FAILED,
-                        attempt=attempt,
-                        message=f"gave up after {attempt} attempts: the lease expired",
-                        data={"error": f"lease of attempt {attempt} expired; no attempts left"},
-                    )
-                )
+                batch.add_event(lifecycle.gave_up(run_id, attempt))
                 await batch.flush()
                 continue
             lost = previous_owner if status == "running" else None
@@ -136,29 +121,10 @@ class ClaimOp(Operation[str | None]):
             batch.now_iso,
         )
         state.attempt, state.status = new_attempt, RunStatus.RUNNING
-        if lease_expired:
-            batch.add_event(
-                NewEvent(
-                    run_id,
-                    EventType.RUN_RETRYING,
-                    attempt=new_attempt,
-                    message=f"attempt {attempt} lost its lease; retrying as attempt {new_attempt}",
-                    data={
-                        "previous_attempt": attempt,
-                        "previous_worker": previous_owner,
-                        "reason": "lease expired",
-                    },
-                )
-            )
-        batch.add_event(
-            NewEvent(
-                run_id,
-                EventType.RUN_STARTED,
-                attempt=new_attempt,
-                message=f"started (attempt {new_attempt})",
-                data={"worker": self.worker_id},
-            )
-        )
+        for event in lifecycle.leased(
+            run_id, attempt, self.worker_id, lost_by=previous_owner, lease_expired=lease_expired
+        ):
+            batch.add_event(event)
         await batch.flush()
         return run_id
 
@@ -219,16 +185,7 @@ class RetryLaterOp(Operation[None]):
 
     async def apply(self, batch: Batch) -> None:
         state = await batch.run_state(self.run_id)
-        batch.add_event(
-            NewEvent(
-                self.run_id,
-                EventType.RUN_RETRYING,
-                attempt=self.attempt,
-                message=f"attempt {self.attempt} failed ({self.error}); "
-                f"retrying as attempt {self.attempt + 1} in {self.delay:g}s",
-                data={"error": self.error, "delay_s": self.delay, "next_attempt": self.attempt + 1},
-            )
-        )
+        batch.add_event(lifecycle.retrying(self.run_id, self.attempt, self.delay, self.error))
         await batch.flush()
         state.status = RunStatus.QUEUED
         await batch.conn.execute(
@@ -252,14 +209,6 @@ class CancelOp(Operation[bool]):
         state = await batch.run_state(self.run_id)
         if state.status.finished:
             return False
-        batch.add_event(
-            NewEvent(
-                self.run_id,
-                EventType.RUN_CANCELLED,
-                attempt=state.attempt,
-                message=f"cancelled: {self.reason}",
-                data={"reason": self.reason},
-            )
-        )
+        batch.add_event(lifecycle.cancelled(self.run_id, state.attempt, self.reason))
         await batch.flush()
         return True

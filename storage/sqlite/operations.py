@@ -6,9 +6,10 @@ import secrets
 import time
 from typing import Any
 
+from storage import lifecycle
 from storage.errors import LeaseLost
 from storage.jsonenc import dumps
-from storage.model import Event, EventType, NewEvent, RunStatus
+from storage.model import Event, NewEvent, RunStatus
 from storage.runids import new_run_id
 from storage.sqlite.batch import Batch, Operation, RunState
 
@@ -66,15 +67,7 @@ class CreateRunOp(Operation[tuple[str, bool]]):
             ),
         )
         batch.runs[run_id] = RunState(attempt=0, status=RunStatus.QUEUED, last_seq=0)
-        batch.add_event(
-            NewEvent(
-                run_id,
-                EventType.RUN_QUEUED,
-                attempt=0,
-                message=f"{self.function} queued",
-                data={"function": self.function},
-            )
-        )
+        batch.add_event(lifecycle.queued(run_id, self.function))
         batch.flush()
         return run_id, True
 
@@ -106,15 +99,7 @@ class ClaimOp(Operation[str | None]):
             run_id, attempt, max_attempts, previous_owner, status = rows[0]
             state = batch.run_state(run_id)
             if status == "running" and attempt >= max_attempts:
-                batch.add_event(
-                    NewEvent(
-                        run_id,
-                        EventType.RUN_FAILED,
-                        attempt=attempt,
-                        message=f"gave up after {attempt} attempts: the lease expired",
-                        data={"error": f"lease of attempt {attempt} expired; no attempts left"},
-                    )
-                )
+                batch.add_event(lifecycle.gave_up(run_id, attempt))
                 batch.flush()
                 continue
             lost = previous_owner if status == "running" else None
@@ -144,29 +129,10 @@ class ClaimOp(Operation[str | None]):
             ),
         )
         state.attempt, state.status = new_attempt, RunStatus.RUNNING
-        if lease_expired:
-            batch.add_event(
-                NewEvent(
-                    run_id,
-                    EventType.RUN_RETRYING,
-                    attempt=new_attempt,
-                    message=f"attempt {attempt} lost its lease; retrying as attempt {new_attempt}",
-                    data={
-                        "previous_attempt": attempt,
-                        "previous_worker": previous_owner,
-                        "reason": "lease expired",
-                    },
-                )
-            )
-        batch.add_event(
-            NewEvent(
-                run_id,
-                EventType.RUN_STARTED,
-                attempt=new_attempt,
-                message=f"started (attempt {new_attempt})",
-                data={"worker": self.worker_id},
-            )
-        )
+        for event in lifecycle.leased(
+            run_id, attempt, self.worker_id, lost_by=previous_owner, lease_expired=lease_expired
+        ):
+            batch.add_event(event)
         batch.flush()
         return run_id
 
@@ -242,16 +208,7 @@ class RetryLaterOp(Operation[None]):
 
     def apply(self, batch: Batch) -> None:
         state = batch.run_state(self.run_id)
-        batch.add_event(
-            NewEvent(
-                self.run_id,
-                EventType.RUN_RETRYING,
-                attempt=self.attempt,
-                message=f"attempt {self.attempt} failed ({self.error}); "
-                f"retrying as attempt {self.attempt + 1} in {self.delay:g}s",
-                data={"error": self.error, "delay_s": self.delay, "next_attempt": self.attempt + 1},
-            )
-        )
+        batch.add_event(lifecycle.retrying(self.run_id, self.attempt, self.delay, self.error))
         batch.flush()
         state.status = RunStatus.QUEUED
         batch.conn.execute(
@@ -273,14 +230,6 @@ class CancelOp(Operation[bool]):
         state = batch.run_state(self.run_id)
         if state.status.finished:
             return False
-        batch.add_event(
-            NewEvent(
-                self.run_id,
-                EventType.RUN_CANCELLED,
-                attempt=state.attempt,
-                message=f"cancelled: {self.reason}",
-                data={"reason": self.reason},
-            )
-        )
+        batch.add_event(lifecycle.cancelled(self.run_id, state.attempt, self.reason))
         batch.flush()
         return True

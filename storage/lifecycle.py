@@ -1,0 +1,82 @@
+"""The events the log itself writes as a run moves through its life.
+
+Every backend writes exactly these (queued, started, retrying after a lost
+lease or a failure, given up, cancelled), so the stream looks the same on
+SQLite and PostgreSQL; the backends only differ in how they store them.
+"""
+
+from __future__ import annotations
+
+from storage.model import EventType, NewEvent
+
+
+def queued(run_id: str, function: str) -> NewEvent:
+    return NewEvent(
+        run_id, EventType.RUN_QUEUED, attempt=0, message=f"{function} queued",
+        data={"function": function},
+    )  # fmt: skip
+
+
+def leased(
+    run_id: str, attempt: int, worker_id: str, *, lost_by: str | None, lease_expired: bool
+) -> list[NewEvent]:
+    """A claim of attempt `attempt + 1`: `run.retrying` first when a lease had expired."""
+    new_attempt = attempt + 1
+    events = []
+    if lease_expired:
+        events.append(
+            NewEvent(
+                run_id,
+                EventType.RUN_RETRYING,
+                attempt=new_attempt,
+                message=f"attempt {attempt} lost its lease; retrying as attempt {new_attempt}",
+                data={
+                    "previous_attempt": attempt,
+                    "previous_worker": lost_by,
+                    "reason": "lease expired",
+                },
+            )
+        )
+    events.append(
+        NewEvent(
+            run_id,
+            EventType.RUN_STARTED,
+            attempt=new_attempt,
+            message=f"started (attempt {new_attempt})",
+            data={"worker": worker_id},
+        )
+    )
+    return events
+
+
+def gave_up(run_id: str, attempt: int) -> NewEvent:
+    """A run whose last attempt lost its lease: failed, no attempts left."""
+    return NewEvent(
+        run_id,
+        EventType.RUN_FAILED,
+        attempt=attempt,
+        message=f"gave up after {attempt} attempts: the lease expired",
+        data={"error": f"lease of attempt {attempt} expired; no attempts left"},
+    )
+
+
+def retrying(run_id: str, attempt: int, delay: float, error: str) -> NewEvent:
+    """A failed attempt that can pass: queued again, claimable after `delay` seconds."""
+    return NewEvent(
+        run_id,
+        EventType.RUN_RETRYING,
+        attempt=attempt,
+        message=f"attempt {attempt} failed ({error}); "
+        f"retrying as attempt {attempt + 1} in {delay:g}s",
+        data={"error": error, "delay_s": delay, "next_attempt": attempt + 1},
+    )
+
+
+def cancelled(run_id: str, attempt: int, reason: str) -> NewEvent:
+    return NewEvent(
+        run_id,
+        EventType.RUN_CANCELLED,
+        attempt=attempt,
+        message=f"cancelled: {reason}",
+        data={"reason": reason},
+    )

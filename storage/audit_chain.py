@@ -18,8 +18,7 @@ a changed row from an inserted one, a swap, or a renumbered deletion.
 from __future__ import annotations
 
 import hashlib
-import json.encoder
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from storage import chain
@@ -52,23 +51,7 @@ class RowSource(Protocol):
         """Up to `limit` full rows from `from_pos` on, in order (for checks and diagnosis)."""
 
 
-def _make_encoder() -> Callable[[list[Any]], str]:
-    """The canonical-text encoder, built once (the C encoder when CPython has it)."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # pragma: no cover - other Pythons: the same text, more slowly
-        slow: Callable[[list[Any]], str] = chain._enc.encode
-        return slow
-    # Same settings as chain._enc: compact separators, UTF-8 kept, no NaN, no markers
-    # (the canonical list holds no containers, so cycle detection is pointless).
-    c_encode = make(None, None, json.encoder.encode_basestring, None, ":", ",", False, False, False)
-
-    def encode(value: list[Any]) -> str:
-        return "".join(c_encode(value, 0))
-
-    return encode
-
-
-encode_canonical = _make_encoder()
+encode_canonical = chain.encode_canonical
 
 
 def canonical(row: Row, pos: int | None = None) -> str:

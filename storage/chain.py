@@ -17,10 +17,15 @@ from __future__ import annotations
 import hashlib
 import json
 
+from storage.jsonenc import c_encoder
+
 GENESIS_HASH = "0" * 64
 VERSION_TAG = "steplog.v1"
 
 _enc = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+encode_canonical = c_encoder(default=_enc.default, allow_nan=False) or _enc.encode
+"""The canonical text of a row's value list: the C encoder (every append hashes a row)
+with exactly `_enc`'s settings, so the text is the same."""
 
 
 def canonical_pct(pct: float | None) -> str | None:
@@ -41,7 +46,7 @@ def canonical_row(
     at: str,
 ) -> str:
     """The exact text a row's hash covers."""
-    return _enc.encode(
+    return encode_canonical(
         [VERSION_TAG, pos, run_id, seq, type, step, message, canonical_pct(pct), data, attempt, at]
     )
 

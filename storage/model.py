@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class EventType(enum.StrEnum):
@@ -39,8 +39,10 @@ class RunStatus(enum.StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+        return self in _FINISHED
 
+
+_FINISHED = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
 
 STATUS_OF_TERMINAL: dict[str, RunStatus] = {
     EventType.RUN_SUCCEEDED: RunStatus.SUCCEEDED,
@@ -49,9 +51,12 @@ STATUS_OF_TERMINAL: dict[str, RunStatus] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """What a writer asks to append; the log assigns seq, pos, time and hash."""
+class NewEvent(NamedTuple):
+    """What a writer asks to append; the log assigns seq, pos, time and hash.
+
+    Events are named tuples rather than frozen dataclasses: just as immutable, and
+    several times cheaper to build, which counts on the append path (every event).
+    """
 
     run_id: str
     type: str
@@ -62,8 +67,7 @@ class NewEvent:
     data: Any = None
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One committed row of the event log.
 
     `data` is kept as its JSON text: the stream writes it into frames without

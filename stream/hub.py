@@ -157,6 +157,8 @@ class TailHub:
         self._per_token: dict[str, int] = {}
         self._cursor = 0
         self._wake = asyncio.Event()
+        self._committed = 0
+        """The highest pos this process's writer has committed (from the commit listener)."""
         self._task: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self.metrics.track_open_streams(lambda: len(self._streams))
@@ -297,6 +299,7 @@ class TailHub:
                 self._count_slow("buffer")
 
     def _on_commit(self, pos: int) -> None:
+        self._committed = max(self._committed, pos)
         self._wake.set()
 
     async def _follow(self) -> None:
@@ -304,9 +307,10 @@ class TailHub:
             with contextlib.suppress(TimeoutError):  # not wait_for: it can swallow a cancel
                 async with asyncio.timeout(self.poll_interval):
                     await self._wake.wait()
+            woken = self._wake.is_set()
             self._wake.clear()
             try:
-                if await self._skip_unwatched():
+                if await self._skip_unwatched(self._committed if woken else None):
                     continue
                 while True:
                     batch = await self.events.read_all(self._cursor, READ_BATCH)
@@ -321,15 +325,20 @@ class TailHub:
             except Exception:
                 log.exception("reading new events failed; retrying after the poll interval")
 
-    async def _skip_unwatched(self) -> bool:
+    async def _skip_unwatched(self, committed: int | None) -> bool:
         """With no stream open, move the cursor to the head instead of reading every event.
 
         Safe because a stream subscribes first and then reads the log itself up to
         now: if nobody subscribed while the head was read, no one can need the events
         up to it from the hub. This keeps a busy log with nobody watching cheap.
+        Woken by a commit of this process, the head it `committed` is used as is (no
+        read per commit; a head from another process is picked up at the next poll).
         """
         if self._runs or self._global:
             return False
+        if committed is not None:
+            self._cursor = max(self._cursor, committed)
+            return True
         subscriptions = self._subscriptions
         head = await self.events.head()
         if subscriptions != self._subscriptions or self._runs or self._global:

@@ -25,6 +25,9 @@ T = TypeVar("T")
 class Operation(Generic[T]):
     """A write queued for the writer; its future resolves only after the commit."""
 
+    appends = False
+    """True for a plain event append, which a batch numbers and writes with the others."""
+
     def __init__(self) -> None:
         self.future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._result: T | None = None
@@ -52,6 +55,48 @@ class Operation(Generic[T]):
             self.future.set_exception(self._error)
         else:
             self.future.set_result(self._result)  # type: ignore[arg-type]
+
+
+class Known:
+    """What the writer knows after its last commit, to skip re-reading it next time.
+
+    The chain head and the states of the runs being appended to are read at the
+    start of every transaction; with a few dozen appends per transaction, those
+    reads cost as much as the appends. They can be kept between transactions
+    because this connection is the process's only writer and SQLite's
+    `PRAGMA data_version` changes exactly when another connection (another
+    process) has committed: then everything is read again.
+
+    Run states are kept only across transactions of plain appends, which keep
+    them exact (`Batch.add_event`, `Batch.flush`); any other operation updates
+    `runs` with SQL, so after one the runs are read again. Finished runs are
+    dropped, and the whole map when it grows past `MAX_RUNS`.
+    """
+
+    MAX_RUNS = 4096
+
+    def __init__(self, version: int, head_pos: int, head_hash: str, runs: dict[str, RunState]):
+        self.version = version
+        self.head_pos = head_pos
+        self.head_hash = head_hash
+        self.runs = runs
+
+    @classmethod
+    def after(cls, batch: Batch, only_appends: bool) -> Known:
+        """What to keep once `batch` has committed."""
+        runs: dict[str, RunState] = {}
+        if only_appends and len(batch.runs) <= cls.MAX_RUNS:
+            runs = {k: v for k, v in batch.runs.items() if not v.status.finished}
+        return cls(data_version(batch.conn), batch.head_pos, batch.head_hash, runs)
+
+    def still_valid(self, conn: sqlite3.Connection) -> bool:
+        return data_version(conn) == self.version
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    """Changes whenever another connection commits to the database (never for our own)."""
+    version: int = conn.execute("PRAGMA data_version").fetchone()[0]
+    return version
 
 
 @dataclass(slots=True)
@@ -83,14 +128,22 @@ class Batch:
     def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         return self.conn.execute(sql, args).fetchall()
 
-    def start(self, appends: Iterable[Any]) -> None:
-        """Read the chain head and every run the queued appends touch (one query each)."""
-        cur = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
-        row = cur.fetchone()
-        self.head_pos = int(row[0]) if row else 0
-        cur = self.conn.execute("SELECT hash FROM events ORDER BY pos DESC LIMIT 1")
-        row = cur.fetchone()
-        self.head_hash = row[0] if row else chain.GENESIS_HASH
+    def start(self, appends: Iterable[Any], known: Known | None = None) -> None:
+        """Read the chain head and every run the queued appends touch.
+
+        `known` is what the previous transaction of this connection left behind
+        (see `Known`): when nothing else wrote since, the head and the run states
+        come from it and only runs it does not know are read.
+        """
+        if known is not None and known.still_valid(self.conn):
+            self.head_pos, self.head_hash, self.runs = known.head_pos, known.head_hash, known.runs
+        else:
+            cur = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+            row = cur.fetchone()
+            self.head_pos = int(row[0]) if row else 0
+            cur = self.conn.execute("SELECT hash FROM events ORDER BY pos DESC LIMIT 1")
+            row = cur.fetchone()
+            self.head_hash = row[0] if row else chain.GENESIS_HASH
         self.load_runs({op.event.run_id for op in appends})
 
     def load_runs(self, run_ids: Iterable[str]) -> None:
@@ -112,9 +165,7 @@ class Batch:
         return state
 
     def apply(self, op: Operation[Any]) -> None:
-        from storage.sqlite.operations import AppendOp
-
-        if not isinstance(op, AppendOp):
+        if not op.appends:
             # Anything that reads or writes tables directly sees earlier appends first.
             self.flush()
         op.run(self)

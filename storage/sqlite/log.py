@@ -33,7 +33,7 @@ from storage.errors import RunNotFound, StorageClosed
 from storage.interface import CommitListener, CommitObserver, EventLog
 from storage.model import Event, NewEvent, Run
 from storage.sqlite import migrations
-from storage.sqlite.batch import Batch, Operation
+from storage.sqlite.batch import Batch, Known, Operation
 from storage.sqlite.operations import (
     AppendOp,
     CancelOp,
@@ -89,6 +89,8 @@ class SQLiteEventLog(EventLog):
         self._listeners: list[CommitListener] = []
         self._observers: list[CommitObserver] = []
         self._closed = True
+        self._known: Known | None = None
+        """The writer's view after its last commit (only touched on the writer thread)."""
 
     def __repr__(self) -> str:
         return f"SQLiteEventLog({str(self.path)!r})"
@@ -188,9 +190,11 @@ class SQLiteEventLog(EventLog):
     def _run_batch(self, conn: sqlite3.Connection, ops: list[Operation[Any]]) -> Batch | None:
         """Apply `ops` in one transaction (on the writer thread); None when it rolled back."""
         batch = Batch(conn, self.clock)
+        known, self._known = self._known, None  # whatever happens, it is rebuilt or dropped
+        appends = [op for op in ops if op.appends]
         try:
             conn.execute("BEGIN IMMEDIATE")
-            batch.start([op for op in ops if isinstance(op, AppendOp)])
+            batch.start(appends, known)
             for op in ops:
                 batch.apply(op)
             batch.flush()
@@ -202,6 +206,7 @@ class SQLiteEventLog(EventLog):
             for op in ops:
                 op.fail(exc)
             return None
+        self._known = Known.after(batch, only_appends=len(appends) == len(ops))
         return batch
 
     # -- runs ------------------------------------------------------------------

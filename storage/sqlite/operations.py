@@ -15,6 +15,8 @@ from storage.sqlite.batch import Batch, Operation, RunState
 
 
 class AppendOp(Operation[Event]):
+    appends = True
+
     def __init__(self, event: NewEvent) -> None:
         super().__init__()
         self.event = event

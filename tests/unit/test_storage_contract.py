@@ -308,3 +308,43 @@ async def test_envelopes_built_by_the_backend_equal_the_python_envelope(events: 
     for (_, _, text), event in zip(built, stored, strict=True):
         assert json.loads(text) == json.loads(envelope(event))
         assert "\n" not in text and "\r" not in text
+
+
+async def test_two_writers_on_one_database_share_seq_chain_and_fencing(
+    backend: Backend, clock: FakeClock
+) -> None:
+    """Two logs on one database (as two processes have): each sees what the other wrote.
+
+    A writer keeps the chain head and run states between its transactions; this
+    proves it notices the other writer's commits (the next seq, pos and hash, and a
+    lease the other one took over) instead of trusting what it remembered.
+    """
+    first, second = open_log(backend.url, clock=clock), open_log(backend.url, clock=clock)
+    await first.open()
+    await second.open()
+    try:
+        run_id = await started_run(first)
+        written = []
+        for i in range(6):
+            log = first if i % 2 == 0 else second
+            written.append(await log.append(NewEvent(run_id, EventType.LOG, 1, message=f"m{i}")))
+        assert [e.seq for e in written] == [3, 4, 5, 6, 7, 8]
+        stored = await second.read_all(0, 1000)
+        assert [e.pos for e in stored] == list(range(1, len(stored) + 1))
+        prev = chain.GENESIS_HASH
+        for e in stored:
+            canonical = chain.canonical_row(
+                e.pos, e.run_id, e.seq, e.type, e.step, e.message, e.pct, e.data, e.attempt, e.at
+            )
+            assert e.hash == chain.link(prev, canonical)
+            prev = e.hash
+        clock.now += 31  # the first writer's lease expires; the second takes the run over
+        retaken = await second.claim_run("w2", 30, ["ticker"])
+        assert retaken is not None and retaken.attempt == 2
+        with pytest.raises(LeaseLost):
+            await first.append(NewEvent(run_id, EventType.LOG, 1, message="zombie"))
+        event = await first.append(NewEvent(run_id, EventType.LOG, 2, message="new owner"))
+        assert event.seq == (await second.get_run(run_id)).last_seq
+    finally:
+        await first.close()
+        await second.close()

@@ -64,6 +64,18 @@ T = TypeVar("T")
 # so a flood of appends still gets regular, bounded commits.
 MAX_BATCH = 2048
 
+WAL_CHECKPOINT_PAGES = 10_000
+"""Checkpoint once the WAL holds this many pages (about 40 MiB), not SQLite's 1,000.
+
+Busy runs rewrite the same few pages (their `(run_id, seq)` index leaves, the runs
+table) in every group commit, and a checkpoint copies each page once however many
+versions the WAL holds: ten times fewer checkpoints copy about the same pages each,
+so appends spend far less time in the checkpoints that run inside `COMMIT`
+(64 emitters: about +20% appends/s in `make bench`)."""
+WAL_SIZE_LIMIT = 64 * 2**20
+"""Bytes the WAL file is cut back to after a checkpoint, should a long read have let
+it grow past that."""
+
 
 class SQLiteEventLog(EventLog):
     """The event log in one SQLite file (WAL, group commit, hash chain)."""
@@ -111,6 +123,8 @@ class SQLiteEventLog(EventLog):
         conn.execute("PRAGMA busy_timeout = 10000")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         migrations.migrate(conn)
         return conn
 

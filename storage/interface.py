@@ -166,7 +166,8 @@ class EventLog(abc.ABC):
 
         Goes through the same writer as appends (so a stuck writer, a locked or
         read-only database, a full disk all fail it) and commits a tiny write that
-        touches no run or event: SQLite upserts the `meta` row `probe:writable`.
+        touches no run or event: both backends upsert the `meta` row `probe:writable`
+        (on PostgreSQL under the append lock, so a peer stuck holding it fails it too).
         `/readyz` calls it with a deadline.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot check writability")

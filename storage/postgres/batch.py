@@ -92,6 +92,8 @@ class Batch:
         self.head_pos = 0
         self.head_hash = chain.GENESIS_HASH
         self.wrote_events = False
+        self.added: list[Event] = []
+        """Every event this transaction adds, in `pos` order: what the commit observers see."""
 
     def set_time(self, now: float) -> None:
         """The batch's clock reading: every `at`, lease and back-off in it uses this."""
@@ -164,6 +166,8 @@ class Batch:
                self.now_iso)  # fmt: skip
         digest = chain.link(self.head_hash, chain.canonical_row(*row))
         self.rows.append((*row, digest))
+        event = Event(*row, digest)
+        self.added.append(event)
         self.head_pos, self.head_hash = pos, digest
         state.last_seq = seq
         state.dirty = True
@@ -174,7 +178,7 @@ class Batch:
             result = dumps(payload["result"]) if "result" in payload else None
             error = payload.get("error") or (new.message if ended != RunStatus.SUCCEEDED else None)
             state.ended = (ended.value, result, None if error is None else str(error))
-        return Event(*row, digest)
+        return event
 
     async def flush(self) -> None:
         """Write the events and run projections added since the last flush (one statement)."""

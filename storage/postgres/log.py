@@ -62,7 +62,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from storage.errors import RunNotFound, SteplogError, StorageClosed
-from storage.interface import CommitListener, EventLog
+from storage.interface import CommitListener, CommitObserver, EventLog
 from storage.model import Event, NewEvent, Run
 from storage.postgres import migrations
 from storage.postgres.batch import Batch, Operation
@@ -74,6 +74,7 @@ from storage.postgres.operations import (
     ClaimOp,
     CreateRunOp,
     HeartbeatOp,
+    ProbeOp,
     ReleaseOp,
     RetryLaterOp,
     SecretOp,
@@ -129,6 +130,7 @@ class PostgresEventLog(EventLog):
         self._queue: asyncio.Queue[Operation[Any]] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._listeners: list[CommitListener] = []
+        self._observers: list[CommitObserver] = []
         self._watcher: CommitWatcher | None = None
         self._closed = True
 
@@ -234,11 +236,27 @@ class PostgresEventLog(EventLog):
                 ops = [op for op in ops if op is not _STOP]
             if not ops:
                 continue
-            head = await self._run_batch(ops)
-            if head is not None:
+            batch = await self._run_batch(ops)
+            if batch is not None and batch.wrote_events:
+                if self._observers:
+                    self._observe(ops, batch.added)
                 if self._watcher is not None:
-                    self._watcher.note(head)
-                self._tell_listeners(head)
+                    self._watcher.note(batch.head_pos)
+                self._tell_listeners(batch.head_pos)
+
+    def _observe(self, ops: list[Operation[Any]], added: list[Event]) -> None:
+        """Tell the commit observers what this commit added and how long each append waited.
+
+        Only appends answered with their event count as waits: a refused one (fenced,
+        finished run) or one whose caller gave up is not an append latency.
+        """
+        done = time.monotonic()
+        waits = [done - op.submitted for op in ops if isinstance(op, AppendOp) and op.acknowledged]
+        for observer in list(self._observers):
+            try:
+                observer(added, waits)
+            except Exception:  # metrics must never stop the writer
+                log.exception("commit observer failed")
 
     def _tell_listeners(self, head: int) -> None:
         for listener in list(self._listeners):
@@ -255,8 +273,11 @@ class PostgresEventLog(EventLog):
             self._writer_conn = conn
         return self._writer_conn
 
-    async def _run_batch(self, ops: list[Operation[Any]]) -> int | None:
-        """Apply `ops` in one transaction; return the new head pos if events were added.
+    async def _run_batch(self, ops: list[Operation[Any]]) -> Batch | None:
+        """Apply `ops` in one transaction; return the committed batch, None if it failed.
+
+        Every caller is answered (`settle`) before this returns, so commit observers
+        can tell the appends acknowledged from those refused.
 
         A connection found dead before COMMIT was sent (say, closed by a server
         restart while idle) certainly committed nothing, so the batch is run once
@@ -282,7 +303,7 @@ class PostgresEventLog(EventLog):
                 return None
             for op in ops:
                 op.settle()
-            return batch.head_pos if batch.wrote_events else None
+            return batch
         raise AssertionError("unreachable")
 
     async def _transaction(self, ops: list[Operation[Any]], progress: _Progress) -> Batch:
@@ -398,6 +419,15 @@ class PostgresEventLog(EventLog):
         value: bytes = await self._submit(SecretOp(f"secret:{name}", secrets.token_bytes(32)))
         return value
 
+    async def run_counts(self) -> dict[str, int]:
+        rows = await self._fetch("run_counts")
+        return {status: int(count) for status, count in rows}
+
+    async def check_writable(self) -> None:
+        """Commit `ProbeOp` through the writer: the append lock, the writer connection and
+        the database all have to take a write, as an append needs them to."""
+        await self._submit(ProbeOp())
+
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         if self._closed or self._pool is None:
             raise StorageClosed()
@@ -417,6 +447,15 @@ class PostgresEventLog(EventLog):
     def remove_commit_listener(self, listener: CommitListener) -> None:
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
+
+    def add_commit_observer(self, observer: CommitObserver) -> None:
+        """Be told what each commit of *this* writer added; other processes' commits,
+        which only arrive as a NOTIFY head, are theirs to count."""
+        self._observers.append(observer)
+
+    def remove_commit_observer(self, observer: CommitObserver) -> None:
+        with contextlib.suppress(ValueError):
+            self._observers.remove(observer)
 
 
 async def _prepare_writer(conn: asyncpg.Connection) -> None:

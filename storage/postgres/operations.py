@@ -7,6 +7,7 @@ statement; the SQL lives in queries.sql.
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
 from storage import lifecycle
@@ -31,6 +32,13 @@ class AppendOp(Operation[Event]):
         super().__init__()
         self.event = event
         self.data = dumps(event.data)  # encoded now, by the caller, not under the append lock
+        self.submitted = time.monotonic()  # for the append latency commit observers see
+
+    @property
+    def acknowledged(self) -> bool:
+        """Committed and answered with its event (not refused, not abandoned by its caller)."""
+        future = self.future
+        return future.done() and not future.cancelled() and future.exception() is None
 
     async def apply(self, batch: Batch) -> Event:
         return batch.add_event(self.event, self.data)
@@ -158,6 +166,17 @@ class ReleaseOp(Operation[None]):
 
     async def apply(self, batch: Batch) -> None:
         await batch.conn.execute(QUERIES["release"], self.run_id, self.attempt, self.worker_id)
+
+
+class ProbeOp(Operation[None]):
+    """A tiny committed write that touches no run or event: proof the log is writable.
+
+    It is queued like an append, so it also proves the writer is moving and the
+    append lock (shared by every process) can be taken.
+    """
+
+    async def apply(self, batch: Batch) -> None:
+        await batch.conn.execute(QUERIES["probe_writable"], batch.now_iso.encode())
 
 
 class SecretOp(Operation[bytes]):

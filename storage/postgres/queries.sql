@@ -140,6 +140,17 @@ INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING;
 -- get_secret --
 SELECT value FROM meta WHERE key = $1;
 
+-- probe_writable --
+-- `check_writable` (`/readyz`): a tiny write that touches no run or event, taken
+-- through the writer (and so the append lock) like an append. The value is the
+-- batch's time, so the row also tells when the log last proved writable.
+INSERT INTO meta (key, value) VALUES ('probe:writable', $1)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
+-- run_counts --
+-- Runs per status, read at every `/metrics` scrape (one aggregate, no write).
+SELECT status, count(*) FROM runs GROUP BY status;
+
 -- get_run --
 SELECT id, function, params, status, attempt, max_attempts, last_seq, created_at, updated_at,
        idempotency_key, lease_owner, lease_expires_at, started_at, finished_at, result, error

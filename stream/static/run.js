@@ -1,13 +1,17 @@
-// One run, live or replayed. The browser's own EventSource does the resuming:
-// it reconnects by itself with Last-Event-ID, and a 204 tells it to stop.
+// One run, live or replayed. The browser's own EventSource does the resuming
+// after a drop: it reconnects by itself with Last-Event-ID, and a 204 tells it to
+// stop. Any other answer but a 200 stream (a 429, a proxy's 502) closes it for
+// good, so then the page opens a new one itself (see `closed`).
 import { apply, initialState, TERMINAL } from "./runview.js";
 import { el, fmtMs, setText } from "./dom.js";
+import { backoff } from "./retry.js";
 
 const runId = decodeURIComponent(location.pathname.split("/")[2] || "");
 const query = new URLSearchParams(location.search);
 const token = query.get("token");
 const fromSeq = Number.parseInt(query.get("from") || "", 10);
 const NAMES = ["progress", "completed", "failed", "cancelled"];
+const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
 
 let run = null;
 let state = initialState();
@@ -15,6 +19,8 @@ let source = null;
 let playback = null; // a running replay's timer
 let reconnects = 0;
 let scheduled = false;
+let joinedAt = 0; // the event id the stream was opened after ("watch from now" skips the past)
+const retry = backoff();
 
 function withToken(path, extra = {}) {
   const params = new URLSearchParams(extra);
@@ -155,35 +161,64 @@ function renderHeader() {
 
 // ---- live ------------------------------------------------------------------
 
-function follow(afterSeq) {
+/** Stop following: close the stream and forget a pending retry. */
+function stop() {
+  retry.cancel();
   if (source) source.close();
+  source = null;
+}
+
+function follow(afterSeq) {
+  stop();
   reconnects = 0;
+  joinedAt = afterSeq;
   const params = afterSeq ? { last_event_id: afterSeq } : {};
-  source = new EventSource(withToken(`/runs/${runId}/events`, params));
+  const opened = new EventSource(withToken(`/runs/${runId}/events`, params));
+  source = opened;
   connection("connecting");
-  source.onopen = () => {
+  opened.onopen = () => {
+    retry.reset();
     connection("live");
   };
-  source.onerror = () => {
-    if (source.readyState === EventSource.CLOSED) {
-      connection("ended"); // a 204 (the run had already ended) or a fatal answer
-      refreshRun();
+  opened.onerror = () => {
+    if (opened.readyState === EventSource.CLOSED) {
+      closed(opened);
       return;
     }
     reconnects += 1;
     connection("reconnecting", `attempt ${reconnects}, last event id ${state.lastSeq}`);
   };
   for (const name of NAMES) {
-    source.addEventListener(name, (message) => {
+    opened.addEventListener(name, (message) => {
       apply(state, JSON.parse(message.data));
       schedule();
       if (name !== "progress") {
-        source.close();
+        stop(); // the terminal event: nothing follows, so no reconnect either
         connection("ended");
         refreshRun();
       }
     });
   }
+}
+
+// The EventSource closed for good. That is normal after the 204 for a run that
+// has ended and whose events the page already has; anything else was a refusal
+// or a failure (429 over a stream cap, 502/503 while the server restarts) that
+// EventSource hides from us. The run record tells the two apart without opening
+// a second stream; every other case retries later from the last event shown,
+// so nothing is missed (and `apply` drops any event seen twice).
+async function closed(closedSource) {
+  const current = await refreshRun(true);
+  if (source !== closedSource) return; // a replay or a join was started meanwhile
+  const seen = Math.max(joinedAt, state.lastSeq);
+  if (current && FINISHED.has(current.status) && seen >= current.last_seq) {
+    stop();
+    connection("ended");
+    return;
+  }
+  // Said once per attempt, not counted down: the indicator is a live region.
+  const seconds = retry.schedule(() => follow(seen));
+  connection("unavailable", `retrying in ${seconds} s, last event id ${seen}`);
 }
 
 // ---- replay ----------------------------------------------------------------
@@ -205,7 +240,7 @@ async function allEvents() {
 
 async function replay(speed, startSeq = 1) {
   if (playback) clearTimeout(playback);
-  if (source) source.close();
+  stop();
   const events = await allEvents();
   state = initialState(run.steps || []);
   renderedLogs = 0;
@@ -236,16 +271,19 @@ async function replay(speed, startSeq = 1) {
 
 // ---- start -----------------------------------------------------------------
 
-async function refreshRun() {
-  const response = await fetch(withToken(`/runs/${runId}`), { headers: { Accept: "application/json" } });
-  if (!response.ok) {
-    const problem = await response.json().catch(() => ({}));
-    connection("error", problem.detail || response.status);
+/** Fetch and show the run record; null if that failed (said in the indicator unless `quiet`). */
+async function refreshRun(quiet = false) {
+  const headers = { Accept: "application/json" };
+  const response = await fetch(withToken(`/runs/${runId}`), { headers }).catch(() => null); // unreachable
+  if (!response?.ok) {
+    if (quiet) return null;
+    const problem = (await response?.json().catch(() => null)) || {};
+    connection("error", problem.detail || response?.status || "server unreachable");
     return null;
   }
   run = await response.json();
   renderHeader();
-  const finished = ["succeeded", "failed", "cancelled"].includes(run.status);
+  const finished = FINISHED.has(run.status);
   document.getElementById("replay-controls").hidden = !finished;
   document.getElementById("live-controls").hidden = finished;
   return run;
@@ -254,7 +292,7 @@ async function refreshRun() {
 async function start() {
   if (!(await refreshRun())) return;
   state = initialState(run.steps || []);
-  const finished = ["succeeded", "failed", "cancelled"].includes(run.status);
+  const finished = FINISHED.has(run.status);
   for (const button of document.querySelectorAll("[data-speed]")) {
     button.addEventListener("click", () => replay(Number(button.dataset.speed)));
   }

@@ -1,14 +1,15 @@
 // The runs list: loaded once, then kept current from the global event stream.
 import { el, fmtMs } from "./dom.js";
+import { backoff } from "./retry.js";
 
 const rows = new Map(); // run id -> run record (with pct)
 const table = document.querySelector("#runs tbody");
 const filters = document.getElementById("filters");
 
-function connection(kind) {
+function connection(kind, detail = "") {
   const node = document.getElementById("connection");
   node.dataset.state = kind;
-  node.textContent = kind;
+  node.textContent = detail ? `${kind} (${detail})` : kind;
 }
 
 function target(run) {
@@ -71,12 +72,29 @@ async function refresh(id) {
   }
 }
 
-function live(head) {
-  const source = new EventSource(`/events?last_event_id=${head}`);
-  source.onopen = () => connection("live");
-  source.onerror = () =>
-    connection(source.readyState === EventSource.CLOSED ? "ended" : "reconnecting");
+const retry = backoff();
+let lastId = 0; // the global position of the last event seen: where a new stream resumes
+
+function live() {
+  const source = new EventSource(`/events?last_event_id=${lastId}`);
+  source.onopen = () => {
+    retry.reset();
+    connection("live");
+  };
+  source.onerror = () => {
+    if (source.readyState !== EventSource.CLOSED) {
+      connection("reconnecting"); // a dropped connection: EventSource resumes by itself
+      return;
+    }
+    // The global stream has no normal end, so CLOSED means the answer was not a
+    // stream (a 429 over the stream cap, a proxy's 502/503 while the server
+    // restarts), which EventSource gives up on and hides from us: open a new one
+    // later. Said once per attempt, not counted down: the indicator is a live region.
+    const seconds = retry.schedule(live);
+    connection("unavailable", `retrying in ${seconds} s`);
+  };
   const handle = (message) => {
+    lastId = message.lastEventId || lastId;
     const env = JSON.parse(message.data);
     const run = rows.get(env.run_id);
     if (!run || env.type.startsWith("run.")) {
@@ -125,5 +143,6 @@ if (first) {
   const demo = first.demo_url;
   if (demo) document.getElementById("scrape-url").value = demo;
   else document.getElementById("start-scrape").hidden = !first.functions?.includes("scrape");
-  live(first.head ?? 0);
+  lastId = first.head ?? 0;
+  live();
 }

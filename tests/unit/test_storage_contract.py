@@ -11,13 +11,14 @@ import asyncio
 import json
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from storage import (
+    Event,
     EventLog,
     EventType,
     InvalidEvent,
@@ -26,6 +27,7 @@ from storage import (
     RunFinished,
     RunNotFound,
     RunStatus,
+    StorageClosed,
     chain,
     open_log,
 )
@@ -251,6 +253,116 @@ async def test_commit_listener_is_told_after_commit(events: EventLog) -> None:
     event = await events.append(NewEvent(run_id, EventType.LOG, 1))
     assert seen and seen[-1] >= event.pos
     events.remove_commit_listener(seen.append)
+
+
+class Commits:
+    """A commit observer that keeps what it was told: (events added, append waits) per commit."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[list[Event], list[float]]] = []
+
+    def __call__(self, added: Sequence[Event], waits: Sequence[float]) -> None:
+        self.seen.append((list(added), list(waits)))
+
+    @property
+    def added(self) -> list[Event]:
+        return [event for added, _ in self.seen for event in added]
+
+    @property
+    def waits(self) -> list[float]:
+        return [wait for _, waits in self.seen for wait in waits]
+
+
+async def test_commit_observers_see_each_commit_and_only_acknowledged_appends(
+    events: EventLog,
+) -> None:
+    """What `/metrics` counts (events appended, append latency) and the run log lines show."""
+    commits = Commits()
+    events.add_commit_observer(commits)
+    run_id = await started_run(events)
+    await asyncio.gather(
+        *[events.append(NewEvent(run_id, EventType.LOG, 1, message=f"m{i}")) for i in range(5)]
+    )
+    with pytest.raises(LeaseLost):  # refused: neither an event nor an append latency
+        await events.append(NewEvent(run_id, EventType.LOG, 2, message="fenced"))
+    events.remove_commit_observer(commits)
+    await events.append(NewEvent(run_id, EventType.LOG, 1, message="not observed"))
+
+    stored = await events.read_run(run_id)
+    assert commits.added == stored[:-1]  # every event, as stored, in pos order
+    # create_run and claim_run commit events but are not append() calls: no wait.
+    assert commits.seen[0] == ([stored[0]], []) and stored[0].type == EventType.RUN_QUEUED
+    assert commits.seen[1] == ([stored[1]], []) and stored[1].type == EventType.RUN_STARTED
+    assert len(commits.waits) == 5 and all(0 <= wait < 10 for wait in commits.waits)
+
+
+async def test_a_failing_commit_observer_does_not_stop_the_writer(events: EventLog) -> None:
+    def broken(added: Sequence[Event], waits: Sequence[float]) -> None:
+        raise RuntimeError("observer bug")
+
+    commits = Commits()
+    events.add_commit_observer(broken)
+    events.add_commit_observer(commits)
+    run_id = await started_run(events)
+    event = await events.append(NewEvent(run_id, EventType.LOG, 1))
+    assert commits.added[-1] == event and len(commits.waits) == 1
+    assert (await events.get_run(run_id)).last_seq == event.seq
+
+
+async def test_commit_observers_see_only_their_own_instance_commits(
+    backend: Backend, clock: FakeClock
+) -> None:
+    """Two processes on one database each count their own appends, never the other's."""
+    first, second = open_log(backend.url, clock=clock), open_log(backend.url, clock=clock)
+    await first.open()
+    await second.open()
+    try:
+        commits = Commits()
+        first.add_commit_observer(commits)
+        run_id = await started_run(second)
+        await second.append(NewEvent(run_id, EventType.LOG, 1, message="theirs"))
+        mine = await first.append(NewEvent(run_id, EventType.LOG, 1, message="mine"))
+        assert commits.added == [mine] and len(commits.waits) == 1
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_run_counts_count_runs_by_status(events: EventLog) -> None:
+    assert await events.run_counts() == {}
+    done = await started_run(events)
+    await events.append(NewEvent(done, EventType.RUN_SUCCEEDED, 1))
+    await started_run(events)
+    await events.create_run("ticker", {})
+    assert await events.run_counts() == {"succeeded": 1, "running": 1, "queued": 1}
+
+
+async def test_check_writable_commits_without_touching_runs_or_events(events: EventLog) -> None:
+    """`/readyz`'s write check: through the writer (with appends), yet no event, no wake-up."""
+    run_id = await started_run(events)
+    head, run = await events.head(), await events.get_run(run_id)
+    woken: list[int] = []
+    commits = Commits()
+    events.add_commit_listener(woken.append)
+    events.add_commit_observer(commits)
+    await events.check_writable()
+    await events.check_writable()  # the probe row already exists: updated, not refused
+    assert await events.head() == head and await events.get_run(run_id) == run
+    assert woken == [] and commits.seen == []
+
+    # Queued together with appends, the probe commits in their batch and moves none of them.
+    appended = await asyncio.gather(
+        events.check_writable(),
+        *[events.append(NewEvent(run_id, EventType.LOG, 1, message=f"m{i}")) for i in range(4)],
+        events.check_writable(),
+    )
+    assert [e.seq for e in appended[1:-1]] == [3, 4, 5, 6]
+    assert commits.added == appended[1:-1] and len(commits.waits) == 4
+    events.remove_commit_listener(woken.append)
+    events.remove_commit_observer(commits)
+    await events.close()
+    with pytest.raises(StorageClosed):
+        await events.check_writable()
 
 
 async def test_secret_is_stable(events: EventLog) -> None:

@@ -120,7 +120,8 @@ class WorkerPool:
         """Run one claimed attempt to its end (or until the lease is lost)."""
         ctx = Context(self.events, run)
         self.running[run.id] = run
-        log.info("run %s (%s) attempt %d started", run.id, run.function, run.attempt)
+        # DEBUG: the transition itself is logged once, from its commit (logger steplog.runs).
+        log.debug("run %s (%s) attempt %d started", run.id, run.function, run.attempt)
         work = asyncio.create_task(self._call(ctx, run))
         self._work[run.id] = (work, ctx)
         beat = asyncio.create_task(self._heartbeat(run, work, ctx))
@@ -129,7 +130,7 @@ class WorkerPool:
             await ctx.emit(
                 EventType.RUN_SUCCEEDED, message="done", pct=100, data={"result": result}
             )
-            log.info("run %s succeeded", run.id)
+            log.debug("run %s succeeded", run.id)
         except asyncio.CancelledError:
             # Not `current_task().cancelling()`: cancelling this slot while it awaits
             # `work` cancels `work` first, so the slot sees `work` done and cancelled.
@@ -186,7 +187,7 @@ class WorkerPool:
                          error, delay)  # fmt: skip
                 await self.events.retry_later(ctx.run_id, ctx.attempt, delay, error)
                 return
-            log.info("run %s failed: %s", ctx.run_id, error)
+            log.debug("run %s failed: %s", ctx.run_id, error)
             await ctx.emit(
                 EventType.RUN_FAILED,
                 message=error,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -81,8 +82,14 @@ def worker(db: str, workers: int) -> None:
         allow_targets(settings)
 
     async def run() -> None:
+        from stream.logs import log_transitions
+
         events = open_log(settings.db, synchronous=settings.sqlite_synchronous)
         await events.open()
+        # The runs this process executes are logged here, one line per transition,
+        # as `serve` logs its own (each process logs only the commits it made).
+        with contextlib.suppress(NotImplementedError):
+            events.add_commit_observer(log_transitions)
         pool = WorkerPool(
             events,
             concurrency=settings.workers,

@@ -60,3 +60,6 @@ def test_events_from_another_process_reach_the_stream(
         worker.terminate()
         worker.wait(timeout=15)
         worker_log.close()
+    # The worker logs the transitions of the runs it executed, like `serve` does.
+    said = (tmp_path / "worker.log").read_text()
+    assert f"run {run_id} running" in said and f"run {run_id} succeeded" in said, said

@@ -61,6 +61,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from storage.commits import next_group, tell_listeners, tell_observers
 from storage.errors import RunNotFound, SteplogError, StorageClosed
 from storage.interface import CommitListener, CommitObserver, EventLog
 from storage.model import Event, NewEvent, Run
@@ -83,10 +84,6 @@ from storage.postgres.queries import QUERIES
 from storage.postgres.rows import event_from_record, run_from_record
 
 log = logging.getLogger("steplog.storage.postgres")
-
-# Above this many queued operations one transaction is closed and the next begun,
-# so a flood of appends still gets regular, bounded commits.
-MAX_BATCH = 2048
 
 # Short OLTP statements only: JIT compilation would cost more than it saves (and
 # makes asyncpg's one-off type introspection slow).
@@ -228,42 +225,21 @@ class PostgresEventLog(EventLog):
     async def _write_loop(self) -> None:
         stopping = False
         while not stopping:
-            ops = [await self._queue.get()]
-            while len(ops) < MAX_BATCH and not self._queue.empty():
-                ops.append(self._queue.get_nowait())
-            if _STOP in ops:
-                stopping = True
-                ops = [op for op in ops if op is not _STOP]
+            ops, stopping = await next_group(self._queue, _STOP)
             if not ops:
                 continue
             batch = await self._run_batch(ops)
             if batch is not None and batch.wrote_events:
                 if self._observers:
-                    self._observe(ops, batch.added)
+                    tell_observers(self._observers, ops, batch.added, log)
                 if self._watcher is not None:
                     self._watcher.note(batch.head_pos)
                 self._tell_listeners(batch.head_pos)
 
-    def _observe(self, ops: list[Operation[Any]], added: list[Event]) -> None:
-        """Tell the commit observers what this commit added and how long each append waited.
-
-        Only appends answered with their event count as waits: a refused one (fenced,
-        finished run) or one whose caller gave up is not an append latency.
-        """
-        done = time.monotonic()
-        waits = [done - op.submitted for op in ops if isinstance(op, AppendOp) and op.acknowledged]
-        for observer in list(self._observers):
-            try:
-                observer(added, waits)
-            except Exception:  # metrics must never stop the writer
-                log.exception("commit observer failed")
-
     def _tell_listeners(self, head: int) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(head)
-            except Exception:  # a broken listener must not stop the writer
-                log.exception("commit listener failed")
+        """Wake this process's listeners: after its own commits, and (through the
+        watcher) after every other process's."""
+        tell_listeners(self._listeners, head, log)
 
     async def _writer(self) -> asyncpg.Connection:
         """The writer's connection, reopened after a loss."""
@@ -317,7 +293,7 @@ class PostgresEventLog(EventLog):
         conn = await self._writer()
         await conn.execute(QUERIES["begin_append"])
         batch = Batch(conn)
-        await batch.start(self._lock_key, [op for op in ops if isinstance(op, AppendOp)])
+        await batch.start(self._lock_key, [op for op in ops if op.appends])
         # The time is read under the lock, so `at` follows commit order closely.
         batch.set_time(self.clock())
         for op in ops:

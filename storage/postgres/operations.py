@@ -1,14 +1,11 @@
 """The writes the PostgreSQL writer knows, each applied inside a group-commit batch.
 
-Each mirrors its SQLite twin (storage/sqlite/operations.py) statement for
-statement; the SQL lives in queries.sql.
+The requests and their parameters are shared with SQLite (storage/writes.py);
+each operation here mirrors its SQLite twin (storage/sqlite/operations.py)
+statement for statement; the SQL lives in queries.sql.
 """
 
 from __future__ import annotations
-
-import secrets
-import time
-from typing import Any
 
 from storage import lifecycle
 from storage.errors import InvalidEvent, LeaseLost
@@ -17,6 +14,7 @@ from storage.model import Event, NewEvent, RunStatus
 from storage.postgres.batch import Batch, Operation, RunState
 from storage.postgres.queries import QUERIES
 from storage.runids import new_run_id
+from storage.writes import Append, Cancel, Claim, CreateRun, Heartbeat, Release, RetryLater, Secret
 
 
 def without_nul(text: str) -> str:
@@ -25,39 +23,16 @@ def without_nul(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
-class AppendOp(Operation[Event]):
-    touches_tables = False
-
+class AppendOp(Append, Operation[Event]):
     def __init__(self, event: NewEvent) -> None:
-        super().__init__()
-        self.event = event
+        super().__init__(event)
         self.data = dumps(event.data)  # encoded now, by the caller, not under the append lock
-        self.submitted = time.monotonic()  # for the append latency commit observers see
-
-    @property
-    def acknowledged(self) -> bool:
-        """Committed and answered with its event (not refused, not abandoned by its caller)."""
-        future = self.future
-        return future.done() and not future.cancelled() and future.exception() is None
 
     async def apply(self, batch: Batch) -> Event:
         return batch.add_event(self.event, self.data)
 
 
-class CreateRunOp(Operation[tuple[str, bool]]):
-    def __init__(
-        self,
-        function: str,
-        params: dict[str, Any],
-        idempotency_key: str | None,
-        max_attempts: int,
-    ) -> None:
-        super().__init__()
-        self.function = function
-        self.params = params
-        self.idempotency_key = idempotency_key
-        self.max_attempts = max_attempts
-
+class CreateRunOp(CreateRun, Operation[tuple[str, bool]]):
     async def apply(self, batch: Batch) -> tuple[str, bool]:
         if "\x00" in self.function or "\x00" in (self.idempotency_key or ""):
             raise InvalidEvent("function names and idempotency keys cannot contain NUL")
@@ -77,21 +52,12 @@ class CreateRunOp(Operation[tuple[str, bool]]):
             )
             return existing, False
         # A new row is invisible to other transactions until commit: no lock needed.
-        batch.runs[run_id] = RunState(attempt=0, status=RunStatus.QUEUED, last_seq=0)
-        batch.add_event(lifecycle.queued(run_id, self.function))
+        batch.add_new_run(run_id, self.function)
         await batch.flush()
         return run_id, True
 
 
-class ClaimOp(Operation[str | None]):
-    """Lease the oldest claimable run (queued, or running with an expired lease)."""
-
-    def __init__(self, worker_id: str, lease_seconds: float, functions: tuple[str, ...]) -> None:
-        super().__init__()
-        self.worker_id = worker_id
-        self.lease_seconds = lease_seconds
-        self.functions = functions
-
+class ClaimOp(Claim, Operation[str | None]):
     async def apply(self, batch: Batch) -> str | None:
         if not self.functions:
             return None
@@ -119,32 +85,20 @@ class ClaimOp(Operation[str | None]):
         previous_owner: str | None,
         lease_expired: bool,
     ) -> str:
-        new_attempt = attempt + 1
         await batch.conn.execute(
             QUERIES["lease_run"],
             run_id,
-            new_attempt,
+            attempt + 1,
             self.worker_id,
             batch.now + self.lease_seconds,
             batch.now_iso,
         )
-        state.attempt, state.status = new_attempt, RunStatus.RUNNING
-        for event in lifecycle.leased(
-            run_id, attempt, self.worker_id, lost_by=previous_owner, lease_expired=lease_expired
-        ):
-            batch.add_event(event)
+        batch.add_lease(run_id, state, attempt, self.worker_id, previous_owner, lease_expired)
         await batch.flush()
         return run_id
 
 
-class HeartbeatOp(Operation[None]):
-    def __init__(self, run_id: str, attempt: int, worker_id: str, lease_seconds: float) -> None:
-        super().__init__()
-        self.run_id = run_id
-        self.attempt = attempt
-        self.worker_id = worker_id
-        self.lease_seconds = lease_seconds
-
+class HeartbeatOp(Heartbeat, Operation[None]):
     async def apply(self, batch: Batch) -> None:
         status = await batch.conn.execute(
             QUERIES["heartbeat"],
@@ -157,13 +111,7 @@ class HeartbeatOp(Operation[None]):
             raise LeaseLost(f"worker {self.worker_id} no longer holds the lease of {self.run_id}")
 
 
-class ReleaseOp(Operation[None]):
-    def __init__(self, run_id: str, attempt: int, worker_id: str) -> None:
-        super().__init__()
-        self.run_id = run_id
-        self.attempt = attempt
-        self.worker_id = worker_id
-
+class ReleaseOp(Release, Operation[None]):
     async def apply(self, batch: Batch) -> None:
         await batch.conn.execute(QUERIES["release"], self.run_id, self.attempt, self.worker_id)
 
@@ -179,12 +127,7 @@ class ProbeOp(Operation[None]):
         await batch.conn.execute(QUERIES["probe_writable"], batch.now_iso.encode())
 
 
-class SecretOp(Operation[bytes]):
-    def __init__(self, key: str, candidate: bytes | None = None) -> None:
-        super().__init__()
-        self.key = key
-        self.candidate = candidate or secrets.token_bytes(32)
-
+class SecretOp(Secret, Operation[bytes]):
     async def apply(self, batch: Batch) -> bytes:
         # Two processes creating it at once both end up with the first one's value.
         await batch.conn.execute(QUERIES["insert_secret"], self.key, self.candidate)
@@ -192,15 +135,9 @@ class SecretOp(Operation[bytes]):
         return bytes(value)
 
 
-class RetryLaterOp(Operation[None]):
-    """Put a failed attempt's run back in the queue, claimable after `delay` seconds."""
-
+class RetryLaterOp(RetryLater, Operation[None]):
     def __init__(self, run_id: str, attempt: int, delay: float, error: str) -> None:
-        super().__init__()
-        self.run_id = run_id
-        self.attempt = attempt
-        self.delay = delay
-        self.error = without_nul(error)
+        super().__init__(run_id, attempt, delay, without_nul(error))
 
     async def apply(self, batch: Batch) -> None:
         state = await batch.run_state(self.run_id)
@@ -216,13 +153,9 @@ class RetryLaterOp(Operation[None]):
         )
 
 
-class CancelOp(Operation[bool]):
-    """End a queued or running run as cancelled; False when it had already ended."""
-
+class CancelOp(Cancel, Operation[bool]):
     def __init__(self, run_id: str, reason: str) -> None:
-        super().__init__()
-        self.run_id = run_id
-        self.reason = without_nul(reason)
+        super().__init__(run_id, without_nul(reason))
 
     async def apply(self, batch: Batch) -> bool:
         state = await batch.run_state(self.run_id)

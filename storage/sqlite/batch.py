@@ -1,37 +1,28 @@
 """One group-commit transaction: the state every operation in it shares.
 
 Appends are validated and hashed in Python against an in-memory view of the
-runs they touch, then written with one `executemany`: a batch of N appends
-costs a handful of round trips to the SQLite thread, not N.
+runs they touch (storage/numbering.py, shared with PostgreSQL), then written
+with one `executemany`: a batch of N appends costs a handful of round trips
+to the SQLite thread, not N.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from storage import chain
-from storage.errors import InvalidEvent, LeaseLost, RunFinished, RunNotFound, SteplogError
-from storage.jsonenc import dumps
-from storage.model import EVENT_TYPES, STATUS_OF_TERMINAL, Event, NewEvent, RunStatus
-from storage.timefmt import iso
+from storage.errors import SteplogError
+from storage.model import RunStatus
+from storage.numbering import Numbering, RunState
+from storage.writes import Pending
 
 T = TypeVar("T")
 
 
-class Operation(Generic[T]):
-    """A write queued for the writer; its future resolves only after the commit."""
-
-    appends = False
-    """True for a plain event append, which a batch numbers and writes with the others."""
-
-    def __init__(self) -> None:
-        self.future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._result: T | None = None
-        self._error: Exception | None = None
+class Operation(Pending[T]):
+    """A write the SQLite writer applies inside a batch, on the writer thread."""
 
     def apply(self, batch: Batch) -> T:
         raise NotImplementedError
@@ -45,16 +36,7 @@ class Operation(Generic[T]):
     def fail(self, exc: Exception) -> None:
         """The transaction rolled back: the caller gets `exc` (set, on the loop, by `settle`)."""
         self._result = None
-        self._error = exc  # type: ignore[assignment]
-
-    def settle(self) -> None:
-        """Resolve the caller's future; called once the transaction committed."""
-        if self.future.done():
-            return
-        if self._error is not None:
-            self.future.set_exception(self._error)
-        else:
-            self.future.set_result(self._result)  # type: ignore[arg-type]
+        self._error = exc
 
 
 class Known:
@@ -99,31 +81,16 @@ def data_version(conn: sqlite3.Connection) -> int:
     return version
 
 
-@dataclass(slots=True)
-class RunState:
-    """What fencing and seq assignment need to know about a run, inside the batch."""
+class Batch(Numbering):
+    """The shared state of one `BEGIN IMMEDIATE` … `COMMIT`.
 
-    attempt: int
-    status: RunStatus
-    last_seq: int
-    dirty: bool = False
-    ended: tuple[str, str | None, str | None] | None = None  # (status, result, error)
-
-
-class Batch:
-    """The shared state of one `BEGIN IMMEDIATE` … `COMMIT`."""
+    Appends are validated, numbered and hashed by `Numbering.add_event`
+    (inherited, not wrapped: it is on every append's path).
+    """
 
     def __init__(self, conn: sqlite3.Connection, clock: Callable[[], float]) -> None:
+        super().__init__(clock())
         self.conn = conn
-        self.clock = clock
-        self.runs: dict[str, RunState] = {}
-        self.rows: list[tuple[Any, ...]] = []
-        self.head_pos = 0
-        self.head_hash = chain.GENESIS_HASH
-        self.wrote_events = False
-        self.added: list[Event] = []  # every event this transaction adds, for observers
-        self.now = clock()
-        self.now_iso = iso(self.now)
 
     def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         return self.conn.execute(sql, args).fetchall()
@@ -159,77 +126,13 @@ class Batch:
 
     def run_state(self, run_id: str) -> RunState:
         self.load_runs([run_id])
-        state = self.runs.get(run_id)
-        if state is None:
-            raise RunNotFound(f"no run with id {run_id!r}")
-        return state
+        return self.known_run(run_id)
 
     def apply(self, op: Operation[Any]) -> None:
         if not op.appends:
             # Anything that reads or writes tables directly sees earlier appends first.
             self.flush()
         op.run(self)
-
-    def add_event(self, new: NewEvent) -> Event:
-        """Validate (fencing), number and hash one event; it is written at `flush`."""
-        if new.type not in EVENT_TYPES:
-            raise InvalidEvent(f"unknown event type {new.type!r}")
-        state = self.runs.get(new.run_id)
-        if state is None:
-            raise RunNotFound(f"no run with id {new.run_id!r}")
-        if state.status.finished:
-            raise RunFinished(f"run {new.run_id} has already {state.status.value}")
-        if new.attempt != state.attempt:
-            raise LeaseLost(
-                f"run {new.run_id} is on attempt {state.attempt}; "
-                f"writes from attempt {new.attempt} are refused"
-            )
-        seq = state.last_seq + 1
-        pos = self.head_pos + 1
-        data = dumps(new.data)
-        pct = None if new.pct is None else round(float(new.pct), 2)
-        canonical = chain.canonical_row(
-            pos,
-            new.run_id,
-            seq,
-            new.type,
-            new.step,
-            new.message,
-            pct,
-            data,
-            new.attempt,
-            self.now_iso,
-        )
-        digest = chain.link(self.head_hash, canonical)
-        event = Event(
-            pos,
-            new.run_id,
-            seq,
-            new.type,
-            new.step,
-            new.message,
-            pct,
-            data,
-            new.attempt,
-            self.now_iso,
-            digest,
-        )
-        self.rows.append(
-            (pos, new.run_id, seq, new.type, new.step, new.message, pct, data, new.attempt,
-             self.now_iso, digest)
-        )  # fmt: skip
-        self.head_pos, self.head_hash = pos, digest
-        self.added.append(event)
-        state.last_seq = seq
-        state.dirty = True
-        ended = STATUS_OF_TERMINAL.get(new.type)
-        if ended is not None:
-            state.status = ended
-            payload = new.data if isinstance(new.data, dict) else {}
-            result = dumps(payload["result"]) if "result" in payload else None
-            error = payload.get("error") or (new.message if ended != RunStatus.SUCCEEDED else None)
-            state.ended = (ended.value, result, None if error is None else str(error))
-        return event
 
     def flush(self) -> None:
         """Write the events and run projections added since the last flush."""
@@ -243,15 +146,11 @@ class Batch:
         self.rows = []
         self.wrote_events = True
         progressed, ended = [], []
-        for run_id, state in self.runs.items():
-            if not state.dirty:
-                continue
-            state.dirty = False
-            progressed.append((state.last_seq, self.now_iso, run_id))
-            if state.ended is not None:
-                status, result, error = state.ended
+        for run_id, last_seq, ending in self.changed_runs():
+            progressed.append((last_seq, self.now_iso, run_id))
+            if ending is not None:
+                status, result, error = ending
                 ended.append((status, self.now_iso, result, error, run_id))
-                state.ended = None
         self.conn.executemany(
             "UPDATE runs SET last_seq = ?, updated_at = ? WHERE id = ?", progressed
         )

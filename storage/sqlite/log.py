@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from storage import chain
+from storage.commits import next_group, tell_listeners, tell_observers
 from storage.errors import RunNotFound, StorageClosed
 from storage.interface import CommitListener, CommitObserver, EventLog
 from storage.model import Event, NewEvent, Run
@@ -59,10 +60,6 @@ ENVELOPE_QUERY = (
 """The envelope of `storage.envelope`, built by SQLite (`data` is stored JSON text)."""
 
 T = TypeVar("T")
-
-# Above this many queued operations one transaction is closed and the next begun,
-# so a flood of appends still gets regular, bounded commits.
-MAX_BATCH = 2048
 
 WAL_CHECKPOINT_PAGES = 10_000
 """Checkpoint once the WAL holds this many pages (about 40 MiB), not SQLite's 1,000.
@@ -170,12 +167,7 @@ class SQLiteEventLog(EventLog):
         conn = self._writer_conn
         stopping = False
         while not stopping:
-            ops = [await self._queue.get()]
-            while len(ops) < MAX_BATCH and not self._queue.empty():
-                ops.append(self._queue.get_nowait())
-            if _STOP in ops:
-                stopping = True
-                ops = [op for op in ops if op is not _STOP]
+            ops, stopping = await next_group(self._queue, _STOP)
             if not ops:
                 continue
             # The whole transaction runs on the writer thread in one hop; the futures
@@ -185,21 +177,8 @@ class SQLiteEventLog(EventLog):
                 op.settle()
             if batch is not None and batch.wrote_events:
                 if self._observers:
-                    self._observe(ops, batch.added)
-                for listener in list(self._listeners):
-                    try:
-                        listener(batch.head_pos)
-                    except Exception:  # a broken listener must not stop the writer
-                        log.exception("commit listener failed")
-
-    def _observe(self, ops: list[Operation[Any]], added: list[Event]) -> None:
-        done = time.monotonic()
-        waits = [done - op.submitted for op in ops if isinstance(op, AppendOp) and op.acknowledged]
-        for observer in list(self._observers):
-            try:
-                observer(added, waits)
-            except Exception:  # metrics must never stop the writer
-                log.exception("commit observer failed")
+                    tell_observers(self._observers, ops, batch.added, log)
+                tell_listeners(self._listeners, batch.head_pos, log)
 
     def _run_batch(self, conn: sqlite3.Connection, ops: list[Operation[Any]]) -> Batch | None:
         """Apply `ops` in one transaction (on the writer thread); None when it rolled back."""

@@ -1,51 +1,26 @@
-"""The writes the SQLite writer knows, each applied inside a group-commit batch."""
+"""The writes the SQLite writer knows, each applied inside a group-commit batch.
+
+The requests and their parameters are shared with PostgreSQL (storage/writes.py);
+what is here is how SQLite applies each one, on the writer thread.
+"""
 
 from __future__ import annotations
-
-import secrets
-import time
-from typing import Any
 
 from storage import lifecycle
 from storage.errors import LeaseLost
 from storage.jsonenc import dumps
-from storage.model import Event, NewEvent, RunStatus
+from storage.model import Event, RunStatus
 from storage.runids import new_run_id
 from storage.sqlite.batch import Batch, Operation, RunState
+from storage.writes import Append, Cancel, Claim, CreateRun, Heartbeat, Release, RetryLater, Secret
 
 
-class AppendOp(Operation[Event]):
-    appends = True
-
-    def __init__(self, event: NewEvent) -> None:
-        super().__init__()
-        self.event = event
-        self.submitted = time.monotonic()  # for the append latency commit observers see
-
-    @property
-    def acknowledged(self) -> bool:
-        """Committed and answered with its event (not refused, not abandoned by its caller)."""
-        future = self.future
-        return future.done() and not future.cancelled() and future.exception() is None
-
+class AppendOp(Append, Operation[Event]):
     def apply(self, batch: Batch) -> Event:
         return batch.add_event(self.event)
 
 
-class CreateRunOp(Operation[tuple[str, bool]]):
-    def __init__(
-        self,
-        function: str,
-        params: dict[str, Any],
-        idempotency_key: str | None,
-        max_attempts: int,
-    ) -> None:
-        super().__init__()
-        self.function = function
-        self.params = params
-        self.idempotency_key = idempotency_key
-        self.max_attempts = max_attempts
-
+class CreateRunOp(CreateRun, Operation[tuple[str, bool]]):
     def apply(self, batch: Batch) -> tuple[str, bool]:
         if self.idempotency_key is not None:
             rows = batch.fetchall(
@@ -68,21 +43,12 @@ class CreateRunOp(Operation[tuple[str, bool]]):
                 batch.now_iso,
             ),
         )
-        batch.runs[run_id] = RunState(attempt=0, status=RunStatus.QUEUED, last_seq=0)
-        batch.add_event(lifecycle.queued(run_id, self.function))
+        batch.add_new_run(run_id, self.function)
         batch.flush()
         return run_id, True
 
 
-class ClaimOp(Operation[str | None]):
-    """Lease the oldest claimable run (queued, or running with an expired lease)."""
-
-    def __init__(self, worker_id: str, lease_seconds: float, functions: tuple[str, ...]) -> None:
-        super().__init__()
-        self.worker_id = worker_id
-        self.lease_seconds = lease_seconds
-        self.functions = functions
-
+class ClaimOp(Claim, Operation[str | None]):
     def apply(self, batch: Batch) -> str | None:
         if not self.functions:
             return None
@@ -116,13 +82,12 @@ class ClaimOp(Operation[str | None]):
         previous_owner: str | None,
         lease_expired: bool,
     ) -> str:
-        new_attempt = attempt + 1
         batch.conn.execute(
             "UPDATE runs SET status = 'running', attempt = ?, lease_owner = ?,"
             " lease_expires_at = ?, started_at = coalesce(started_at, ?), updated_at = ?"
             " WHERE id = ?",
             (
-                new_attempt,
+                attempt + 1,
                 self.worker_id,
                 batch.now + self.lease_seconds,
                 batch.now_iso,
@@ -130,23 +95,12 @@ class ClaimOp(Operation[str | None]):
                 run_id,
             ),
         )
-        state.attempt, state.status = new_attempt, RunStatus.RUNNING
-        for event in lifecycle.leased(
-            run_id, attempt, self.worker_id, lost_by=previous_owner, lease_expired=lease_expired
-        ):
-            batch.add_event(event)
+        batch.add_lease(run_id, state, attempt, self.worker_id, previous_owner, lease_expired)
         batch.flush()
         return run_id
 
 
-class HeartbeatOp(Operation[None]):
-    def __init__(self, run_id: str, attempt: int, worker_id: str, lease_seconds: float) -> None:
-        super().__init__()
-        self.run_id = run_id
-        self.attempt = attempt
-        self.worker_id = worker_id
-        self.lease_seconds = lease_seconds
-
+class HeartbeatOp(Heartbeat, Operation[None]):
     def apply(self, batch: Batch) -> None:
         cur = batch.conn.execute(
             "UPDATE runs SET lease_expires_at = ? WHERE id = ? AND attempt = ?"
@@ -157,13 +111,7 @@ class HeartbeatOp(Operation[None]):
             raise LeaseLost(f"worker {self.worker_id} no longer holds the lease of {self.run_id}")
 
 
-class ReleaseOp(Operation[None]):
-    def __init__(self, run_id: str, attempt: int, worker_id: str) -> None:
-        super().__init__()
-        self.run_id = run_id
-        self.attempt = attempt
-        self.worker_id = worker_id
-
+class ReleaseOp(Release, Operation[None]):
     def apply(self, batch: Batch) -> None:
         # An expired lease is what makes a run claimable again: expire it now.
         batch.conn.execute(
@@ -184,12 +132,7 @@ class ProbeOp(Operation[None]):
         )
 
 
-class SecretOp(Operation[bytes]):
-    def __init__(self, key: str, candidate: bytes | None = None) -> None:
-        super().__init__()
-        self.key = key
-        self.candidate = candidate or secrets.token_bytes(32)
-
+class SecretOp(Secret, Operation[bytes]):
     def apply(self, batch: Batch) -> bytes:
         batch.conn.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (self.key, self.candidate)
@@ -198,16 +141,7 @@ class SecretOp(Operation[bytes]):
         return bytes(rows[0][0])
 
 
-class RetryLaterOp(Operation[None]):
-    """Put a failed attempt's run back in the queue, claimable after `delay` seconds."""
-
-    def __init__(self, run_id: str, attempt: int, delay: float, error: str) -> None:
-        super().__init__()
-        self.run_id = run_id
-        self.attempt = attempt
-        self.delay = delay
-        self.error = error
-
+class RetryLaterOp(RetryLater, Operation[None]):
     def apply(self, batch: Batch) -> None:
         state = batch.run_state(self.run_id)
         batch.add_event(lifecycle.retrying(self.run_id, self.attempt, self.delay, self.error))
@@ -220,14 +154,7 @@ class RetryLaterOp(Operation[None]):
         )
 
 
-class CancelOp(Operation[bool]):
-    """End a queued or running run as cancelled; False when it had already ended."""
-
-    def __init__(self, run_id: str, reason: str) -> None:
-        super().__init__()
-        self.run_id = run_id
-        self.reason = reason
-
+class CancelOp(Cancel, Operation[bool]):
     def apply(self, batch: Batch) -> bool:
         state = batch.run_state(self.run_id)
         if state.status.finished:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from storage.postgres import testing
 from stream.launcher import ServerProcess, make_server
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -37,6 +38,17 @@ def require_binary(name: str, path: str | None = None) -> str:
 
 
 ServerFactory = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A fresh schema on the test PostgreSQL server (`STEPLOG_TEST_POSTGRES`), as a URL
+    with its search_path; dropped afterwards."""
+    server = testing.postgres_url_for_tests()
+    problem = await testing.unreachable(server)
+    require("PostgreSQL", problem is None, f"{problem} (or set STEPLOG_TEST_POSTGRES)")
+    async with testing.scratch_schema(server) as url:
+        yield url
 
 
 @pytest.fixture

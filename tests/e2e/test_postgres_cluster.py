@@ -19,17 +19,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from storage.postgres import testing
 from stream.launcher import ServerProcess
 from stream.sse_parser import ParsedEvent, SSEParser
-from tests.conftest import ServerFactory, require, require_binary
+from tests.conftest import ServerFactory, require_binary
 from tests.e2e.nginx import NGINX, Nginx, metric, start_nginx
 from tests.integration.helpers import ROOT, assert_contiguous, wait_until
 
@@ -40,16 +39,6 @@ WEBHOOK_SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 LEASE_SECONDS = 2
 """Short, so the killed worker's run is free again soon and the test stays quick."""
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    """A fresh schema on the test server, as a URL with its search_path."""
-    server = testing.postgres_url_for_tests()
-    problem = await testing.unreachable(server)
-    require("PostgreSQL", problem is None, f"{problem} (or set STEPLOG_TEST_POSTGRES)")
-    async with testing.scratch_schema(server) as url:
-        yield url
 
 
 @pytest.fixture

@@ -5,27 +5,14 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from storage import EventLog, EventType, NewEvent, SteplogError, chain, open_log
-from storage.postgres import testing
 from storage.postgres.log import PostgresEventLog
-from tests.conftest import require
 from tests.integration.helpers import ROOT
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    """A fresh schema on the test server, as a URL with its search_path."""
-    server = testing.postgres_url_for_tests()
-    problem = await testing.unreachable(server)
-    require("PostgreSQL", problem is None, f"{problem} (or set STEPLOG_TEST_POSTGRES)")
-    async with testing.scratch_schema(server) as url:
-        yield url
 
 
 def steplog(*args: str) -> subprocess.CompletedProcess[str]:

@@ -29,15 +29,12 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
 from storage import Event, EventType, NewEvent, chain
-from storage.postgres import testing
 from storage.postgres.log import PostgresEventLog
 from stream.hub import Subscriber, TailHub
-from tests.conftest import require
 from tests.integration.helpers import ROOT
 
 TOTAL_EVENTS = int(os.environ.get("STEPLOG_PG_STRESS_EVENTS", "100000"))
@@ -46,16 +43,6 @@ WRITERS_PER_PROCESS = 8  # 32 writers
 RUNS = 64
 MAX_COMMIT_DELAY = 0.002  # seconds, random, inside each write transaction
 DEADLINE = 240.0
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    """A fresh schema on the test server, as a URL with its search_path."""
-    server = testing.postgres_url_for_tests()
-    problem = await testing.unreachable(server)
-    require("PostgreSQL", problem is None, f"{problem} (or set STEPLOG_TEST_POSTGRES)")
-    async with testing.scratch_schema(server) as url:
-        yield url
 
 
 async def cursor_reader(log: PostgresEventLog, stop_at: asyncio.Future[int]) -> list[int]:

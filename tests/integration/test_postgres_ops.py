@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from storage import RunStatus
-from storage.postgres import testing
 from storage.postgres.queries import QUERIES
 from stream.launcher import ServerProcess
-from tests.conftest import ServerFactory, require
+from tests.conftest import ServerFactory
 from tests.integration.helpers import (
     assert_contiguous,
     read_stream,
@@ -30,16 +28,6 @@ from tests.integration.helpers import (
     wait_for_status,
     wait_until,
 )
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    """A fresh schema on the test server, as a URL with its search_path."""
-    server = testing.postgres_url_for_tests()
-    problem = await testing.unreachable(server)
-    require("PostgreSQL", problem is None, f"{problem} (or set STEPLOG_TEST_POSTGRES)")
-    async with testing.scratch_schema(server) as url:
-        yield url
 
 
 def metrics(server: ServerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -20,21 +20,9 @@ import asyncpg
 import pytest
 
 from storage import Event, EventType, InvalidEvent, LeaseLost, NewEvent, RunStatus, chain
-from storage.postgres import testing
 from storage.postgres.errors import StorageUnavailable
 from storage.postgres.log import PostgresEventLog
 from storage.postgres.migrations import migrate_database
-from tests.conftest import require
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    """A fresh schema on the test server, as a URL with its search_path."""
-    server = testing.postgres_url_for_tests()
-    problem = await testing.unreachable(server)
-    require("PostgreSQL", problem is None, f"{problem} (or set STEPLOG_TEST_POSTGRES)")
-    async with testing.scratch_schema(server) as url:
-        yield url
 
 
 @pytest.fixture

@@ -14,30 +14,18 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from storage.postgres import testing
 from stream.launcher import free_port
 from stream.sse_parser import SSEParser
-from tests.conftest import require
 from tests.integration.helpers import ROOT
 
 API_KEY = "slk_test_postgres"
 WEBHOOK_SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    """A fresh schema on the test server, as a URL with its search_path."""
-    server = testing.postgres_url_for_tests()
-    problem = await testing.unreachable(server)
-    require("PostgreSQL", problem is None, f"{problem} (or set STEPLOG_TEST_POSTGRES)")
-    async with testing.scratch_schema(server) as url:
-        yield url
 
 
 @pytest.fixture

@@ -53,35 +53,25 @@ import asyncio
 import contextlib
 import logging
 import re
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from types import ModuleType
+from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from storage.commits import next_group, tell_listeners, tell_observers
 from storage.errors import RunNotFound, SteplogError, StorageClosed
-from storage.interface import CommitListener, CommitObserver, EventLog
-from storage.model import Event, NewEvent, Run
-from storage.postgres import migrations
+from storage.interface import CommitListener
+from storage.model import Event, Run
+from storage.postgres import migrations, operations
 from storage.postgres.batch import Batch, Operation
 from storage.postgres.errors import is_connection_error, translate
 from storage.postgres.notify import CommitWatcher
-from storage.postgres.operations import (
-    AppendOp,
-    CancelOp,
-    ClaimOp,
-    CreateRunOp,
-    HeartbeatOp,
-    ProbeOp,
-    ReleaseOp,
-    RetryLaterOp,
-    SecretOp,
-)
 from storage.postgres.queries import QUERIES
 from storage.postgres.rows import event_from_record, run_from_record
+from storage.queued import STOP, QueuedLog
 
 log = logging.getLogger("steplog.storage.postgres")
 
@@ -90,8 +80,10 @@ log = logging.getLogger("steplog.storage.postgres")
 SESSION_SETTINGS = {"jit": "off"}
 
 
-class PostgresEventLog(EventLog):
+class PostgresEventLog(QueuedLog):
     """The event log in a PostgreSQL database (group commit, hash chain, LISTEN/NOTIFY)."""
+
+    ops: ClassVar[ModuleType] = operations
 
     def __init__(
         self,
@@ -113,6 +105,7 @@ class PostgresEventLog(EventLog):
         every write transaction just before COMMIT: tests use it to make commits
         late.
         """
+        super().__init__()
         self.url = url
         self.clock = clock
         self.poll_interval = poll_interval
@@ -124,12 +117,7 @@ class PostgresEventLog(EventLog):
         self._writer_conn: asyncpg.Connection | None = None
         self._lock_key = 0
         self._channel = ""
-        self._queue: asyncio.Queue[Operation[Any]] = asyncio.Queue()
-        self._writer_task: asyncio.Task[None] | None = None
-        self._listeners: list[CommitListener] = []
-        self._observers: list[CommitObserver] = []
         self._watcher: CommitWatcher | None = None
-        self._closed = True
 
     def __repr__(self) -> str:
         return f"PostgresEventLog({_redacted(self.url)!r})"
@@ -173,9 +161,7 @@ class PostgresEventLog(EventLog):
         if self._closed:
             return
         self._closed = True
-        if self._writer_task is not None:
-            await self._queue.put(_STOP)
-            await self._writer_task
+        await self._stop_writer()
         if self._watcher is not None:
             await self._watcher.stop()
             self._watcher = None
@@ -216,16 +202,10 @@ class PostgresEventLog(EventLog):
         return self._watcher
 
     # -- the writer ------------------------------------------------------------
-    async def _submit(self, op: Operation[Any]) -> Any:
-        if self._closed:
-            raise StorageClosed()
-        self._queue.put_nowait(op)
-        return await op.future
-
     async def _write_loop(self) -> None:
         stopping = False
         while not stopping:
-            ops, stopping = await next_group(self._queue, _STOP)
+            ops, stopping = await next_group(self._queue, STOP)
             if not ops:
                 continue
             batch = await self._run_batch(ops)
@@ -316,19 +296,6 @@ class PostgresEventLog(EventLog):
             conn.terminate()
 
     # -- runs ------------------------------------------------------------------
-    async def create_run(
-        self,
-        function: str,
-        params: dict[str, Any],
-        *,
-        idempotency_key: str | None = None,
-        max_attempts: int = 3,
-    ) -> tuple[Run, bool]:
-        run_id, created = await self._submit(
-            CreateRunOp(function, params, idempotency_key, max_attempts)
-        )
-        return await self.get_run(run_id), created
-
     async def get_run(self, run_id: str) -> Run:
         rows = await self._fetch("get_run", run_id)
         if not rows:
@@ -346,36 +313,9 @@ class PostgresEventLog(EventLog):
         rows = await self._fetch("list_runs", status or None, function or None, before, limit)
         return [run_from_record(row) for row in rows]
 
-    async def claim_run(
-        self, worker_id: str, lease_seconds: float, functions: Sequence[str]
-    ) -> Run | None:
-        if not functions:
-            return None
+    async def _claimable(self, functions: Sequence[str]) -> bool:
         [(claimable,)] = await self._fetch("claimable", list(functions), self.clock())
-        if not claimable:
-            return None  # idle workers poll with a cheap read, not a write transaction
-        run_id = await self._submit(ClaimOp(worker_id, lease_seconds, tuple(functions)))
-        return None if run_id is None else await self.get_run(run_id)
-
-    async def heartbeat(
-        self, run_id: str, attempt: int, worker_id: str, lease_seconds: float
-    ) -> None:
-        await self._submit(HeartbeatOp(run_id, attempt, worker_id, lease_seconds))
-
-    async def release(self, run_id: str, attempt: int, worker_id: str) -> None:
-        await self._submit(ReleaseOp(run_id, attempt, worker_id))
-
-    async def retry_later(self, run_id: str, attempt: int, delay: float, error: str) -> None:
-        await self._submit(RetryLaterOp(run_id, attempt, delay, error))
-
-    async def cancel_run(self, run_id: str, reason: str) -> bool:
-        cancelled: bool = await self._submit(CancelOp(run_id, reason))
-        return cancelled
-
-    # -- events ----------------------------------------------------------------
-    async def append(self, event: NewEvent) -> Event:
-        result: Event = await self._submit(AppendOp(event))
-        return result
+        return bool(claimable)
 
     async def read_run(self, run_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
         rows = await self._fetch("read_run", run_id, after_seq, limit)
@@ -388,21 +328,13 @@ class PostgresEventLog(EventLog):
         [(head,)] = await self._fetch("head")
         return int(head)
 
-    async def secret(self, name: str) -> bytes:
-        rows = await self._fetch("get_secret", f"secret:{name}")
-        if rows:
-            return bytes(rows[0][0])
-        value: bytes = await self._submit(SecretOp(f"secret:{name}", secrets.token_bytes(32)))
-        return value
+    async def _stored_secret(self, key: str) -> bytes | None:
+        rows = await self._fetch("get_secret", key)
+        return bytes(rows[0][0]) if rows else None
 
     async def run_counts(self) -> dict[str, int]:
         rows = await self._fetch("run_counts")
         return {status: int(count) for status, count in rows}
-
-    async def check_writable(self) -> None:
-        """Commit `ProbeOp` through the writer: the append lock, the writer connection and
-        the database all have to take a write, as an append needs them to."""
-        await self._submit(ProbeOp())
 
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         if self._closed or self._pool is None:
@@ -416,22 +348,9 @@ class PostgresEventLog(EventLog):
     # -- wake-ups --------------------------------------------------------------
     def add_commit_listener(self, listener: CommitListener) -> None:
         """Be told after each commit in this process and, via NOTIFY, in every other."""
-        self._listeners.append(listener)
+        super().add_commit_listener(listener)
         if self._watcher is None and not self._closed:
             self._start_watcher()
-
-    def remove_commit_listener(self, listener: CommitListener) -> None:
-        with contextlib.suppress(ValueError):
-            self._listeners.remove(listener)
-
-    def add_commit_observer(self, observer: CommitObserver) -> None:
-        """Be told what each commit of *this* writer added; other processes' commits,
-        which only arrive as a NOTIFY head, are theirs to count."""
-        self._observers.append(observer)
-
-    def remove_commit_observer(self, observer: CommitObserver) -> None:
-        with contextlib.suppress(ValueError):
-            self._observers.remove(observer)
 
 
 async def _prepare_writer(conn: asyncpg.Connection) -> None:
@@ -464,12 +383,5 @@ class _Progress:
     def __init__(self) -> None:
         self.committing = False
 
-
-class _Stop(Operation[None]):
-    def __init__(self) -> None:  # never awaited: only a marker in the queue
-        pass
-
-
-_STOP: Operation[Any] = _Stop()
 
 __all__ = ["PostgresEventLog"]

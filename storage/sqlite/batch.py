@@ -69,10 +69,8 @@ class Known:
         runs: dict[str, RunState] = {}
         if only_appends and len(batch.runs) <= cls.MAX_RUNS:
             runs = {k: v for k, v in batch.runs.items() if not v.status.finished}
-        return cls(data_version(batch.conn), batch.head_pos, batch.head_hash, runs)
-
-    def still_valid(self, conn: sqlite3.Connection) -> bool:
-        return data_version(conn) == self.version
+        # Our own commit leaves data_version as `start` read it inside the transaction.
+        return cls(batch.version, batch.head_pos, batch.head_hash, runs)
 
 
 def data_version(conn: sqlite3.Connection) -> int:
@@ -91,6 +89,8 @@ class Batch(Numbering):
     def __init__(self, conn: sqlite3.Connection, clock: Callable[[], float]) -> None:
         super().__init__(clock())
         self.conn = conn
+        self.version = 0
+        """`PRAGMA data_version` as this transaction began (read once, by `start`)."""
 
     def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         return self.conn.execute(sql, args).fetchall()
@@ -102,7 +102,8 @@ class Batch(Numbering):
         (see `Known`): when nothing else wrote since, the head and the run states
         come from it and only runs it does not know are read.
         """
-        if known is not None and known.still_valid(self.conn):
+        self.version = data_version(self.conn)
+        if known is not None and known.version == self.version:
             self.head_pos, self.head_hash, self.runs = known.head_pos, known.head_hash, known.runs
         else:
             cur = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'")

@@ -18,34 +18,23 @@ import contextlib
 import itertools
 import logging
 import os
-import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from types import ModuleType
+from typing import Any, ClassVar, TypeVar
 
 import aiosqlite
 
 from storage import chain
 from storage.commits import next_group, tell_listeners, tell_observers
 from storage.errors import RunNotFound, StorageClosed
-from storage.interface import CommitListener, CommitObserver, EventLog
-from storage.model import Event, NewEvent, Run
-from storage.sqlite import migrations
+from storage.model import Event, Run
+from storage.queued import STOP, QueuedLog
+from storage.sqlite import migrations, operations
 from storage.sqlite.batch import Batch, Known, Operation
-from storage.sqlite.operations import (
-    AppendOp,
-    CancelOp,
-    ClaimOp,
-    CreateRunOp,
-    HeartbeatOp,
-    ProbeOp,
-    ReleaseOp,
-    RetryLaterOp,
-    SecretOp,
-)
 from storage.sqlite.rows import EVENT_COLUMNS, RUN_COLUMNS, run_from_row
 
 log = logging.getLogger("steplog.storage")
@@ -74,8 +63,10 @@ WAL_SIZE_LIMIT = 64 * 2**20
 it grow past that."""
 
 
-class SQLiteEventLog(EventLog):
+class SQLiteEventLog(QueuedLog):
     """The event log in one SQLite file (WAL, group commit, hash chain)."""
+
+    ops: ClassVar[ModuleType] = operations
 
     def __init__(
         self,
@@ -85,6 +76,7 @@ class SQLiteEventLog(EventLog):
         readers: int = 4,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         self.path = Path(path)
         self.synchronous = synchronous
         self.clock = clock
@@ -93,11 +85,6 @@ class SQLiteEventLog(EventLog):
         self._writer_thread: ThreadPoolExecutor | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._next_reader = itertools.cycle([0])
-        self._queue: asyncio.Queue[Operation[Any]] = asyncio.Queue()
-        self._writer_task: asyncio.Task[None] | None = None
-        self._listeners: list[CommitListener] = []
-        self._observers: list[CommitObserver] = []
-        self._closed = True
         self._known: Known | None = None
         """The writer's view after its last commit (only touched on the writer thread)."""
 
@@ -142,9 +129,7 @@ class SQLiteEventLog(EventLog):
         if self._closed:
             return
         self._closed = True
-        if self._writer_task is not None:
-            await self._queue.put(_STOP)
-            await self._writer_task
+        await self._stop_writer()
         for conn in self._readers:
             await conn.close()
         if self._writer_conn is not None:
@@ -156,18 +141,12 @@ class SQLiteEventLog(EventLog):
         self._writer_thread = None
 
     # -- the writer ------------------------------------------------------------
-    async def _submit(self, op: Operation[Any]) -> Any:
-        if self._closed:
-            raise StorageClosed()
-        self._queue.put_nowait(op)
-        return await op.future
-
     async def _write_loop(self) -> None:
         assert self._writer_conn is not None
         conn = self._writer_conn
         stopping = False
         while not stopping:
-            ops, stopping = await next_group(self._queue, _STOP)
+            ops, stopping = await next_group(self._queue, STOP)
             if not ops:
                 continue
             # The whole transaction runs on the writer thread in one hop; the futures
@@ -203,19 +182,6 @@ class SQLiteEventLog(EventLog):
         return batch
 
     # -- runs ------------------------------------------------------------------
-    async def create_run(
-        self,
-        function: str,
-        params: dict[str, Any],
-        *,
-        idempotency_key: str | None = None,
-        max_attempts: int = 3,
-    ) -> tuple[Run, bool]:
-        run_id, created = await self._submit(
-            CreateRunOp(function, params, idempotency_key, max_attempts)
-        )
-        return await self.get_run(run_id), created
-
     async def get_run(self, run_id: str) -> Run:
         rows = await self._read(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
         if not rows:
@@ -247,14 +213,6 @@ class SQLiteEventLog(EventLog):
         rows = await self._read(sql, (*args, limit))
         return [run_from_row(row) for row in rows]
 
-    async def claim_run(
-        self, worker_id: str, lease_seconds: float, functions: Sequence[str]
-    ) -> Run | None:
-        if not functions or not await self._claimable(functions):
-            return None  # idle workers poll with a cheap read, not a write transaction
-        run_id = await self._submit(ClaimOp(worker_id, lease_seconds, tuple(functions)))
-        return None if run_id is None else await self.get_run(run_id)
-
     async def _claimable(self, functions: Sequence[str]) -> bool:
         marks = ",".join("?" * len(functions))
         now = self.clock()
@@ -265,26 +223,6 @@ class SQLiteEventLog(EventLog):
             (*functions, now, now),
         )
         return bool(rows)
-
-    async def heartbeat(
-        self, run_id: str, attempt: int, worker_id: str, lease_seconds: float
-    ) -> None:
-        await self._submit(HeartbeatOp(run_id, attempt, worker_id, lease_seconds))
-
-    async def release(self, run_id: str, attempt: int, worker_id: str) -> None:
-        await self._submit(ReleaseOp(run_id, attempt, worker_id))
-
-    async def retry_later(self, run_id: str, attempt: int, delay: float, error: str) -> None:
-        await self._submit(RetryLaterOp(run_id, attempt, delay, error))
-
-    async def cancel_run(self, run_id: str, reason: str) -> bool:
-        cancelled: bool = await self._submit(CancelOp(run_id, reason))
-        return cancelled
-
-    # -- events ----------------------------------------------------------------
-    async def append(self, event: NewEvent) -> Event:
-        result: Event = await self._submit(AppendOp(event))
-        return result
 
     async def read_run(self, run_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
         rows = await self._read(
@@ -312,19 +250,13 @@ class SQLiteEventLog(EventLog):
         rows = await self._read("SELECT coalesce(max(pos), 0) FROM events", ())
         return int(rows[0][0])
 
-    async def secret(self, name: str) -> bytes:
-        rows = await self._read("SELECT value FROM meta WHERE key = ?", (f"secret:{name}",))
-        if rows:
-            return bytes(rows[0][0])
-        value: bytes = await self._submit(SecretOp(f"secret:{name}", secrets.token_bytes(32)))
-        return value
+    async def _stored_secret(self, key: str) -> bytes | None:
+        rows = await self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return bytes(rows[0][0]) if rows else None
 
     async def run_counts(self) -> dict[str, int]:
         rows = await self._read("SELECT status, count(*) FROM runs GROUP BY status", ())
         return {status: int(count) for status, count in rows}
-
-    async def check_writable(self) -> None:
-        await self._submit(ProbeOp())
 
     async def _read(self, sql: str, args: Sequence[Any]) -> list[Any]:
         if self._closed:
@@ -332,27 +264,5 @@ class SQLiteEventLog(EventLog):
         conn = self._readers[next(self._next_reader)]
         return list(await conn.execute_fetchall(sql, args))
 
-    # -- wake-ups --------------------------------------------------------------
-    def add_commit_listener(self, listener: CommitListener) -> None:
-        self._listeners.append(listener)
-
-    def remove_commit_listener(self, listener: CommitListener) -> None:
-        with contextlib.suppress(ValueError):
-            self._listeners.remove(listener)
-
-    def add_commit_observer(self, observer: CommitObserver) -> None:
-        self._observers.append(observer)
-
-    def remove_commit_observer(self, observer: CommitObserver) -> None:
-        with contextlib.suppress(ValueError):
-            self._observers.remove(observer)
-
-
-class _Stop(Operation[None]):
-    def __init__(self) -> None:  # never awaited: only a marker in the queue
-        pass
-
-
-_STOP: Operation[Any] = _Stop()
 
 __all__ = ["SQLiteEventLog", "chain"]

@@ -1,0 +1,142 @@
+"""The part of an event log above its single writer, the same for every backend.
+
+Both backends take writes the same way: a caller queues an operation for the
+log's one writer task and awaits its future, which resolves once the
+transaction that applied it has committed (storage/commits.py takes the
+groups, storage/writes.py defines the requests). Only the operation classes
+(how each write is done: storage/sqlite/operations.py,
+storage/postgres/operations.py) and the reads differ, so the write methods,
+the listener and observer lists and the queue live here once, and a backend
+names its operations module in `ops`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any, ClassVar
+
+from storage.errors import StorageClosed
+from storage.interface import CommitListener, CommitObserver, EventLog
+from storage.model import Event, NewEvent, Run
+from storage.writes import Pending
+
+
+class _Stop(Pending[None]):
+    """The marker `close` queues behind the last write: never applied, never awaited."""
+
+    def __init__(self) -> None:
+        pass
+
+
+STOP: Pending[Any] = _Stop()
+
+
+class QueuedLog(EventLog):
+    """An `EventLog` whose writes go through one queue to one writer task."""
+
+    ops: ClassVar[ModuleType]
+    """The backend's operations module: `AppendOp`, `CreateRunOp`, `ClaimOp`,
+    `HeartbeatOp`, `ReleaseOp`, `RetryLaterOp`, `CancelOp`, `SecretOp`, `ProbeOp`."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._listeners: list[CommitListener] = []
+        self._observers: list[CommitObserver] = []
+        self._closed = True
+
+    # -- the queue -------------------------------------------------------------
+    async def _submit(self, op: Pending[Any]) -> Any:
+        if self._closed:
+            raise StorageClosed()
+        self._queue.put_nowait(op)
+        return await op.future
+
+    async def _stop_writer(self) -> None:
+        """Let the writer commit everything queued before this call, then end it."""
+        if self._writer_task is not None:
+            await self._queue.put(STOP)
+            await self._writer_task
+
+    # -- reads a backend provides for the writes below ---------------------------
+    async def _claimable(self, functions: Sequence[str]) -> bool:
+        """Whether a run of `functions` could be claimed now (one cheap read)."""
+        raise NotImplementedError
+
+    async def _stored_secret(self, key: str) -> bytes | None:
+        """The `meta` value under `key`, if there is one."""
+        raise NotImplementedError
+
+    # -- writes ----------------------------------------------------------------
+    async def create_run(
+        self,
+        function: str,
+        params: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        max_attempts: int = 3,
+    ) -> tuple[Run, bool]:
+        run_id, created = await self._submit(
+            self.ops.CreateRunOp(function, params, idempotency_key, max_attempts)
+        )
+        return await self.get_run(run_id), created
+
+    async def claim_run(
+        self, worker_id: str, lease_seconds: float, functions: Sequence[str]
+    ) -> Run | None:
+        if not functions or not await self._claimable(functions):
+            return None  # idle workers poll with a cheap read, not a write transaction
+        run_id = await self._submit(self.ops.ClaimOp(worker_id, lease_seconds, tuple(functions)))
+        return None if run_id is None else await self.get_run(run_id)
+
+    async def heartbeat(
+        self, run_id: str, attempt: int, worker_id: str, lease_seconds: float
+    ) -> None:
+        await self._submit(self.ops.HeartbeatOp(run_id, attempt, worker_id, lease_seconds))
+
+    async def release(self, run_id: str, attempt: int, worker_id: str) -> None:
+        await self._submit(self.ops.ReleaseOp(run_id, attempt, worker_id))
+
+    async def retry_later(self, run_id: str, attempt: int, delay: float, error: str) -> None:
+        await self._submit(self.ops.RetryLaterOp(run_id, attempt, delay, error))
+
+    async def cancel_run(self, run_id: str, reason: str) -> bool:
+        cancelled: bool = await self._submit(self.ops.CancelOp(run_id, reason))
+        return cancelled
+
+    async def append(self, event: NewEvent) -> Event:
+        result: Event = await self._submit(self.ops.AppendOp(event))
+        return result
+
+    async def secret(self, name: str) -> bytes:
+        key = f"secret:{name}"
+        stored = await self._stored_secret(key)
+        if stored is not None:
+            return stored
+        # Two processes may race to create it: the write keeps whichever came first.
+        value: bytes = await self._submit(self.ops.SecretOp(key, secrets.token_bytes(32)))
+        return value
+
+    async def check_writable(self) -> None:
+        """Commit a `ProbeOp` through the writer: everything an append needs must take it."""
+        await self._submit(self.ops.ProbeOp())
+
+    # -- wake-ups --------------------------------------------------------------
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_commit_listener(self, listener: CommitListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def add_commit_observer(self, observer: CommitObserver) -> None:
+        """Be told what each commit of *this* writer added (other processes count theirs)."""
+        self._observers.append(observer)
+
+    def remove_commit_observer(self, observer: CommitObserver) -> None:
+        with contextlib.suppress(ValueError):
+            self._observers.remove(observer)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,9 @@ import pytest
 
 from stream.launcher import free_port
 from stream.sse_parser import SSEParser
-from tests.conftest import ServerFactory, require_binary
-from tests.e2e.nginx import NGINX, Follower, Nginx, Received, start_nginx
+from tests.conftest import ServerFactory
+from tests.e2e.conftest import NginxFactory
+from tests.e2e.nginx import Follower, Received
 from tests.integration.helpers import (
     assert_contiguous,
     assert_problem,
@@ -32,24 +32,6 @@ from tests.integration.helpers import (
 )
 
 pytestmark = pytest.mark.needs("nginx")
-
-NginxFactory = Callable[..., Nginx]
-
-
-@pytest.fixture
-def nginx_factory(tmp_path: Path) -> Iterator[NginxFactory]:
-    """Start nginx instances in front of given upstream ports; all stopped afterwards."""
-    binary = require_binary("nginx", NGINX)
-    started: list[Nginx] = []
-
-    def start(upstreams: list[int], edits: Sequence[tuple[str, str, int]] = ()) -> Nginx:
-        proxy = start_nginx(binary, tmp_path / f"nginx{len(started)}", upstreams, edits)
-        started.append(proxy)
-        return proxy
-
-    yield start
-    for proxy in started:
-        proxy.stop()
 
 
 def assert_one_at_a_time(received: list[Received], *, first: int = 3) -> None:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,10 @@ import pytest
 
 from stream.launcher import ServerProcess
 from stream.sse_parser import ParsedEvent, SSEParser
-from tests.conftest import ServerFactory, require_binary
-from tests.e2e.nginx import NGINX, Nginx, metric, start_nginx
-from tests.integration.helpers import ROOT, assert_contiguous, wait_until
+from tests.conftest import ServerFactory
+from tests.e2e.conftest import NginxFactory
+from tests.e2e.nginx import metric
+from tests.integration.helpers import ROOT, assert_contiguous, stop_processes, wait_until
 
 pytestmark = pytest.mark.needs("nginx")
 
@@ -39,22 +40,6 @@ WEBHOOK_SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 LEASE_SECONDS = 2
 """Short, so the killed worker's run is free again soon and the test stays quick."""
-
-
-@pytest.fixture
-def nginx_factory(tmp_path: Path) -> Iterator[Callable[[list[int]], Nginx]]:
-    """Start nginx in front of given upstream ports; stopped afterwards."""
-    binary = require_binary("nginx", NGINX)
-    started: list[Nginx] = []
-
-    def start(upstreams: list[int], edits: Sequence[tuple[str, str, int]] = ()) -> Nginx:
-        proxy = start_nginx(binary, tmp_path / f"nginx{len(started)}", upstreams, edits)
-        started.append(proxy)
-        return proxy
-
-    yield start
-    for proxy in started:
-        proxy.stop()
 
 
 @pytest.fixture
@@ -82,14 +67,7 @@ def workers(tmp_path: Path, pg_url: str) -> Iterator[Callable[[str], subprocess.
         return proc
 
     yield spawn
-    for proc in started:
-        proc.terminate()
-    for proc in started:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_processes(started)
 
 
 class Resumer:
@@ -168,7 +146,7 @@ def streams_open(server: ServerProcess) -> float:
 def test_a_stream_and_a_run_survive_a_serve_and_a_worker_killed(
     pg_url: str,
     server_factory: ServerFactory,
-    nginx_factory: Callable[[list[int]], Nginx],
+    nginx_factory: NginxFactory,
     workers: Callable[[str], subprocess.Popen[bytes]],
 ) -> None:
     # Started one after the other, so the first one's migration is done before the next.

@@ -49,6 +49,24 @@ async def eventually(predicate: Callable[[], object], timeout: float = 10.0) -> 
         await asyncio.sleep(0.01)
 
 
+async def waiting_for_a_lock(url: str, log: PostgresEventLog, timeout: float = 10.0) -> None:
+    """Until `log`'s writer connection is blocked on a lock (`pg_stat_activity`)."""
+    conn = await asyncpg.connect(url)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            pid = log.writer_pid
+            if pid is not None and await conn.fetchval(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError("the writer never waited for the append lock")
+            await asyncio.sleep(0.01)  # polling a condition against a deadline
+    finally:
+        await conn.close()
+
+
 def canonical(e: Event) -> str:
     return chain.canonical_row(
         e.pos, e.run_id, e.seq, e.type, e.step, e.message, e.pct, e.data, e.attempt, e.at
@@ -82,7 +100,7 @@ async def test_a_bare_sequence_skips_a_late_commit(pg_url: str) -> None:
 
 
 async def test_a_late_commit_holds_later_appends_back(
-    open_logs: Callable[..., PostgresEventLog],
+    open_logs: Callable[..., PostgresEventLog], pg_url: str
 ) -> None:
     gate, inside = asyncio.Event(), asyncio.Event()
     armed = False
@@ -102,7 +120,7 @@ async def test_a_late_commit_holds_later_appends_back(
     first = asyncio.create_task(slow.append(NewEvent(run_id, EventType.LOG, 1, message="late")))
     await inside.wait()  # slow holds the append lock, its rows written but not committed
     second = asyncio.create_task(fast.append(NewEvent(run_id, EventType.LOG, 1, message="fast")))
-    await asyncio.sleep(0.3)
+    await waiting_for_a_lock(pg_url, fast)  # the server says so, not a pause
     assert not second.done(), "a later append must wait for the late commit, not overtake it"
     assert await fast.read_all(start) == [], "nothing is visible before the late commit"
 

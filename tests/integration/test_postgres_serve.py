@@ -22,7 +22,7 @@ import pytest
 
 from stream.launcher import free_port
 from stream.sse_parser import SSEParser
-from tests.integration.helpers import ROOT
+from tests.integration.helpers import ROOT, stop_processes
 
 API_KEY = "slk_test_postgres"
 WEBHOOK_SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
@@ -32,14 +32,7 @@ WEBHOOK_SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 def processes(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
     yield started
-    for proc in started:
-        proc.terminate()
-    for proc in started:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_processes(started)
 
 
 def spawn(

@@ -118,6 +118,8 @@ class PostgresEventLog(QueuedLog):
         self._lock_key = 0
         self._channel = ""
         self._watcher: CommitWatcher | None = None
+        self._committed_head = 0
+        """The head of this writer's last commit that added events."""
 
     def __repr__(self) -> str:
         return f"PostgresEventLog({_redacted(self.url)!r})"
@@ -185,6 +187,9 @@ class PostgresEventLog(QueuedLog):
             self._is_writer_pid,
             poll_interval=self.poll_interval,
         )
+        # Our own commits so far were told to nobody and are not news to a new
+        # listener: only a head beyond them is (another process's commit).
+        self._watcher.note(self._committed_head)
         self._watcher.start()
 
     def _is_writer_pid(self, pid: int) -> bool:
@@ -212,6 +217,7 @@ class PostgresEventLog(QueuedLog):
             if batch is not None and batch.wrote_events:
                 if self._observers:
                     tell_observers(self._observers, ops, batch.added, log)
+                self._committed_head = batch.head_pos
                 if self._watcher is not None:
                     self._watcher.note(batch.head_pos)
                 self._tell_listeners(batch.head_pos)

@@ -95,6 +95,19 @@ class Nginx:
         path = self.prefix / "logs" / "access.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def access_log_once_it_has(self, *needles: str, timeout: float = 5.0) -> str:
+        """The access log, once it holds every one of `needles` (or at the deadline).
+
+        nginx writes a request's line when it finalizes the request, which can be
+        just after the client has read the last byte of the response.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.access_log()
+            if all(needle in log for needle in needles) or time.monotonic() >= deadline:
+                return log
+            time.sleep(0.05)  # polling a condition against a deadline
+
     def error_log(self) -> str:
         path = self.prefix / "logs" / "error.log"
         return path.read_text(errors="replace") if path.exists() else ""

@@ -73,7 +73,9 @@ def test_events_pass_through_nginx_one_at_a_time(
     assert_one_at_a_time(follower.received)
 
     # The access log names the path and the instance, never the run token.
-    log = proxy.access_log()
+    log = proxy.access_log_once_it_has(
+        f"/runs/{run['run_id']}/events", f"upstream=127.0.0.1:{server.port}"
+    )
     assert f"/runs/{run['run_id']}/events" in log and f"upstream=127.0.0.1:{server.port}" in log
     assert run["token"] not in log
 
@@ -193,7 +195,9 @@ def test_sigterm_hands_the_stream_and_the_run_to_the_other_instance(
     cut = follower.connections[0]
     assert cut.ended_by_server and "server shutting down, reconnect" in cut.comments
     stream_lines = [
-        line for line in proxy.access_log().splitlines() if f"/runs/{run['run_id']}/events" in line
+        line
+        for line in proxy.access_log_once_it_has(f"upstream=127.0.0.1:{second.port}").splitlines()
+        if f"/runs/{run['run_id']}/events" in line
     ]
     assert f"upstream=127.0.0.1:{second.port}" in stream_lines[-1], stream_lines
 

@@ -209,5 +209,5 @@ def test_a_stream_and_a_run_survive_a_serve_and_a_worker_killed(
     assert final["attempt"] == 2, final
 
     # nginx names both instances in its log: the first response went to the victim.
-    log = proxy.access_log()
+    log = proxy.access_log_once_it_has(f"upstream=127.0.0.1:{survivor.port}")
     assert f"upstream=127.0.0.1:{survivor.port}" in log, log

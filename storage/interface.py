@@ -47,8 +47,11 @@ class EventLog(abc.ABC):
     ) -> tuple[Run, bool]:
         """Insert a queued run and its `run.queued` event in one transaction.
 
-        Returns `(run, created)`; with an idempotency key already used, the
-        existing run and `False` (never a second run).
+        Returns `(run, created)`; with an idempotency key already used by the same
+        request (same function, same params in any key order), the existing run and
+        `False` (never a second run). The same key with another function or other
+        params raises `IdempotencyConflict` and writes nothing (storage/idempotency.py).
+        The run comes from the transaction itself, not from a read after it.
         """
 
     @abc.abstractmethod

@@ -80,10 +80,10 @@ class QueuedLog(EventLog):
         idempotency_key: str | None = None,
         max_attempts: int = 3,
     ) -> tuple[Run, bool]:
-        run_id, created = await self._submit(
+        created: tuple[Run, bool] = await self._submit(
             self.ops.CreateRunOp(function, params, idempotency_key, max_attempts)
         )
-        return await self.get_run(run_id), created
+        return created
 
     async def claim_run(
         self, worker_id: str, lease_seconds: float, functions: Sequence[str]

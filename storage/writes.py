@@ -15,7 +15,8 @@ import secrets
 import time
 from typing import Any, Generic, TypeVar
 
-from storage.model import Event, NewEvent
+from storage.idempotency import check_replay, fingerprint
+from storage.model import Event, NewEvent, Run
 
 T = TypeVar("T")
 
@@ -59,8 +60,14 @@ class Append(Pending[Event]):
         return future.done() and not future.cancelled() and future.exception() is None
 
 
-class CreateRun(Pending[tuple[str, bool]]):
-    """Create a queued run, or find the one holding `idempotency_key`: (run id, created)."""
+class CreateRun(Pending[tuple[Run, bool]]):
+    """Create a queued run, or find the one holding `idempotency_key`: (run, created).
+
+    A run found under the key is only handed back for a replay of the request that
+    created it (`storage.idempotency.check_replay`); otherwise `IdempotencyConflict`.
+    The fingerprint is taken here, from the params as the caller gave them, before a
+    backend encodes (or encrypts) them for storage.
+    """
 
     def __init__(
         self,
@@ -74,6 +81,19 @@ class CreateRun(Pending[tuple[str, bool]]):
         self.params = params
         self.idempotency_key = idempotency_key
         self.max_attempts = max_attempts
+        self.fingerprint = None if idempotency_key is None else fingerprint(params)
+
+    def replay(self, existing: Run) -> tuple[Run, bool]:
+        """The answer for a key that is taken: its run, if this request is a replay."""
+        assert self.idempotency_key is not None
+        check_replay(
+            self.idempotency_key,
+            self.function,
+            self.fingerprint,
+            existing.function,
+            existing.idempotency_fingerprint,
+        )
+        return existing, False
 
 
 class Claim(Pending[str | None]):

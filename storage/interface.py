@@ -76,7 +76,10 @@ class EventLog(abc.ABC):
         """Lease the oldest queued run, or a running one whose lease expired.
 
         A reclaimed run gets `attempt + 1` and a `run.retrying` event; a run out
-        of attempts is failed instead. The claim and its events commit together.
+        of attempts is failed instead. The claim and its events commit together,
+        and the run returned is read by the claim's own statement (no read after the
+        commit that could fail). When the claim fails its caller, a lease it may have
+        committed is given back at once, so the run never waits for it to expire.
         """
 
     @abc.abstractmethod

@@ -96,14 +96,22 @@ class CreateRun(Pending[tuple[Run, bool]]):
         return existing, False
 
 
-class Claim(Pending[str | None]):
-    """Lease the oldest claimable run (queued, or running with an expired lease)."""
+class Claim(Pending[Run | None]):
+    """Lease the oldest claimable run (queued, or running with an expired lease).
+
+    Answers with the run as the claim committed it, read by the claim's own
+    statement: a read after the commit could fail and leave the run leased to a
+    claimer that never learnt of it.
+    """
 
     def __init__(self, worker_id: str, lease_seconds: float, functions: tuple[str, ...]) -> None:
         super().__init__()
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
         self.functions = functions
+        self.leased: tuple[str, int] | None = None
+        """(run id, attempt) this claim wrote, once it has: what to give back when the
+        caller never hears whether the transaction committed."""
 
 
 class Heartbeat(Pending[None]):

@@ -64,8 +64,9 @@ class CreateRunOp(CreateRun, Operation[tuple[Run, bool]]):
         return replace(run, last_seq=batch.known_run(run_id).last_seq), True
 
 
-class ClaimOp(Claim, Operation[str | None]):
-    async def apply(self, batch: Batch) -> str | None:
+class ClaimOp(Claim, Operation[Run | None]):
+    async def apply(self, batch: Batch) -> Run | None:
+        self.leased = None  # a batch may run twice (see PostgresEventLog._run_batch)
         if not self.functions:
             return None
         while True:
@@ -91,8 +92,12 @@ class ClaimOp(Claim, Operation[str | None]):
         attempt: int,
         previous_owner: str | None,
         lease_expired: bool,
-    ) -> str:
-        await batch.conn.execute(
+    ) -> Run:
+        self.leased = (run_id, attempt + 1)
+        batch.add_lease(run_id, state, attempt, self.worker_id, previous_owner, lease_expired)
+        await batch.flush()
+        # Last, so the row it returns is the run as this claim commits it.
+        row = await batch.conn.fetchrow(
             QUERIES["lease_run"],
             run_id,
             attempt + 1,
@@ -100,9 +105,8 @@ class ClaimOp(Claim, Operation[str | None]):
             batch.now + self.lease_seconds,
             batch.now_iso,
         )
-        batch.add_lease(run_id, state, attempt, self.worker_id, previous_owner, lease_expired)
-        await batch.flush()
-        return run_id
+        assert row is not None, "the run is locked by this transaction"
+        return run_from_record(row)
 
 
 class HeartbeatOp(Heartbeat, Operation[None]):

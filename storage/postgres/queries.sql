@@ -122,9 +122,15 @@ SELECT id, attempt, max_attempts, lease_owner, status FROM runs
    FOR UPDATE SKIP LOCKED;
 
 -- lease_run --
+-- Run after the claim's events are written, so the row it returns is the run as the
+-- claim commits it: the claimer needs no read after the commit (which could fail and
+-- leave the run leased to a claimer that never learnt of it).
 UPDATE runs SET status = 'running', attempt = $2, lease_owner = $3, lease_expires_at = $4,
                 started_at = coalesce(started_at, $5), updated_at = $5
- WHERE id = $1;
+ WHERE id = $1
+RETURNING id, function, params, status, attempt, max_attempts, last_seq, created_at,
+          updated_at, idempotency_key, lease_owner, lease_expires_at, started_at, finished_at,
+          result, error, idempotency_fingerprint;
 
 -- heartbeat --
 UPDATE runs SET lease_expires_at = $4

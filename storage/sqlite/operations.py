@@ -54,8 +54,8 @@ class CreateRunOp(CreateRun, Operation[tuple[Run, bool]]):
         return replace(run_from_row(row), last_seq=batch.known_run(run_id).last_seq), True
 
 
-class ClaimOp(Claim, Operation[str | None]):
-    def apply(self, batch: Batch) -> str | None:
+class ClaimOp(Claim, Operation[Run | None]):
+    def apply(self, batch: Batch) -> Run | None:
         if not self.functions:
             return None
         marks = ",".join("?" * len(self.functions))
@@ -87,11 +87,15 @@ class ClaimOp(Claim, Operation[str | None]):
         attempt: int,
         previous_owner: str | None,
         lease_expired: bool,
-    ) -> str:
-        batch.conn.execute(
+    ) -> Run:
+        self.leased = (run_id, attempt + 1)
+        batch.add_lease(run_id, state, attempt, self.worker_id, previous_owner, lease_expired)
+        batch.flush()
+        # Last, so the row it returns is the run as this claim commits it.
+        [row] = batch.fetchall(
             "UPDATE runs SET status = 'running', attempt = ?, lease_owner = ?,"
             " lease_expires_at = ?, started_at = coalesce(started_at, ?), updated_at = ?"
-            " WHERE id = ?",
+            f" WHERE id = ? RETURNING {RUN_COLUMNS}",
             (
                 attempt + 1,
                 self.worker_id,
@@ -101,9 +105,7 @@ class ClaimOp(Claim, Operation[str | None]):
                 run_id,
             ),
         )
-        batch.add_lease(run_id, state, attempt, self.worker_id, previous_owner, lease_expired)
-        batch.flush()
-        return run_id
+        return run_from_row(row)
 
 
 class HeartbeatOp(Heartbeat, Operation[None]):

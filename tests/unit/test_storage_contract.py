@@ -329,6 +329,20 @@ async def test_heartbeat_keeps_the_lease(events: EventLog, clock: FakeClock) -> 
     assert await events.claim_run("w2", 30, ["ticker"]) is None
 
 
+async def test_a_claim_returns_the_run_as_it_committed(events: EventLog, clock: FakeClock) -> None:
+    """The claimed record comes from the claim itself (no read after it), and is exact."""
+    run, _ = await events.create_run("ticker", {"count": 1})
+    claimed = await events.claim_run("w1", 30, ["ticker"])
+    assert claimed == await events.get_run(run.id)
+    assert (claimed.status, claimed.attempt, claimed.lease_owner) == (RunStatus.RUNNING, 1, "w1")
+    assert claimed.last_seq == 2 and claimed.started_at is not None
+    clock.now += 31
+    retaken = await events.claim_run("w2", 30, ["ticker"])
+    assert retaken == await events.get_run(run.id)
+    assert (retaken.attempt, retaken.lease_owner, retaken.last_seq) == (2, "w2", 4)
+    assert retaken.started_at == claimed.started_at
+
+
 async def test_release_makes_the_run_claimable_at_once(events: EventLog) -> None:
     run_id = await started_run(events)
     await events.release(run_id, 1, "w1")

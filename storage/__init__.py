@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from storage.errors import (
+    IdempotencyConflict,
     InvalidEvent,
     LeaseLost,
     RunFinished,
@@ -20,6 +21,7 @@ __all__ = [
     "Event",
     "EventLog",
     "EventType",
+    "IdempotencyConflict",
     "InvalidEvent",
     "LeaseLost",
     "NewEvent",

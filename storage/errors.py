@@ -54,3 +54,28 @@ class InvalidEvent(SteplogError):
 
     status = 400
     title = "Invalid event"
+
+
+class IdempotencyConflict(SteplogError):
+    """An idempotency key already started a run with another function or other params.
+
+    A replay must repeat the request it replays: the same key for a different
+    request is a client bug (Stripe treats it the same way), not a reason to hand
+    back a run that does something else. Nothing is written. `differs` says what
+    did not match (`function` or `params`); the params themselves are never part
+    of the error (they may hold credentials).
+    """
+
+    status = 422
+    title = "Idempotency key reused"
+
+    def __init__(self, key: str, differs: str, function: str, existing_function: str) -> None:
+        self.key = key
+        self.differs = differs
+        self.function = function
+        self.existing_function = existing_function
+        if differs == "function":
+            what = f"for function {existing_function!r}, not {function!r}"
+        else:
+            what = f"for {existing_function!r} with different params"
+        super().__init__(f"idempotency key {key!r} was already used {what}")

@@ -47,8 +47,11 @@ class EventLog(abc.ABC):
     ) -> tuple[Run, bool]:
         """Insert a queued run and its `run.queued` event in one transaction.
 
-        Returns `(run, created)`; with an idempotency key already used, the
-        existing run and `False` (never a second run).
+        Returns `(run, created)`; with an idempotency key already used by the same
+        request (same function, same params in any key order), the existing run and
+        `False` (never a second run). The same key with another function or other
+        params raises `IdempotencyConflict` and writes nothing (storage/idempotency.py).
+        The run comes from the transaction itself, not from a read after it.
         """
 
     @abc.abstractmethod
@@ -73,7 +76,10 @@ class EventLog(abc.ABC):
         """Lease the oldest queued run, or a running one whose lease expired.
 
         A reclaimed run gets `attempt + 1` and a `run.retrying` event; a run out
-        of attempts is failed instead. The claim and its events commit together.
+        of attempts is failed instead. The claim and its events commit together,
+        and the run returned is read by the claim's own statement (no read after the
+        commit that could fail). When the claim fails its caller, a lease it may have
+        committed is given back at once, so the run never waits for it to expire.
         """
 
     @abc.abstractmethod

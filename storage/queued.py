@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any, ClassVar
 
-from storage.errors import StorageClosed
+from storage.errors import SteplogError, StorageClosed
 from storage.interface import CommitListener, CommitObserver, EventLog
 from storage.model import Event, NewEvent, Run
 from storage.writes import Pending
+
+log = logging.getLogger("steplog.storage")
+
+GIVE_BACK_TRIES = 3
 
 
 class _Stop(Pending[None]):
@@ -80,18 +85,40 @@ class QueuedLog(EventLog):
         idempotency_key: str | None = None,
         max_attempts: int = 3,
     ) -> tuple[Run, bool]:
-        run_id, created = await self._submit(
+        created: tuple[Run, bool] = await self._submit(
             self.ops.CreateRunOp(function, params, idempotency_key, max_attempts)
         )
-        return await self.get_run(run_id), created
+        return created
 
     async def claim_run(
         self, worker_id: str, lease_seconds: float, functions: Sequence[str]
     ) -> Run | None:
         if not functions or not await self._claimable(functions):
             return None  # idle workers poll with a cheap read, not a write transaction
-        run_id = await self._submit(self.ops.ClaimOp(worker_id, lease_seconds, tuple(functions)))
-        return None if run_id is None else await self.get_run(run_id)
+        claim = self.ops.ClaimOp(worker_id, lease_seconds, tuple(functions))
+        try:
+            run: Run | None = await self._submit(claim)
+        except Exception:
+            # The claim may have committed although we cannot tell (the connection died
+            # during COMMIT): give the lease back, or nobody runs the run until it expires.
+            if claim.leased is not None:
+                await self._give_back(worker_id, *claim.leased)
+            raise
+        return run
+
+    async def _give_back(self, worker_id: str, run_id: str, attempt: int) -> None:
+        """Release a lease whose claim failed; a no-op when the claim did not commit
+        (the release is fenced by attempt and owner). Tried a few times: it is what keeps
+        the run from waiting out its lease."""
+        for tries in range(1, GIVE_BACK_TRIES + 1):
+            try:
+                await self._submit(self.ops.ReleaseOp(run_id, attempt, worker_id))
+                return
+            except StorageClosed:
+                return
+            except SteplogError as exc:
+                if tries == GIVE_BACK_TRIES:
+                    log.warning("giving back the lease of run %s failed: %s", run_id, exc)
 
     async def heartbeat(
         self, run_id: str, attempt: int, worker_id: str, lease_seconds: float

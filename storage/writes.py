@@ -15,7 +15,8 @@ import secrets
 import time
 from typing import Any, Generic, TypeVar
 
-from storage.model import Event, NewEvent
+from storage.idempotency import check_replay, fingerprint
+from storage.model import Event, NewEvent, Run
 
 T = TypeVar("T")
 
@@ -59,8 +60,14 @@ class Append(Pending[Event]):
         return future.done() and not future.cancelled() and future.exception() is None
 
 
-class CreateRun(Pending[tuple[str, bool]]):
-    """Create a queued run, or find the one holding `idempotency_key`: (run id, created)."""
+class CreateRun(Pending[tuple[Run, bool]]):
+    """Create a queued run, or find the one holding `idempotency_key`: (run, created).
+
+    A run found under the key is only handed back for a replay of the request that
+    created it (`storage.idempotency.check_replay`); otherwise `IdempotencyConflict`.
+    The fingerprint is taken here, from the params as the caller gave them, before a
+    backend encodes (or encrypts) them for storage.
+    """
 
     def __init__(
         self,
@@ -74,16 +81,37 @@ class CreateRun(Pending[tuple[str, bool]]):
         self.params = params
         self.idempotency_key = idempotency_key
         self.max_attempts = max_attempts
+        self.fingerprint = None if idempotency_key is None else fingerprint(params)
+
+    def replay(self, existing: Run) -> tuple[Run, bool]:
+        """The answer for a key that is taken: its run, if this request is a replay."""
+        assert self.idempotency_key is not None
+        check_replay(
+            self.idempotency_key,
+            self.function,
+            self.fingerprint,
+            existing.function,
+            existing.idempotency_fingerprint,
+        )
+        return existing, False
 
 
-class Claim(Pending[str | None]):
-    """Lease the oldest claimable run (queued, or running with an expired lease)."""
+class Claim(Pending[Run | None]):
+    """Lease the oldest claimable run (queued, or running with an expired lease).
+
+    Answers with the run as the claim committed it, read by the claim's own
+    statement: a read after the commit could fail and leave the run leased to a
+    claimer that never learnt of it.
+    """
 
     def __init__(self, worker_id: str, lease_seconds: float, functions: tuple[str, ...]) -> None:
         super().__init__()
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
         self.functions = functions
+        self.leased: tuple[str, int] | None = None
+        """(run id, attempt) this claim wrote, once it has: what to give back when the
+        caller never hears whether the transaction committed."""
 
 
 class Heartbeat(Pending[None]):

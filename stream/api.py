@@ -14,13 +14,13 @@ from quart import Blueprint, Response, request
 from standardwebhooks import Webhook
 
 from functions import registry
-from storage import Run, RunNotFound, SteplogError
+from storage import IdempotencyConflict, Run, RunNotFound, SteplogError
 from storage.envelope import envelope
 from storage.jsonenc import dumps
 from storage.runids import is_run_id
 from stream.auth import require_api_key, require_run_access, run_token
 from stream.metrics import metrics
-from stream.problems import HTTPProblem
+from stream.problems import HTTPProblem, idempotency_conflict
 from stream.state import state
 
 api = Blueprint("api", __name__)
@@ -102,13 +102,21 @@ def _validate_params(function: str, params: dict[str, Any]) -> dict[str, Any]:
     return validated
 
 
-async def _start(function: str, params: dict[str, Any], key: str | None) -> Response:
+async def _start(
+    function: str, params: dict[str, Any], key: tuple[str, str, str] | None
+) -> Response:
+    """Validate and queue a run; `key` is (header, value, namespace) when the caller sent one."""
     app_state = state()
     params = _validate_params(function, params)
     spec = registry.get(function)
-    run, created = await app_state.events.create_run(
-        function, params, idempotency_key=key, max_attempts=spec.max_attempts
-    )
+    stored_key = None if key is None else f"{key[2]}:{key[1]}"
+    try:
+        run, created = await app_state.events.create_run(
+            function, params, idempotency_key=stored_key, max_attempts=spec.max_attempts
+        )
+    except IdempotencyConflict as exc:
+        assert key is not None
+        raise idempotency_conflict(exc, key[0], key[1]) from None
     if created and app_state.pool is not None:
         app_state.pool.notify()
     token = run_token(app_state.token_secret, run.id)
@@ -139,7 +147,7 @@ async def webhook(function: str) -> Response:
             ) from None
         registry.get(function)  # 404 for an unknown function, after authentication
         params = _parse_json_object(body, "webhook body")
-        return await _start(function, params, f"webhook:{headers['webhook-id']}")
+        return await _start(function, params, ("webhook-id", headers["webhook-id"], "webhook"))
     except Exception as exc:  # counted by reason on /metrics, then answered as before
         metrics().webhook_rejected(exc)
         raise
@@ -172,7 +180,9 @@ async def start_run() -> Response:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= 255:
         raise HTTPProblem(400, "Bad Idempotency-Key", "it must be 1 to 255 characters")
-    return await _start(req.function, req.params, None if key is None else f"api:{key}")
+    return await _start(
+        req.function, req.params, None if key is None else ("Idempotency-Key", key, "api")
+    )
 
 
 @api.get("/runs")

@@ -146,12 +146,16 @@ class Metrics:
 
 
 def webhook_reason(exc: BaseException) -> str:
-    """`bad_signature`, `stale_timestamp`, `missing_headers`, `malformed_body`, ….
+    """`bad_signature`, `stale_timestamp`, `missing_headers`, `malformed_body`,
+    `idempotency_conflict`, ….
 
     Signature failures are told apart by the verifier's message, so a clock skew at
     the sender (`stale_timestamp`) does not look like an attack (`bad_signature`).
     """
     status = getattr(exc, "status", None) or getattr(exc, "code", None)
+    extra = getattr(exc, "extra", None)  # a problem's own reason, when it names one
+    if isinstance(extra, dict) and extra.get("reason") == "idempotency_conflict":
+        return "idempotency_conflict"
     if status == 401:
         detail = str(getattr(exc, "detail", exc)).lower()
         if "timestamp" in detail:

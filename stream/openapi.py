@@ -122,7 +122,8 @@ TITLES = {
     404: "No such run or function",
     409: "Conflict with the run's state",
     413: "Request body too large",
-    422: "Body failed validation",
+    422: "Body failed validation, or the idempotency key was used for another request"
+    " (`reason`: `idempotency_conflict`, with `idempotency_key` and `differs`)",
     429: "Too many open streams (see Retry-After)",
     501: "Not available with this storage backend",
     503: "Not ready / log unreadable",
@@ -199,7 +200,7 @@ def _sse(description: str) -> dict[str, Any]:
 
 def _paths() -> dict[str, Any]:
     started = {
-        "200": _json(RunStarted, "An existing run (the same idempotency key)"),
+        "200": _json(RunStarted, "An existing run (a replay: same key, function and params)"),
         "202": _json(RunStarted, "A new run, queued"),
     }
     return {
@@ -208,7 +209,8 @@ def _paths() -> dict[str, Any]:
                 "operationId": "webhook",
                 "summary": "Start a run from a Standard Webhooks request",
                 "description": "The body is the function's params; `webhook-id` makes it "
-                "idempotent. Unsigned or badly signed requests are 401 before anything else.",
+                "idempotent (the same id with another body or function is a 422). Unsigned "
+                "or badly signed requests are 401 before anything else.",
                 "parameters": [
                     {
                         "name": "function",
@@ -235,7 +237,8 @@ def _paths() -> dict[str, Any]:
                 "parameters": [
                     _header(
                         "Idempotency-Key",
-                        "Repeat the same request safely: the same key answers the same run.",
+                        "Repeat the same request safely: the same key answers the same run;"
+                        " the same key with another function or params is a 422.",
                         minLength=1,
                         maxLength=255,
                     )

@@ -6,6 +6,7 @@ from typing import Any
 
 from quart import Response
 
+from storage.errors import IdempotencyConflict
 from storage.jsonenc import dumps
 
 PROBLEM_TYPE = "application/problem+json"
@@ -32,3 +33,26 @@ class HTTPProblem(Exception):
         response = problem(self.status, self.title, self.detail, **self.extra)
         response.headers.update(self.headers)
         return response
+
+
+def idempotency_conflict(exc: IdempotencyConflict, header: str, key: str) -> HTTPProblem:
+    """The 422 for a key reused by a different request, naming the key as the caller sent
+    it (`header`: `webhook-id` or `Idempotency-Key`) and what differs, never the params."""
+    if exc.differs == "function":
+        detail = (
+            f"{header} {key!r} already started a run of {exc.existing_function!r};"
+            f" this request is for {exc.function!r}"
+        )
+    else:
+        detail = (
+            f"{header} {key!r} already started a run of {exc.function!r} with different"
+            " params; a retry must send the same params (use a new key for a new run)"
+        )
+    return HTTPProblem(
+        exc.status,
+        exc.title,
+        detail,
+        reason="idempotency_conflict",
+        idempotency_key=key,
+        differs=exc.differs,
+    )

@@ -34,7 +34,7 @@ PAGE = 5000
 RUN_COLUMNS = [
     "id", "function", "params", "status", "attempt", "max_attempts", "last_seq",
     "idempotency_key", "lease_owner", "lease_expires_at", "available_at", "created_at",
-    "updated_at", "started_at", "finished_at", "result", "error",
+    "updated_at", "started_at", "finished_at", "result", "error", "idempotency_fingerprint",
 ]  # fmt: skip
 EVENT_COLUMNS = [
     "pos", "run_id", "seq", "type", "step", "message", "pct", "data", "attempt", "at", "hash",
@@ -187,7 +187,7 @@ def _run_record(run: Run) -> tuple[object, ...]:
     return (run.id, run.function, dumps(run.params), run.status.value, run.attempt,
             run.max_attempts, run.last_seq, run.idempotency_key, run.lease_owner,
             run.lease_expires_at, 0.0, run.created_at, run.updated_at, run.started_at,
-            run.finished_at, result, run.error)  # fmt: skip
+            run.finished_at, result, run.error, run.idempotency_fingerprint)  # fmt: skip
 
 
 def _event_record(e: Event) -> tuple[object, ...]:

@@ -7,12 +7,15 @@ statement for statement; the SQL lives in queries.sql.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from storage import lifecycle
 from storage.errors import InvalidEvent, LeaseLost
 from storage.jsonenc import dumps
-from storage.model import Event, NewEvent, RunStatus
+from storage.model import Event, NewEvent, Run, RunStatus
 from storage.postgres.batch import Batch, Operation, RunState
 from storage.postgres.queries import QUERIES
+from storage.postgres.rows import run_from_record
 from storage.runids import new_run_id
 from storage.writes import Append, Cancel, Claim, CreateRun, Heartbeat, Release, RetryLater, Secret
 
@@ -32,33 +35,38 @@ class AppendOp(Append, Operation[Event]):
         return batch.add_event(self.event, self.data)
 
 
-class CreateRunOp(CreateRun, Operation[tuple[str, bool]]):
-    async def apply(self, batch: Batch) -> tuple[str, bool]:
+class CreateRunOp(CreateRun, Operation[tuple[Run, bool]]):
+    async def apply(self, batch: Batch) -> tuple[Run, bool]:
         if "\x00" in self.function or "\x00" in (self.idempotency_key or ""):
             raise InvalidEvent("function names and idempotency keys cannot contain NUL")
         run_id = new_run_id(batch.now)
-        inserted = await batch.conn.fetchval(
+        inserted = await batch.conn.fetchrow(
             QUERIES["insert_run"],
             run_id,
             self.function,
             dumps(self.params),
             self.max_attempts,
             self.idempotency_key,
+            self.fingerprint,
             batch.now_iso,
         )
         if inserted is None:  # the idempotency key is taken: that run, never a second
-            existing: str = await batch.conn.fetchval(
+            existing = await batch.conn.fetchrow(
                 QUERIES["run_by_idempotency_key"], self.idempotency_key
             )
-            return existing, False
+            assert existing is not None, "runs are never deleted"
+            return self.replay(run_from_record(existing))
         # A new row is invisible to other transactions until commit: no lock needed.
         batch.add_new_run(run_id, self.function)
         await batch.flush()
-        return run_id, True
+        # The row as inserted, with the seq of its `run.queued` (written by the flush).
+        run = run_from_record(inserted)
+        return replace(run, last_seq=batch.known_run(run_id).last_seq), True
 
 
-class ClaimOp(Claim, Operation[str | None]):
-    async def apply(self, batch: Batch) -> str | None:
+class ClaimOp(Claim, Operation[Run | None]):
+    async def apply(self, batch: Batch) -> Run | None:
+        self.leased = None  # a batch may run twice (see PostgresEventLog._run_batch)
         if not self.functions:
             return None
         while True:
@@ -84,8 +92,12 @@ class ClaimOp(Claim, Operation[str | None]):
         attempt: int,
         previous_owner: str | None,
         lease_expired: bool,
-    ) -> str:
-        await batch.conn.execute(
+    ) -> Run:
+        self.leased = (run_id, attempt + 1)
+        batch.add_lease(run_id, state, attempt, self.worker_id, previous_owner, lease_expired)
+        await batch.flush()
+        # Last, so the row it returns is the run as this claim commits it.
+        row = await batch.conn.fetchrow(
             QUERIES["lease_run"],
             run_id,
             attempt + 1,
@@ -93,9 +105,8 @@ class ClaimOp(Claim, Operation[str | None]):
             batch.now + self.lease_seconds,
             batch.now_iso,
         )
-        batch.add_lease(run_id, state, attempt, self.worker_id, previous_owner, lease_expired)
-        await batch.flush()
-        return run_id
+        assert row is not None, "the run is locked by this transaction"
+        return run_from_record(row)
 
 
 class HeartbeatOp(Heartbeat, Operation[None]):

@@ -95,15 +95,21 @@ SELECT pg_notify('{channel}', '{head}'); COMMIT;
 COMMIT;
 
 -- insert_run --
--- Returns nothing when the idempotency key is already taken.
+-- The new run's row, or nothing when the idempotency key is already taken.
 INSERT INTO runs (id, function, params, status, attempt, max_attempts, last_seq,
-                  idempotency_key, created_at, updated_at)
-VALUES ($1, $2, $3, 'queued', 0, $4, 0, $5, $6, $6)
+                  idempotency_key, idempotency_fingerprint, created_at, updated_at)
+VALUES ($1, $2, $3, 'queued', 0, $4, 0, $5, $6, $7, $7)
     ON CONFLICT (idempotency_key) DO NOTHING
-RETURNING id;
+RETURNING id, function, params, status, attempt, max_attempts, last_seq, created_at,
+          updated_at, idempotency_key, lease_owner, lease_expires_at, started_at, finished_at,
+          result, error, idempotency_fingerprint;
 
 -- run_by_idempotency_key --
-SELECT id FROM runs WHERE idempotency_key = $1;
+-- The run a key started: a replay gets it back, after its fingerprint is compared.
+SELECT id, function, params, status, attempt, max_attempts, last_seq, created_at, updated_at,
+       idempotency_key, lease_owner, lease_expires_at, started_at, finished_at, result, error,
+       idempotency_fingerprint
+  FROM runs WHERE idempotency_key = $1;
 
 -- claimable_run_for_update --
 -- The oldest claimable run; rows another transaction holds are skipped, not waited for.
@@ -116,9 +122,15 @@ SELECT id, attempt, max_attempts, lease_owner, status FROM runs
    FOR UPDATE SKIP LOCKED;
 
 -- lease_run --
+-- Run after the claim's events are written, so the row it returns is the run as the
+-- claim commits it: the claimer needs no read after the commit (which could fail and
+-- leave the run leased to a claimer that never learnt of it).
 UPDATE runs SET status = 'running', attempt = $2, lease_owner = $3, lease_expires_at = $4,
                 started_at = coalesce(started_at, $5), updated_at = $5
- WHERE id = $1;
+ WHERE id = $1
+RETURNING id, function, params, status, attempt, max_attempts, last_seq, created_at,
+          updated_at, idempotency_key, lease_owner, lease_expires_at, started_at, finished_at,
+          result, error, idempotency_fingerprint;
 
 -- heartbeat --
 UPDATE runs SET lease_expires_at = $4
@@ -153,13 +165,15 @@ SELECT status, count(*) FROM runs GROUP BY status;
 
 -- get_run --
 SELECT id, function, params, status, attempt, max_attempts, last_seq, created_at, updated_at,
-       idempotency_key, lease_owner, lease_expires_at, started_at, finished_at, result, error
+       idempotency_key, lease_owner, lease_expires_at, started_at, finished_at, result, error,
+       idempotency_fingerprint
   FROM runs WHERE id = $1;
 
 -- list_runs --
 -- Newest first; each filter is skipped when its parameter is NULL.
 SELECT id, function, params, status, attempt, max_attempts, last_seq, created_at, updated_at,
-       idempotency_key, lease_owner, lease_expires_at, started_at, finished_at, result, error
+       idempotency_key, lease_owner, lease_expires_at, started_at, finished_at, result, error,
+       idempotency_fingerprint
   FROM runs
  WHERE ($1::text IS NULL OR status = $1)
    AND ($2::text IS NULL OR function = $2)

@@ -28,6 +28,7 @@ def run_from_record(record: asyncpg.Record) -> Run:
         created_at=record["created_at"],
         updated_at=record["updated_at"],
         idempotency_key=record["idempotency_key"],
+        idempotency_fingerprint=record["idempotency_fingerprint"],
         lease_owner=record["lease_owner"],
         lease_expires_at=record["lease_expires_at"],
         started_at=record["started_at"],

@@ -6,12 +6,15 @@ what is here is how SQLite applies each one, on the writer thread.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from storage import lifecycle
 from storage.errors import LeaseLost
 from storage.jsonenc import dumps
-from storage.model import Event, RunStatus
+from storage.model import Event, Run, RunStatus
 from storage.runids import new_run_id
 from storage.sqlite.batch import Batch, Operation, RunState
+from storage.sqlite.rows import RUN_COLUMNS, run_from_row
 from storage.writes import Append, Cancel, Claim, CreateRun, Heartbeat, Release, RetryLater, Secret
 
 
@@ -20,36 +23,39 @@ class AppendOp(Append, Operation[Event]):
         return batch.add_event(self.event)
 
 
-class CreateRunOp(CreateRun, Operation[tuple[str, bool]]):
-    def apply(self, batch: Batch) -> tuple[str, bool]:
+class CreateRunOp(CreateRun, Operation[tuple[Run, bool]]):
+    def apply(self, batch: Batch) -> tuple[Run, bool]:
         if self.idempotency_key is not None:
             rows = batch.fetchall(
-                "SELECT id FROM runs WHERE idempotency_key = ?", (self.idempotency_key,)
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = ?",
+                (self.idempotency_key,),
             )
             if rows:
-                return rows[0][0], False
+                return self.replay(run_from_row(rows[0]))
         run_id = new_run_id(batch.now)
-        batch.conn.execute(
+        [row] = batch.fetchall(
             "INSERT INTO runs (id, function, params, status, attempt, max_attempts, last_seq,"
-            " idempotency_key, created_at, updated_at)"
-            " VALUES (?, ?, ?, 'queued', 0, ?, 0, ?, ?, ?)",
+            " idempotency_key, idempotency_fingerprint, created_at, updated_at)"
+            f" VALUES (?, ?, ?, 'queued', 0, ?, 0, ?, ?, ?, ?) RETURNING {RUN_COLUMNS}",
             (
                 run_id,
                 self.function,
                 dumps(self.params),
                 self.max_attempts,
                 self.idempotency_key,
+                self.fingerprint,
                 batch.now_iso,
                 batch.now_iso,
             ),
         )
         batch.add_new_run(run_id, self.function)
         batch.flush()
-        return run_id, True
+        # The row as inserted, with the seq of its `run.queued` (written by the flush).
+        return replace(run_from_row(row), last_seq=batch.known_run(run_id).last_seq), True
 
 
-class ClaimOp(Claim, Operation[str | None]):
-    def apply(self, batch: Batch) -> str | None:
+class ClaimOp(Claim, Operation[Run | None]):
+    def apply(self, batch: Batch) -> Run | None:
         if not self.functions:
             return None
         marks = ",".join("?" * len(self.functions))
@@ -81,11 +87,15 @@ class ClaimOp(Claim, Operation[str | None]):
         attempt: int,
         previous_owner: str | None,
         lease_expired: bool,
-    ) -> str:
-        batch.conn.execute(
+    ) -> Run:
+        self.leased = (run_id, attempt + 1)
+        batch.add_lease(run_id, state, attempt, self.worker_id, previous_owner, lease_expired)
+        batch.flush()
+        # Last, so the row it returns is the run as this claim commits it.
+        [row] = batch.fetchall(
             "UPDATE runs SET status = 'running', attempt = ?, lease_owner = ?,"
             " lease_expires_at = ?, started_at = coalesce(started_at, ?), updated_at = ?"
-            " WHERE id = ?",
+            f" WHERE id = ? RETURNING {RUN_COLUMNS}",
             (
                 attempt + 1,
                 self.worker_id,
@@ -95,9 +105,7 @@ class ClaimOp(Claim, Operation[str | None]):
                 run_id,
             ),
         )
-        batch.add_lease(run_id, state, attempt, self.worker_id, previous_owner, lease_expired)
-        batch.flush()
-        return run_id
+        return run_from_row(row)
 
 
 class HeartbeatOp(Heartbeat, Operation[None]):

@@ -12,7 +12,8 @@ EVENT_COLUMNS = "pos, run_id, seq, type, step, message, pct, data, attempt, at, 
 
 RUN_COLUMNS = (
     "id, function, params, status, attempt, max_attempts, last_seq, created_at, updated_at,"
-    " idempotency_key, lease_owner, lease_expires_at, started_at, finished_at, result, error"
+    " idempotency_key, lease_owner, lease_expires_at, started_at, finished_at, result, error,"
+    " idempotency_fingerprint"
 )
 
 
@@ -34,6 +35,7 @@ def run_from_row(row: Any) -> Run:
         finished_at,
         result,
         error,
+        idempotency_fingerprint,
     ) = row
     return Run(
         id=run_id,
@@ -46,6 +48,7 @@ def run_from_row(row: Any) -> Run:
         created_at=created_at,
         updated_at=updated_at,
         idempotency_key=idempotency_key,
+        idempotency_fingerprint=idempotency_fingerprint,
         lease_owner=lease_owner,
         lease_expires_at=lease_expires_at,
         started_at=started_at,

@@ -10,7 +10,15 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from storage import EventLog, EventType, NewEvent, SteplogError, chain, open_log
+from storage import (
+    EventLog,
+    EventType,
+    IdempotencyConflict,
+    NewEvent,
+    SteplogError,
+    chain,
+    open_log,
+)
 from storage.postgres.log import PostgresEventLog
 from tests.integration.helpers import ROOT
 
@@ -52,12 +60,12 @@ async def fill(log: EventLog) -> None:
 async def test_migrate_creates_then_reports_the_schema(pg_url: str) -> None:
     first = steplog("migrate", "--db", pg_url)
     assert first.returncode == 0, first.stderr
-    assert "migrated from version 0 to 1" in first.stdout
+    assert "migrated from version 0 to 2" in first.stdout
     again = steplog("migrate", "--db", pg_url)
-    assert again.returncode == 0 and "already at version 1" in again.stdout
+    assert again.returncode == 0 and "already at version 2" in again.stdout
     conn = await asyncpg.connect(pg_url)
     try:
-        assert await conn.fetchval("SELECT max(version) FROM schema_version") == 1
+        assert await conn.fetchval("SELECT max(version) FROM schema_version") == 2
         assert await conn.fetchval("SELECT count(*) FROM events") == 0
     finally:
         await conn.close()
@@ -95,9 +103,16 @@ async def test_log_copy_moves_a_sqlite_log_keeping_pos_seq_and_hashes(
         assert await target.read_all(0, 10_000) == events  # every field, byte for byte
         assert await target.list_runs() == runs
         assert await target.secret("run-token") == secret  # old run tokens keep working
-        # The copy is a live log: claims, idempotency and the chain carry on from it.
-        again, created = await target.create_run("scrape", {}, idempotency_key="delivery-1")
+        # The copy is a live log: claims, idempotency (fingerprints included) and the
+        # chain carry on from it.
+        again, created = await target.create_run(
+            "scrape", {"url": "https://example.org"}, idempotency_key="delivery-1"
+        )
         assert not created and again.status == "queued"
+        with pytest.raises(IdempotencyConflict):
+            await target.create_run(
+                "scrape", {"url": "https://example.net"}, idempotency_key="delivery-1"
+            )
         assert (await target.claim_run("w2", 30, ["scrape"])) is not None
         [started] = await target.read_all(events[-1].pos)
         assert started.pos == events[-1].pos + 1 and started.type == EventType.RUN_STARTED

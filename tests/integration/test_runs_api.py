@@ -65,6 +65,39 @@ def test_idempotency_key_starts_one_run(server: ServerProcess) -> None:
     wait_for_status(server, other.json()["run_id"], "succeeded")
 
 
+def test_idempotency_key_reused_for_another_request_is_refused(server: ServerProcess) -> None:
+    request = {"function": "ticker", "params": {"count": 1, "interval_ms": 0}}
+    key = {"Idempotency-Key": "nightly-2026-11-25"}
+    with client(server) as http:
+        first = http.post("/runs", json=request, headers=key)
+        # Spelled differently, the same request: a default written out, keys reordered.
+        same = {"function": "ticker", "params": {"payload_bytes": 0, "interval_ms": 0, "count": 1}}
+        again = http.post("/runs", json=same, headers=key)
+        other_params = http.post(
+            "/runs", json={"function": "ticker", "params": {"count": 2, "interval_ms": 0}},
+            headers=key,
+        )  # fmt: skip
+        secret = {"url": "https://example.org/in/ada",
+                  "credentials": {"username": "ada", "password": "pw-9k2m"}}  # fmt: skip
+        other_function = http.post(
+            "/runs", json={"function": "scrape", "params": secret}, headers=key
+        )
+
+    assert (first.status_code, again.status_code) == (202, 200), again.text
+    run_id = first.json()["run_id"]
+    assert again.json()["run_id"] == run_id
+    for response, differs in ((other_params, "params"), (other_function, "function")):
+        body = assert_problem(response, 422)
+        assert body["reason"] == "idempotency_conflict"
+        assert (body["idempotency_key"], body["differs"]) == ("nightly-2026-11-25", differs)
+        assert "nightly-2026-11-25" in body["detail"]
+    assert "pw-9k2m" not in other_function.text
+    assert run_ids(server) == {run_id}
+    run = wait_for_status(server, run_id, "succeeded")
+    assert (run["attempt"], run["params"]["count"]) == (1, 1)
+    assert_nothing_written(server, {run_id})
+
+
 def test_list_runs_newest_first_and_filtered(echo_server: ServerProcess) -> None:
     server = echo_server
     # One after the other: run ids order by creation time only to the millisecond.

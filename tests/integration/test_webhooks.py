@@ -95,6 +95,49 @@ def test_replayed_webhook_id_returns_the_same_run(server: ServerProcess) -> None
     assert_nothing_written(server, {run_id})
 
 
+def test_webhook_id_reused_for_another_request_is_refused(server: ServerProcess) -> None:
+    """Only a true replay gets the run back: another body or another function under the
+    same `webhook-id` is a 422 naming the key and what differs, and writes nothing."""
+    msg_id = f"msg_{secrets.token_hex(8)}"
+    first = post_webhook(server, "ticker", TICKS, msg_id=msg_id)
+    assert first.status_code == 202, first.text
+    run_id = first.json()["run_id"]
+    # The same params in another order (and re-signed): a replay.
+    reordered = post_webhook(server, "ticker", json_bytes({"interval_ms": 0, "count": 3}),
+                             msg_id=msg_id)  # fmt: skip
+    assert reordered.status_code == 200, reordered.text
+    assert reordered.json()["run_id"] == run_id
+
+    other_body = post_webhook(
+        server, "ticker", json_bytes({"count": 4, "interval_ms": 0}), msg_id=msg_id
+    )
+    body = assert_problem(other_body, 422)
+    assert body["reason"] == "idempotency_conflict"
+    assert (body["idempotency_key"], body["differs"]) == (msg_id, "params")
+    assert msg_id in body["detail"] and "params" in body["detail"]
+
+    scrape = json_bytes(
+        {
+            "url": "https://example.org/in/ada",
+            "credentials": {"username": "ada", "password": "pw-7f3q"},
+        }
+    )
+    other_function = post_webhook(server, "scrape", scrape, msg_id=msg_id)
+    body = assert_problem(other_function, 422)
+    assert (body["reason"], body["idempotency_key"], body["differs"]) == (
+        "idempotency_conflict", msg_id, "function",
+    )  # fmt: skip
+    assert "scrape" in body["detail"] and "ticker" in body["detail"]
+    assert "pw-7f3q" not in other_function.text
+
+    wait_for_status(server, run_id, "succeeded")
+    assert get_run(server, run_id)["params"]["count"] == 3
+    assert_nothing_written(server, {run_id})
+    with http_client() as http:
+        exposition = http.get(f"{server.url}/metrics").text
+    assert 'steplog_webhook_rejections_total{reason="idempotency_conflict"} 2.0' in exposition
+
+
 # --- refusals -------------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from storage import (
     Event,
     EventLog,
     EventType,
+    IdempotencyConflict,
     InvalidEvent,
     LeaseLost,
     NewEvent,
@@ -68,7 +69,8 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         async def execute_sqlite(sql: str, *args: object) -> None:
             conn = sqlite3.connect(path)
             try:
-                conn.execute(sql, args)
+                with conn:  # commits what the database accepts
+                    conn.execute(sql, args)
             finally:
                 conn.close()
 
@@ -117,12 +119,126 @@ async def test_create_run_writes_queued_event(events: EventLog) -> None:
     assert (queued.seq, queued.type, queued.attempt) == (1, EventType.RUN_QUEUED, 0)
 
 
-async def test_idempotency_key_returns_the_same_run(events: EventLog) -> None:
-    first, created1 = await events.create_run("ticker", {}, idempotency_key="k1")
-    again, created2 = await events.create_run("ticker", {"count": 9}, idempotency_key="k1")
-    assert created1 and not created2 and again.id == first.id
+SECRET_PARAMS = {"url": "https://example.org/in/ada", "credentials": {"password": "hunter2-xyz"}}
+
+
+async def test_idempotency_key_replayed_returns_the_run_and_other_params_conflict(
+    events: EventLog,
+) -> None:
+    params = {"count": 2, "tags": {"a": 1, "b": [1, 2]}}
+    first, created1 = await events.create_run("ticker", params, idempotency_key="k1")
+    # The same request, keys in another order: a replay, the same run.
+    same = {"tags": {"b": [1, 2], "a": 1}, "count": 2}
+    again, created2 = await events.create_run("ticker", same, idempotency_key="k1")
+    assert created1 and not created2 and again == first
+
+    with pytest.raises(IdempotencyConflict) as caught:
+        await events.create_run("ticker", {**params, "count": 9}, idempotency_key="k1")
+    conflict = caught.value
+    assert (conflict.key, conflict.differs, conflict.status) == ("k1", "params", 422)
+    assert "k1" in conflict.detail and "params" in conflict.detail
     assert len(await events.list_runs()) == 1
     assert len(await events.read_all()) == 1
+
+
+async def test_idempotency_key_reused_for_another_function_conflicts(events: EventLog) -> None:
+    first, _ = await events.create_run("scrape", SECRET_PARAMS, idempotency_key="k2")
+    with pytest.raises(IdempotencyConflict) as caught:
+        await events.create_run("ticker", SECRET_PARAMS, idempotency_key="k2")
+    assert (caught.value.differs, caught.value.existing_function) == ("function", "scrape")
+    assert "ticker" in caught.value.detail and "scrape" in caught.value.detail
+    # Other credentials: a params conflict that never shows the params.
+    other = {**SECRET_PARAMS, "credentials": {"password": "hunter3-xyz"}}
+    with pytest.raises(IdempotencyConflict) as caught:
+        await events.create_run("scrape", other, idempotency_key="k2")
+    assert caught.value.differs == "params"
+    shown = f"{caught.value} {vars(caught.value)}"
+    assert "hunter" not in shown
+    # The fingerprint kept with the key is a hash, never the params.
+    stored = await events.get_run(first.id)
+    assert stored.idempotency_fingerprint is not None
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", stored.idempotency_fingerprint)
+    assert [run.id for run in await events.list_runs()] == [first.id]
+    assert len(await events.read_all()) == 1
+
+
+async def test_a_key_stored_without_fingerprint_matches_its_function_only(
+    events: EventLog, backend: Backend
+) -> None:
+    """Runs keyed before fingerprints existed (an upgraded database) have none: their
+    params cannot be compared, so a replay for the same function is taken as one."""
+    first, _ = await events.create_run("ticker", {"count": 1}, idempotency_key="k3")
+    await backend.execute(
+        "UPDATE runs SET idempotency_fingerprint = NULL WHERE idempotency_key = ?", "k3"
+    )
+    again, created = await events.create_run("ticker", {"count": 5}, idempotency_key="k3")
+    assert not created and again.id == first.id
+    with pytest.raises(IdempotencyConflict) as caught:
+        await events.create_run("scrape", {"count": 1}, idempotency_key="k3")
+    assert caught.value.differs == "function"
+    assert len(await events.read_all()) == 1
+
+
+async def test_an_existing_database_upgrades_and_keeps_its_keyed_runs(
+    backend: Backend, clock: FakeClock
+) -> None:
+    """A log made by the previous schema (runs with keys, no fingerprint column) opens,
+    upgrades in place, and its keys keep working under the rule above."""
+    await create_previous_schema(backend.url)
+    await backend.execute(
+        "INSERT INTO runs (id, function, params, status, attempt, max_attempts, last_seq,"
+        " idempotency_key, created_at, updated_at)"
+        " VALUES (?, 'ticker', '{\"count\":1}', 'queued', 0, 3, 0, 'old-key', ?, ?)",
+        "0" * 28,
+        "2026-11-01T00:00:00.000000Z",
+        "2026-11-01T00:00:00.000000Z",
+    )
+    log = open_log(backend.url, clock=clock)
+    await log.open()
+    try:
+        old, created = await log.create_run("ticker", {"count": 2}, idempotency_key="old-key")
+        assert not created and old.id == "0" * 28 and old.idempotency_fingerprint is None
+        with pytest.raises(IdempotencyConflict):
+            await log.create_run("scrape", {}, idempotency_key="old-key")
+        new, created = await log.create_run("ticker", {"count": 2}, idempotency_key="new-key")
+        assert created and new.idempotency_fingerprint is not None
+        with pytest.raises(IdempotencyConflict):
+            await log.create_run("ticker", {"count": 3}, idempotency_key="new-key")
+    finally:
+        await log.close()
+
+
+PREVIOUS_SCHEMA = {"sqlite": 2, "postgres": 1}
+"""Each backend's last schema version before idempotency fingerprints."""
+
+
+async def create_previous_schema(url: str) -> None:
+    """An empty log as the previous steplog left it, built from its own migrations."""
+    if url.startswith("postgresql://"):
+        import asyncpg
+
+        from storage.postgres import migrations as pg_migrations
+        from storage.postgres.queries import QUERIES
+
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(QUERIES["create_schema_version"])
+            for number, name, sql in pg_migrations.available():
+                if number <= PREVIOUS_SCHEMA["postgres"]:
+                    await conn.execute(sql)
+                    await conn.execute(QUERIES["record_migration"], number, name)
+        finally:
+            await conn.close()
+        return
+    from storage.sqlite import migrations as sqlite_migrations
+
+    conn = sqlite3.connect(url)
+    try:
+        for number, sql in sqlite_migrations.available():
+            if number <= PREVIOUS_SCHEMA["sqlite"]:
+                conn.executescript(f"BEGIN;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;")
+    finally:
+        conn.close()
 
 
 async def test_concurrent_appends_get_contiguous_seq_and_commit_before_ack(
@@ -211,6 +327,20 @@ async def test_heartbeat_keeps_the_lease(events: EventLog, clock: FakeClock) -> 
     await events.heartbeat(run_id, 1, "w1", 30)
     clock.now += 20  # 40 s after the claim, 20 s after the heartbeat
     assert await events.claim_run("w2", 30, ["ticker"]) is None
+
+
+async def test_a_claim_returns_the_run_as_it_committed(events: EventLog, clock: FakeClock) -> None:
+    """The claimed record comes from the claim itself (no read after it), and is exact."""
+    run, _ = await events.create_run("ticker", {"count": 1})
+    claimed = await events.claim_run("w1", 30, ["ticker"])
+    assert claimed == await events.get_run(run.id)
+    assert (claimed.status, claimed.attempt, claimed.lease_owner) == (RunStatus.RUNNING, 1, "w1")
+    assert claimed.last_seq == 2 and claimed.started_at is not None
+    clock.now += 31
+    retaken = await events.claim_run("w2", 30, ["ticker"])
+    assert retaken == await events.get_run(run.id)
+    assert (retaken.attempt, retaken.lease_owner, retaken.last_seq) == (2, "w2", 4)
+    assert retaken.started_at == claimed.started_at
 
 
 async def test_release_makes_the_run_claimable_at_once(events: EventLog) -> None:

@@ -39,7 +39,7 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
     registry.load(settings.functions)
     app = Quart("steplog", static_folder=str(STATIC), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.config["BODY_TIMEOUT"] = 30
+    app.config["BODY_TIMEOUT"] = settings.body_timeout  # a body that stops arriving: 408
     events = events or open_log(settings.db, synchronous=settings.sqlite_synchronous)
     metrics = Metrics()
     hub = TailHub(

@@ -49,7 +49,11 @@ def serve(host: str, port: int, db: str, workers: int, demo: bool) -> None:
     SIGTERM or SIGINT shuts down gracefully: open streams are told to reconnect,
     running runs are handed back, and the process exits within
     STEPLOG_GRACEFUL_TIMEOUT seconds. Limits, health checks, metrics and log
-    format are STEPLOG_* variables (README, "Configuration" and "Operations").
+    format are STEPLOG_* variables (README, "Configuration" and "Operations"),
+    e.g. slow clients: a request head gets 408 after STEPLOG_HEADER_TIMEOUT (10 s)
+    and a body after STEPLOG_BODY_TIMEOUT (30 s); while
+    STEPLOG_MAX_PENDING_HEADERS (1024) new connections have not sent a whole
+    head, another is closed at once.
     """
     from stream.app import create_app
     from stream.serving import serve as serve_app

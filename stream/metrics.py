@@ -68,6 +68,19 @@ class Metrics:
             " 2 x STEPLOG_WRITE_TIMEOUT + 2 s (TCP_USER_TIMEOUT; set by steplog serve).",
             registry=registry,
         )
+        self.request_heads_pending = Gauge(
+            "steplog_request_heads_pending",
+            "New connections whose first request head has not fully arrived"
+            " (over STEPLOG_MAX_PENDING_HEADERS, a new connection is closed at once).",
+            registry=registry,
+        )
+        self.connections_cut = Counter(
+            "steplog_connections_cut_total",
+            "Connections closed before a request was complete: header_timeout (408"
+            " after STEPLOG_HEADER_TIMEOUT) or pending_cap (closed at once).",
+            ["reason"],
+            registry=registry,
+        )
         self.events_appended = Counter(
             "steplog_events_appended_total",
             "Events committed to the log by this process.",
@@ -108,6 +121,8 @@ class Metrics:
             self.streams_closed.labels(reason)
         for cause in ("buffer", "write_timeout"):
             self.dropped_slow.labels(cause)
+        for reason in ("header_timeout", "pending_cap"):
+            self.connections_cut.labels(reason)
 
     def track_open_streams(self, count: Callable[[], int]) -> None:
         """Read the open stream count from its owner (the hub) at each scrape."""

@@ -28,7 +28,7 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config, Sockets
 from quart import Quart
 
-from stream import idle_close
+from stream import idle_close, request_heads
 from stream.app import begin_shutdown
 from stream.metrics import Metrics
 from stream.settings import Settings
@@ -86,6 +86,9 @@ def hypercorn_config(settings: Settings) -> Config:
     config.errorlog = logging.getLogger("hypercorn.error")  # in our format (text or JSON)
     config.graceful_timeout = settings.graceful_timeout
     config.keep_alive_timeout = KEEP_ALIVE_SECONDS
+    # No read_timeout: it would cut SSE streams, whose clients send nothing. Slow
+    # request heads have their own deadline and cap (stream.request_heads).
+    config.read_timeout = None
     config.backlog = BACKLOG
     config.include_server_header = False
     config.user_timeout_ms = kernel_timeout_ms(settings.write_timeout)
@@ -94,9 +97,11 @@ def hypercorn_config(settings: Settings) -> Config:
 
 async def serve(app: Quart, settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully (see the module docstring)."""
+    metrics: Metrics = app.extensions["steplog.metrics"]
     idle_close.install()
+    request_heads.install(settings, metrics)
     loop = asyncio.get_running_loop()
-    loop.set_exception_handler(_connection_errors_are_not_errors(app.extensions["steplog.metrics"]))
+    loop.set_exception_handler(_connection_errors_are_not_errors(metrics))
     stop = asyncio.Event()
 
     def on_signal(signum: signal.Signals) -> None:

@@ -46,16 +46,26 @@ class Settings:
     max_stream_seconds: float = 900.0
     write_timeout: float = 30.0
     graceful_timeout: float = 10.0
+    # Slow clients (README "Limits"): request heads and bodies that take too long.
+    header_timeout: float = 10.0
+    max_pending_headers: int = 1024
+    body_timeout: float = 30.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Refuse nonsense at start-up, naming the variable, rather than misbehave later.
         if self.log_format not in {"text", "json"}:
             raise ValueError(f"STEPLOG_LOG_FORMAT must be text or json, not {self.log_format!r}")
-        for name in ("max_streams", "max_streams_per_token"):
+        for name in ("max_streams", "max_streams_per_token", "max_pending_headers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"STEPLOG_{name.upper()} must be at least 1")
-        for name in ("max_stream_seconds", "write_timeout", "graceful_timeout"):
+        for name in (
+            "max_stream_seconds",
+            "write_timeout",
+            "graceful_timeout",
+            "header_timeout",
+            "body_timeout",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"STEPLOG_{name.upper()} must be a positive number of seconds")
 
@@ -122,6 +132,9 @@ _FIELDS: dict[str, Callable[[str], Any]] = {
     "max_stream_seconds": float,
     "write_timeout": float,
     "graceful_timeout": float,
+    "header_timeout": float,
+    "max_pending_headers": int,
+    "body_timeout": float,
 }
 
 

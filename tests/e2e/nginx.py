@@ -13,6 +13,7 @@ touches a system nginx that may be running on port 80.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -275,6 +276,16 @@ def metric(url: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return 0.0
+
+
+def open_sockets(pid: int) -> int:
+    """How many sockets the process holds open (its file descriptors that are sockets)."""
+    fds = Path(f"/proc/{pid}/fd")
+    count = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):  # closed while we looked
+            count += os.readlink(fd).startswith("socket:")
+    return count
 
 
 def raw_request(port: int, head: bytes, *, rcvbuf: int | None = None) -> socket.socket:

@@ -3,14 +3,11 @@ health, metrics and logs. (Behind nginx: test_nginx.py.)"""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import sqlite3
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +16,7 @@ from tests.conftest import ServerFactory
 from tests.e2e.nginx import (
     Follower,
     metric,
+    open_sockets,
     raw_request,
     read_response_head,
     read_until_closed,
@@ -311,16 +309,6 @@ def test_json_logs_have_one_line_per_request_and_transition_and_no_secrets(
     assert transitions == [("run.queued", 0), ("run.started", 1), ("run.succeeded", 1)]
 
 
-def _open_sockets(pid: int) -> int:
-    """How many sockets the process holds open (its file descriptors that are sockets)."""
-    fds = Path(f"/proc/{pid}/fd")
-    count = 0
-    for fd in fds.iterdir():
-        with contextlib.suppress(OSError):  # closed while we looked
-            count += os.readlink(fd).startswith("socket:")
-    return count
-
-
 def test_connections_closed_by_clients_are_released_at_once(server_factory: ServerFactory) -> None:
     """A client that opens a connection per request (a webhook sender, a script, a
     probe) and closes it leaves nothing behind: the server closes its end at once,
@@ -330,12 +318,12 @@ def test_connections_closed_by_clients_are_released_at_once(server_factory: Serv
     pid = server.process.pid
     with httpx.Client(base_url=server.url) as warm:
         warm.get("/healthz").raise_for_status()
-    before = wait_until(lambda: _open_sockets(pid) or None, what="the server's sockets")
+    before = wait_until(lambda: open_sockets(pid) or None, what="the server's sockets")
     for _ in range(200):
         with httpx.Client(base_url=server.url) as once:  # a new connection, closed after
             assert once.get("/healthz").status_code == 200
     wait_until(
-        lambda: _open_sockets(pid) <= before + 2,
+        lambda: open_sockets(pid) <= before + 2,
         timeout=5,
         what=f"the server to close the 200 connections (sockets before: {before})",
     )

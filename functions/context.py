@@ -2,21 +2,33 @@
 
 Every call returns only once its event is committed, so what the stream shows
 is never ahead of what a restart would find. A sync function gets `SyncContext`,
-the same API called from its thread (the seed's threadpool bridge, except that
-the bridge leads into the event log rather than an in-memory queue).
+the same API called from its thread (a threadpool bridge that leads into the
+event log rather than an in-memory queue).
+
+A call that cannot be recorded raises an error that says why, never a driver's
+exception: `TypeError`/`ValueError` for a bad argument (checked before anything
+is written), `InvalidEvent` for data the log cannot store, `LeaseLost` or
+`RunFinished` when this attempt may no longer write, and `LogUnavailable` when
+the storage failed (functions/faults.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import numbers
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
+from functions.errors import LogUnavailable
+from functions.faults import describe, log_failure
 from storage import Event, EventLog, EventType, LeaseLost, NewEvent, Run, RunFinished
 from storage.jsonenc import loads
+
+T = TypeVar("T")
 
 
 class Step:
@@ -68,9 +80,19 @@ class Context:
         data: Any = None,
     ) -> Event:
         """Append one event for this attempt; returns once it is committed."""
-        return await self._events.append(
-            NewEvent(self.run_id, type, self.attempt, step, message, pct, data)
-        )
+        _check_text("step", step)
+        _check_text("message", message)
+        if pct is not None:
+            pct = _check_pct(pct)
+        try:
+            return await self._events.append(
+                NewEvent(self.run_id, type, self.attempt, step, message, pct, data)
+            )
+        except Exception as exc:
+            failure = log_failure(exc, f"record {type} for run {self.run_id}", data)
+            if failure is None:
+                raise
+            raise failure from exc
 
     @contextlib.asynccontextmanager
     async def step(
@@ -98,7 +120,7 @@ class Context:
             elif isinstance(exc, asyncio.CancelledError):
                 failure = "cancelled"
             else:
-                failure = _describe(exc)
+                failure = describe(exc)
             with contextlib.suppress(Exception):
                 await asyncio.shield(
                     self.emit(
@@ -148,17 +170,27 @@ class Context:
     async def recorded_result(self, name: str) -> tuple[Any, int] | None:
         """The result and attempt of an earlier attempt's completed durable step `name`."""
         if self._recorded is None:
-            self._recorded = {}
+            recorded: dict[str, tuple[Any, int]] = {}
             if self.attempt > 1:
                 after = 0
-                while batch := await self._events.read_run(self.run_id, after, 2000):
+                while batch := await self._read_run(after):
                     for event in batch:
                         if event.type == EventType.STEP_COMPLETED and event.attempt < self.attempt:
                             data = loads(event.data)
                             if isinstance(data, dict) and data.get("durable") and event.step:
-                                self._recorded[event.step] = (data.get("result"), event.attempt)
+                                recorded[event.step] = (data.get("result"), event.attempt)
                     after = batch[-1].seq
+            self._recorded = recorded  # only once read in full: a failed read is read again
         return self._recorded.get(name)
+
+    async def _read_run(self, after: int) -> list[Event]:
+        try:
+            return await self._events.read_run(self.run_id, after, 2000)
+        except Exception as exc:
+            failure = log_failure(exc, f"read the events of run {self.run_id}")
+            if failure is None:
+                raise
+            raise failure from exc
 
     async def _reuse(self, name: str, message: str | None, result: Any, attempt: int) -> Any:
         await self.emit(
@@ -172,9 +204,7 @@ class Context:
 
     async def progress(self, pct: float, message: str | None = None, data: Any = None) -> Event:
         """Report overall progress (0-100) within the current step."""
-        if not 0 <= pct <= 100:
-            raise ValueError(f"pct must be between 0 and 100, not {pct}")
-        self.pct = pct
+        self.pct = pct = _check_pct(pct)
         return await self.emit(
             EventType.STEP_PROGRESS, step=self.current_step, message=message, pct=pct, data=data
         )
@@ -196,8 +226,34 @@ class SyncContext:
         self.attempt = ctx.attempt
         self.params = ctx.params
 
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the worker's event loop and wait for its outcome, in this thread.
+
+        Whatever goes wrong on the way is a clear error for the function: called on
+        the loop's own thread it would block the loop forever, so it is refused; once
+        the worker has stopped (its loop closed, or the call cancelled as the loop
+        shuts down) nothing more can be recorded: `LogUnavailable`, which the
+        function should let propagate.
+        """
+        if _running_loop() is self._loop:
+            coro.close()
+            raise RuntimeError(
+                "SyncContext waits for each event to commit, so it cannot be called on the"
+                " event loop's own thread; an async function gets Context"
+            )
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        except RuntimeError as exc:  # the loop is closed
+            coro.close()
+            raise LogUnavailable(
+                f"the worker of run {self.run_id} has stopped; nothing more can be recorded"
+            ) from exc
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise LogUnavailable(
+                f"the worker of run {self.run_id} stopped before the event was recorded"
+            ) from None
 
     @property
     def cancelled(self) -> bool:
@@ -226,17 +282,33 @@ class SyncContext:
         return step.result
 
     def progress(self, pct: float, message: str | None = None, data: Any = None) -> Event:
-        result: Event = self._call(self._ctx.progress(pct, message, data))
-        return result
+        return self._call(self._ctx.progress(pct, message, data))
 
     def log(self, message: str, data: Any = None) -> Event:
-        result: Event = self._call(self._ctx.log(message, data))
-        return result
+        return self._call(self._ctx.log(message, data))
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _check_text(name: str, value: Any) -> None:
+    """Refuse a non-text step name or message before it reaches (and fails) the log."""
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
+
+
+def _check_pct(pct: Any) -> float:
+    """`pct` as a float, or a clear error (not a comparison's `TypeError`) when it is none."""
+    if isinstance(pct, bool) or not isinstance(pct, numbers.Real):
+        raise TypeError(f"pct must be a number between 0 and 100, not {type(pct).__name__}")
+    value = float(pct)
+    if not 0 <= value <= 100:
+        raise ValueError(f"pct must be between 0 and 100, not {pct}")
+    return value
 
 
 def _ms(seconds: float) -> int:

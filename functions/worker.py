@@ -2,7 +2,11 @@
 
 Each of `concurrency` slots loops: claim the oldest claimable run (queued, or
 running with an expired lease: its worker died), run its function with a
-`Context`, and end the run with `run.succeeded` or `run.failed`. A heartbeat
+`Context`, and end the run with `run.succeeded`, or settle its failure
+(functions/settle.py: `run.failed`, or `run.retrying` when it can pass or the
+event log failed). No fault of a function or of the log ends a slot: a failed
+claim is tried again with back-off, a failed settle too, and an error that
+escapes a run is logged with its run id. A heartbeat
 extends the lease every third of its length; if the lease turns out to be lost
 (another worker took the run over), the function is cancelled, and any write it
 still attempts is refused by the log (fencing by attempt).
@@ -26,16 +30,37 @@ from pydantic import ValidationError
 
 from functions import registry
 from functions.context import Context, SyncContext
-from functions.errors import backoff, is_transient
-from storage import EventLog, EventType, LeaseLost, Run, RunFinished, StorageClosed
+from functions.errors import (
+    FunctionAborted,
+    PermanentError,
+    TransientError,
+    backoff,
+    jittered,
+)
+from functions.faults import describe
+from functions.settle import judge, settle
+from storage import EventLog, EventType, LeaseLost, Run, RunFinished, SteplogError, StorageClosed
 
 log = logging.getLogger("steplog.worker")
+
+CLAIM_BACKOFF_CAP = 5.0
+"""Seconds at most between a slot's tries while claiming fails (unless polling is slower)."""
 
 
 class RunTimeout(TimeoutError):
     """The run exceeded its time limit; not retried (another attempt would take as long)."""
 
     permanent = True
+
+
+EXPECTED: tuple[type[BaseException], ...] = (
+    TransientError,
+    PermanentError,
+    TimeoutError,
+    ValidationError,
+    SteplogError,
+)
+"""Failures a function declares (or the worker itself raises): logged without a traceback."""
 
 
 class WorkerPool:
@@ -66,6 +91,9 @@ class WorkerPool:
         self._work: dict[str, tuple[asyncio.Task[Any], Context]] = {}
         self._stopping = False
         self._slots: list[asyncio.Task[None]] = []
+        self._claim_trouble = 0
+        """Claims failed in a row, across slots: an outage is logged once, not per slot."""
+        self._claim_backoff_cap = max(CLAIM_BACKOFF_CAP, poll_interval)
         self.running: dict[str, Run] = {}
 
     def start(self) -> None:
@@ -97,27 +125,69 @@ class WorkerPool:
         await asyncio.gather(*self._slots, return_exceptions=True)
         self._slots = []
 
+    @property
+    def slots_running(self) -> int:
+        """Slots alive now: every one of them until `stop` (a slot never dies of a fault)."""
+        return sum(not task.done() for task in self._slots)
+
     async def _slot(self) -> None:
+        """Claim and execute runs until the pool stops; no fault of a run or of the log ends it."""
+        failures = 0
         while not self._stopping:
             try:
                 run = await self.events.claim_run(
                     self.worker_id, self.lease_seconds, self.functions
                 )
-            except StorageClosed:
-                return
-            except Exception:
-                log.exception("claiming a run failed; retrying after the poll interval")
-                run = None
-            if run is None:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):  # not wait_for: it can swallow a cancel
-                    async with asyncio.timeout(self.poll_interval):
-                        await self._wake.wait()
+            except Exception as exc:
+                failures += 1
+                self._claim_failed(exc, failures)
+                await self._idle(
+                    jittered(backoff(failures, self.poll_interval, self._claim_backoff_cap))
+                )
                 continue
-            await self.execute(run)
+            if failures:
+                failures = 0
+                self._claim_recovered()
+            if run is None:
+                await self._idle(self.poll_interval)
+                continue
+            try:
+                await self.execute(run)
+            except Exception:  # execute settles every outcome itself: this is a bug in it
+                log.exception(
+                    "run %s attempt %d: the worker failed; its lease will expire and another"
+                    " claim will take the run over", run.id, run.attempt,
+                )  # fmt: skip
+
+    async def _idle(self, seconds: float) -> None:
+        """Wait `seconds`, or until `notify()`."""
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):  # not wait_for: it can swallow a cancel
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+
+    def _claim_failed(self, exc: Exception, failures: int) -> None:
+        """Log a claim failure once per outage (not once per slot and poll)."""
+        self._claim_trouble += 1
+        if self._claim_trouble == 1:
+            log.warning("claiming a run failed (%s); retrying with back-off",
+                        describe(exc), exc_info=exc)  # fmt: skip
+        else:
+            log.debug("claiming a run failed again (%d in a row here): %s",
+                      failures, describe(exc))  # fmt: skip
+
+    def _claim_recovered(self) -> None:
+        if self._claim_trouble:
+            log.info("claiming runs works again after %d failures", self._claim_trouble)
+            self._claim_trouble = 0
 
     async def execute(self, run: Run) -> None:
-        """Run one claimed attempt to its end (or until the lease is lost)."""
+        """Run one claimed attempt to its end (or until the lease is lost), and settle it.
+
+        Returns normally whatever the function or the log did: a failure is settled
+        (`functions.settle`), and a failure to settle is left to the lease's expiry.
+        Only a cancel (the pool stopping) propagates.
+        """
         ctx = Context(self.events, run)
         self.running[run.id] = run
         # DEBUG: the transition itself is logged once, from its commit (logger steplog.runs).
@@ -126,36 +196,57 @@ class WorkerPool:
         self._work[run.id] = (work, ctx)
         beat = asyncio.create_task(self._heartbeat(run, work, ctx))
         try:
-            result = await work
-            await ctx.emit(
-                EventType.RUN_SUCCEEDED, message="done", pct=100, data={"result": result}
-            )
-            log.debug("run %s succeeded", run.id)
-        except asyncio.CancelledError:
-            # Not `current_task().cancelling()`: cancelling this slot while it awaits
-            # `work` cancels `work` first, so the slot sees `work` done and cancelled.
-            if not self._stopping:
-                log.warning(
-                    "run %s attempt %d stopped: cancelled or lease lost", run.id, run.attempt
-                )
-                return
-            # The pool is stopping: give the lease back so another worker resumes at once.
-            log.info("run %s attempt %d: giving its lease back (stopping)", run.id, run.attempt)
-            work.cancel()
-            with contextlib.suppress(BaseException):
-                await work
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.events.release(run.id, run.attempt, self.worker_id))
-            raise
-        except (LeaseLost, RunFinished) as exc:
-            log.warning("run %s attempt %d: %s", run.id, run.attempt, exc)
-        except Exception as exc:
-            await self._fail(ctx, exc)
+            failure = await self._attempt(ctx, run, work)
+            beat.cancel()
+            if failure is not None:
+                await self._settle(run, failure)
         finally:
             beat.cancel()
             ctx.cancel_event.set()  # a sync function still in its thread should stop now
             self.running.pop(run.id, None)
             self._work.pop(run.id, None)
+
+    async def _attempt(self, ctx: Context, run: Run, work: asyncio.Task[Any]) -> Exception | None:
+        """Await the function and record its success; the failure to settle, if any."""
+        try:
+            result = await work
+        except asyncio.CancelledError:
+            # Not `current_task().cancelling()`: cancelling this slot while it awaits
+            # `work` cancels `work` first, so the slot sees `work` done and cancelled.
+            if self._stopping:
+                await self._give_back(run, work)
+                raise
+            if ctx.cancelled:  # cancelled through the API, or the heartbeat found the lease lost
+                log.warning(
+                    "run %s attempt %d stopped: cancelled or lease lost", run.id, run.attempt
+                )
+                return None
+            return FunctionAborted("CancelledError (no cancel request or lost lease caused it)")
+        except (LeaseLost, RunFinished) as exc:
+            log.warning("run %s attempt %d: %s", run.id, run.attempt, exc)
+            return None
+        except Exception as exc:
+            return exc
+        try:
+            await ctx.emit(
+                EventType.RUN_SUCCEEDED, message="done", pct=100, data={"result": result}
+            )
+        except (LeaseLost, RunFinished) as exc:
+            log.warning("run %s attempt %d: %s", run.id, run.attempt, exc)
+            return None
+        except Exception as exc:
+            return exc
+        log.debug("run %s succeeded", run.id)
+        return None
+
+    async def _give_back(self, run: Run, work: asyncio.Task[Any]) -> None:
+        """The pool is stopping: give the lease back so another worker resumes at once."""
+        log.info("run %s attempt %d: giving its lease back (stopping)", run.id, run.attempt)
+        work.cancel()
+        with contextlib.suppress(BaseException):
+            await work
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self.events.release(run.id, run.attempt, self.worker_id))
 
     async def _call(self, ctx: Context, run: Run) -> Any:
         spec = registry.get(run.function)
@@ -173,28 +264,35 @@ class WorkerPool:
             if limit is not None and scope.expired():
                 raise RunTimeout(f"the run took longer than its limit of {limit:g}s") from exc
             raise
+        except (Exception, asyncio.CancelledError):
+            raise
+        except BaseException as exc:
+            # SystemExit or KeyboardInterrupt escaping this task would stop the event loop
+            # (the whole process); any other BaseException would end the slot. The signals
+            # that stop steplog are handled by its own signal handlers, never raised here,
+            # so whatever arrives here came from the function.
+            raise FunctionAborted(f"{describe(exc)} (a function may not stop its worker)") from exc
 
-    async def _fail(self, ctx: Context, exc: Exception) -> None:
-        """End the attempt: retry later when the failure can pass, else fail the run."""
-        if isinstance(exc, ValidationError):
-            error = f"invalid params: {exc.errors(include_url=False)}"
+    async def _settle(self, run: Run, exc: Exception) -> None:
+        """Log the failed attempt once, then end it as `judge` decides."""
+        verdict = judge(exc, run, self.retry_backoff)
+        outcome = (
+            f"retrying in {verdict.retry_in:g}s"
+            if verdict.retry_in is not None
+            else "failing the run"
+        )
+        if verdict.storage:
+            log.warning("run %s attempt %d: the event log failed (%s); %s",
+                        run.id, run.attempt, verdict.error, outcome, exc_info=exc)  # fmt: skip
         else:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        with contextlib.suppress(LeaseLost, RunFinished):
-            if is_transient(exc) and ctx.attempt < ctx.run.max_attempts:
-                delay = backoff(ctx.attempt, self.retry_backoff)
-                log.info("run %s attempt %d failed (%s); retry in %gs", ctx.run_id, ctx.attempt,
-                         error, delay)  # fmt: skip
-                await self.events.retry_later(ctx.run_id, ctx.attempt, delay, error)
-                return
-            log.debug("run %s failed: %s", ctx.run_id, error)
-            await ctx.emit(
-                EventType.RUN_FAILED,
-                message=error,
-                data={"error": error, "transient": is_transient(exc), "attempt": ctx.attempt},
-            )
+            expected = isinstance(exc, EXPECTED) and not isinstance(exc, FunctionAborted)
+            log.log(logging.INFO if expected else logging.WARNING,
+                    "run %s attempt %d: the function failed (%s); %s", run.id, run.attempt,
+                    verdict.error, outcome, exc_info=None if expected else exc)  # fmt: skip
+        await settle(self.events, run, verdict, give_up_after=self.lease_seconds, log=log)
 
     async def _heartbeat(self, run: Run, work: asyncio.Task[Any], ctx: Context) -> None:
+        failures = 0
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             try:
@@ -205,5 +303,13 @@ class WorkerPool:
                 return
             except StorageClosed:
                 return
-            except Exception:
-                log.exception("heartbeat for run %s failed; will try again", run.id)
+            except Exception as exc:
+                failures += 1
+                if failures == 1:  # once per outage, not once a second
+                    log.warning("run %s attempt %d: heartbeat failed (%s); will try again",
+                                run.id, run.attempt, describe(exc), exc_info=exc)  # fmt: skip
+            else:
+                if failures:
+                    log.info("run %s attempt %d: heartbeat works again after %d failures",
+                             run.id, run.attempt, failures)  # fmt: skip
+                failures = 0

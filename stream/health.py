@@ -89,8 +89,8 @@ async def _log_writable(app_state: AppState) -> Check:
 def _workers(pool: WorkerPool | None) -> Check:
     if pool is None:
         return Check(True, "none in this process (STEPLOG_WORKERS=0)")
-    # WorkerPool keeps its slot tasks private; a slot that ended is a worker that died.
-    alive = sum(not task.done() for task in pool._slots)
+    # A slot never ends of a fault (functions/worker.py): one that ended is a worker bug.
+    alive = pool.slots_running
     if alive < pool.concurrency:
         return Check(False, f"{alive} of {pool.concurrency} worker slots running")
     return Check(True, f"{alive} running")

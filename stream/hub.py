@@ -71,6 +71,7 @@ class Subscriber:
     """One open stream: a bounded queue of (key, frame, terminal) and its policing state."""
 
     __slots__ = (
+        "_task",
         "closed",
         "deadline",
         "dropped",
@@ -79,7 +80,6 @@ class Subscriber:
         "limit",
         "overflowed",
         "ready",
-        "task",
         "token",
         "writing_since",
     )
@@ -94,9 +94,11 @@ class Subscriber:
         """The comment to send before ending, when the server ends the stream."""
         self.token = token
         self.deadline = deadline
-        self.task: asyncio.Task[object] | None = None
-        """The task writing this stream's response (what the watchdog cancels)."""
+        self._task: asyncio.Task[object] | None = None
+        """The task writing this stream's response, only while the response runs."""
         self.writing_since: float | None = None
+        """Set by the response while the server writes one of its chunks (read by the
+        watchdog): how long the client has not been taking our bytes."""
         self.dropped = False
 
     def push(self, key: int, frame: bytes, terminal: bool) -> None:
@@ -121,6 +123,27 @@ class Subscriber:
         self.items.clear()
         self.ready.clear()
         return items
+
+    def attach(self, task: asyncio.Task[object] | None) -> None:
+        """The response started, written by `task`: what `drop` cancels."""
+        self._task = task
+
+    def detach(self) -> None:
+        """The response is over: forget its task.
+
+        A finished task holds its coroutine's frames, and a cancelled one the
+        traceback with the chunk that was being sent; a stream that outlives its
+        response (anything still referring to it) must not keep them alive.
+        """
+        self._task = None
+
+    def drop(self) -> bool:
+        """End a response stuck writing by cancelling its task (once); whether it did."""
+        if self.dropped or self._task is None:
+            return False
+        self.dropped = True
+        self._task.cancel()  # the response ends; the hub's release() counts it
+        return True
 
 
 class TailHub:
@@ -214,7 +237,12 @@ class TailHub:
         return sub
 
     def release(self, sub: Subscriber) -> None:
-        """The stream's response is over (idempotent); count it if it was dropped as slow."""
+        """The stream's response is over (idempotent); count it if it was dropped as slow.
+
+        Called from the response's own `finally`, and once more when the request is
+        over (see `sse_routes`), for a response whose body never started.
+        """
+        sub.detach()
         if sub not in self._streams:
             return
         self._streams.discard(sub)
@@ -263,9 +291,7 @@ class TailHub:
         for sub in self._streams:
             since = sub.writing_since
             if since is not None and now - since >= self.write_timeout:
-                if not sub.dropped and sub.task is not None:
-                    sub.dropped = True
-                    sub.task.cancel()  # the response ends; release() counts it
+                sub.drop()
             elif not sub.closed and now >= sub.deadline:
                 sub.close(LIFETIME)
                 self.metrics.streams_closed.labels("lifetime").inc()

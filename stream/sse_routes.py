@@ -4,10 +4,15 @@ Each stream is admitted by the hub first: over the server-wide cap, or over the
 cap of the run token it was opened with, the answer is `429` with `Retry-After`.
 While the server shuts down, a new stream gets a 200 that ends at once with the
 shutdown comment, so its client reconnects elsewhere instead of giving up.
+
+An admitted stream gives its slot back in its body's `finally`; and, for a client
+that leaves before the body starts (so no `finally` in it ever runs), once more
+when the request is over (`at_request_end`). Releasing is idempotent.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 
 from quart import Blueprint, Response, request
@@ -17,6 +22,7 @@ from stream.auth import COOKIE, bearer, is_api_key, require_api_key
 from stream.cursors import resume_cursor
 from stream.hub import StreamRefused, Subscriber
 from stream.problems import HTTPProblem
+from stream.request_end import at_request_end
 from stream.sse import EVENT_STREAM_HEADERS
 from stream.state import state
 from stream.streaming import farewell_stream, global_stream, run_stream
@@ -34,15 +40,22 @@ def _event_stream(body: AsyncIterator[bytes]) -> Response:
 
 
 def _admit(token: str | None) -> Subscriber | None:
-    """A slot for this stream; None while shutting down; 429 over a cap."""
+    """A slot for this stream; None while shutting down; 429 over a cap.
+
+    The body gives the slot back when it ends; the request's end does, should the
+    body never start.
+    """
+    hub = state().hub
     try:
-        return state().hub.admit(token)
+        sub = hub.admit(token)
     except StreamRefused as refused:
         if refused.reason == "shutting_down":
             return None
         problem = HTTPProblem(429, "Too many open streams", refused.detail, reason=refused.reason)
         problem.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         raise problem from None
+    at_request_end(functools.partial(hub.release, sub))
+    return sub
 
 
 def _run_token(api_key: str) -> str | None:

@@ -6,16 +6,21 @@ committed between the last replay read and the subscription is not missed;
 anything delivered twice is dropped by comparing with the cursor. Idle streams
 get a `: ping` comment every `ping_interval` seconds.
 
-Every body runs inside `_policed`, which lets the hub police it: it records the
-task writing the response and marks each write's start (`writing_since`), sends
-the hub's last comment when the hub ends the stream (lifetime, shutdown), and
-gives the stream's slot back however the response ends.
+Every body runs inside `_policed`, which is the response's whole life on one
+screen: it tells the hub which task writes the response (what the watchdog
+cancels) and marks each write's start (`writing_since`), sends the hub's last
+comment when the hub ends the stream (lifetime, shutdown), and in one `finally`,
+however the response ends (finished, client gone, dropped as slow), gives the
+stream's slot back, makes the hub forget the task, and closes the body (which
+leaves the hub's fan-out and stops the pings). Nothing waits for the garbage
+collector: a cancelled task keeps its traceback, and with it the frames and the
+chunk being sent, so anything left referring to it would keep all of that.
+A body that never starts is released at the end of its request (`sse_routes`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 from storage import TERMINAL_EVENTS, EventLog
@@ -88,21 +93,11 @@ async def farewell_stream(retry_ms: int) -> AsyncIterator[bytes]:
     yield encode_retry(retry_ms) + SHUTDOWN
 
 
-def _policed(
-    hub: TailHub, sub: Subscriber, body: AsyncGenerator[bytes, None]
-) -> AsyncIterator[bytes]:
-    """Run `body` under the hub's watch (see the module docstring)."""
-    policed = _watched(hub, sub, body)
-    # A body the server never starts (the client left before the first byte) runs no
-    # `finally`: give the slot back when the generator is collected instead.
-    weakref.finalize(policed, hub.release, sub)
-    return policed
-
-
-async def _watched(
+async def _policed(
     hub: TailHub, sub: Subscriber, body: AsyncGenerator[bytes, None]
 ) -> AsyncGenerator[bytes, None]:
-    sub.task = asyncio.current_task()
+    """Run `body` under the hub's watch, and clean up after it (see the module docstring)."""
+    sub.attach(asyncio.current_task())
     clock = hub.clock
     try:
         # The generator stays suspended at `yield` while the server writes the chunk,
@@ -117,8 +112,8 @@ async def _watched(
             yield sub.farewell
             sub.writing_since = None
     finally:
-        await body.aclose()
-        hub.release(sub)
+        hub.release(sub)  # the slot, and the hub's reference to this task
+        await body.aclose()  # unsubscribes and stops the pings, if it got that far
 
 
 async def _stream(

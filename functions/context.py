@@ -1,9 +1,14 @@
 """The `Context` a function reports its steps through, straight into the durable log.
 
 Every call returns only once its event is committed, so what the stream shows
-is never ahead of what a restart would find. A sync function gets `SyncContext`,
-the same API called from its thread (the seed's threadpool bridge, except that
-the bridge leads into the event log rather than an in-memory queue).
+is never ahead of what a restart would find. A value the log cannot take (text
+with a lone surrogate, a NaN `pct`, data no JSON encoder can write) is refused
+to the call that passed it, with `InvalidEvent` naming the field, and to no
+other run; a function that lets it propagate fails its run with that error.
+
+A sync function gets `SyncContext`, the same API called from its thread (the
+seed's threadpool bridge, except that the bridge leads into the event log
+rather than an in-memory queue).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 from storage import Event, EventLog, EventType, LeaseLost, NewEvent, Run, RunFinished
 from storage.jsonenc import loads
+from storage.validate import storable
 
 
 class Step:
@@ -98,7 +104,8 @@ class Context:
             elif isinstance(exc, asyncio.CancelledError):
                 failure = "cancelled"
             else:
-                failure = _describe(exc)
+                # The exception's text may hold what the log refuses (a lone surrogate).
+                failure = storable(_describe(exc))
             with contextlib.suppress(Exception):
                 await asyncio.shield(
                     self.emit(

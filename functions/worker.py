@@ -28,6 +28,7 @@ from functions import registry
 from functions.context import Context, SyncContext
 from functions.errors import backoff, is_transient
 from storage import EventLog, EventType, LeaseLost, Run, RunFinished, StorageClosed
+from storage.validate import storable
 
 log = logging.getLogger("steplog.worker")
 
@@ -180,6 +181,7 @@ class WorkerPool:
             error = f"invalid params: {exc.errors(include_url=False)}"
         else:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        error = storable(error)  # never refused by the log: that would leave the run running
         with contextlib.suppress(LeaseLost, RunFinished):
             if is_transient(exc) and ctx.attempt < ctx.run.max_attempts:
                 delay = backoff(ctx.attempt, self.retry_backoff)

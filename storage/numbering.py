@@ -24,6 +24,7 @@ from storage.errors import InvalidEvent, LeaseLost, RunFinished, RunNotFound
 from storage.jsonenc import dumps
 from storage.model import EVENT_TYPES, STATUS_OF_TERMINAL, Event, NewEvent, RunStatus
 from storage.timefmt import iso
+from storage.validate import storable
 
 Ending = tuple[str, str | None, str | None]
 """How a run ended, for its projection: (status, result as JSON text, error)."""
@@ -77,8 +78,8 @@ class Numbering:
     def add_event(self, new: NewEvent, data: str | None = None) -> Event:
         """Validate (fencing), number and hash one event; the backend writes it at its flush.
 
-        `data` is `new.data` already encoded, when the caller did it earlier
-        (PostgreSQL does, outside the append lock every process shares).
+        `data` is `new.data` already checked and encoded by the caller (an `Append`
+        is: storage/validate.py), outside the writer; None for the log's own events.
         """
         if new.type not in EVENT_TYPES:
             raise InvalidEvent(f"unknown event type {new.type!r}")
@@ -160,4 +161,4 @@ def _ending(status: RunStatus, new: NewEvent) -> Ending:
     payload = new.data if isinstance(new.data, dict) else {}
     result = dumps(payload["result"]) if "result" in payload else None
     error = payload.get("error") or (new.message if status != RunStatus.SUCCEEDED else None)
-    return status.value, result, None if error is None else str(error)
+    return status.value, result, None if error is None else storable(str(error))

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from storage.errors import InvalidEvent, SteplogError
-from storage.model import EVENT_TYPES, Event, NewEvent, RunStatus
+from storage.errors import SteplogError
+from storage.model import RunStatus
 from storage.numbering import Numbering, RunState
 from storage.postgres.queries import QUERIES
 from storage.writes import Pending
@@ -92,19 +92,6 @@ class Batch(Numbering):
             # Anything that reads or writes tables directly sees earlier appends first.
             await self.flush()
         await op.run(self)
-
-    def add_event(self, new: NewEvent, data: str | None = None) -> Event:
-        """`Numbering.add_event`, refusing NUL in step and message first.
-
-        PostgreSQL text cannot hold NUL; failing here fails only this append,
-        where the INSERT failing would fail the whole group commit. (An unknown
-        type is left to `Numbering.add_event`, to be reported as such.)
-        """
-        if new.type in EVENT_TYPES and (
-            "\x00" in (new.step or "") or "\x00" in (new.message or "")
-        ):
-            raise InvalidEvent("step and message cannot contain NUL characters")
-        return super().add_event(new, data)
 
     async def flush(self) -> None:
         """Write the events and run projections added since the last flush (one statement)."""

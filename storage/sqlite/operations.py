@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from storage import lifecycle
 from storage.errors import LeaseLost
-from storage.jsonenc import dumps
 from storage.model import Event, RunStatus
 from storage.runids import new_run_id
 from storage.sqlite.batch import Batch, Operation, RunState
@@ -17,7 +16,7 @@ from storage.writes import Append, Cancel, Claim, CreateRun, Heartbeat, Release,
 
 class AppendOp(Append, Operation[Event]):
     def apply(self, batch: Batch) -> Event:
-        return batch.add_event(self.event)
+        return batch.add_event(self.event, self.data)
 
 
 class CreateRunOp(CreateRun, Operation[tuple[str, bool]]):
@@ -36,7 +35,7 @@ class CreateRunOp(CreateRun, Operation[tuple[str, bool]]):
             (
                 run_id,
                 self.function,
-                dumps(self.params),
+                self.params_json,
                 self.max_attempts,
                 self.idempotency_key,
                 batch.now_iso,

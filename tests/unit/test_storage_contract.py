@@ -460,3 +460,100 @@ async def test_two_writers_on_one_database_share_seq_chain_and_fencing(
     finally:
         await first.close()
         await second.close()
+
+
+# -- one bad write fails alone ---------------------------------------------------------------
+
+
+def assert_chain(stored: Sequence[Event]) -> None:
+    """Every event's hash links it to the one before (read from pos 1 on)."""
+    prev = chain.GENESIS_HASH
+    for e in stored:
+        canonical = chain.canonical_row(
+            e.pos, e.run_id, e.seq, e.type, e.step, e.message, e.pct, e.data, e.attempt, e.at
+        )
+        assert e.hash == chain.link(prev, canonical), f"broken link at pos {e.pos}"
+        prev = e.hash
+
+
+class Unprintable:
+    """An object `default=str` cannot turn into text."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text for \udcff you")
+
+
+class Surrogate:
+    """An object whose text holds a lone surrogate."""
+
+    def __str__(self) -> str:
+        return "odd \udcff text"
+
+
+def circular() -> list[object]:
+    value: list[object] = []
+    value.append(value)
+    return value
+
+
+# (what the error must name, the bad fields of a NewEvent)
+BAD_APPENDS: list[tuple[str, dict[str, object]]] = [
+    ("message", {"message": "lone \ud800 surrogate"}),
+    ("step", {"step": "\udfff"}),
+    ("data", {"data": {"list": ["ok", "bad \udc80"]}}),
+    ("data", {"data": {"key \ud83d": 1}}),
+    ("data", {"data": Surrogate()}),
+    ("data", {"data": Unprintable()}),
+    ("data", {"data": circular()}),
+    ("data", {"data": 10**5000}),
+    ("pct", {"pct": float("nan")}),
+    ("pct", {"pct": float("-inf")}),
+    ("pct", {"pct": "12"}),
+    ("message", {"message": 42}),
+    ("step", {"step": b"bytes"}),
+]
+
+
+async def test_an_unwritable_append_is_refused_alone_with_a_clear_error(events: EventLog) -> None:
+    """Checked on the caller's side, before it joins a group commit: its neighbours in
+    the same transaction commit as if it had never been sent."""
+    good, bad = await started_run(events), await started_run(events)
+    calls = []
+    for i, (_, fields) in enumerate(BAD_APPENDS):
+        calls.append(events.append(NewEvent(good, EventType.LOG, 1, message=f"m{i}")))
+        calls.append(events.append(NewEvent(bad, EventType.STEP_PROGRESS, 1, **fields)))  # type: ignore[arg-type]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+
+    goods, bads = outcomes[::2], outcomes[1::2]
+    assert all(isinstance(e, Event) for e in goods), goods
+    assert [e.seq for e in goods if isinstance(e, Event)] == list(range(3, 3 + len(goods)))
+    for (field, _), refused in zip(BAD_APPENDS, bads, strict=True):
+        assert isinstance(refused, InvalidEvent), repr(refused)
+        text = str(refused)
+        assert text.startswith(field) and text.encode("utf-8"), text  # names it, and prints
+    assert len(await events.read_run(bad)) == 2
+    assert_chain(await events.read_all(0, 1000))
+    after = await events.append(NewEvent(bad, EventType.LOG, 1, message="still writable"))
+    assert after.seq == 3
+
+
+async def test_text_a_worker_hands_over_is_stored_as_well_as_it_can_be(events: EventLog) -> None:
+    """An exception's message or a cancel reason is never refused (that would lose the
+    retry or the cancel): what no database can store becomes U+FFFD."""
+    retried, cancelled = await started_run(events), await started_run(events)
+    await events.retry_later(retried, 1, 0, "ValueError: bad \ud800 and \x00 here")
+    assert await events.cancel_run(cancelled, "stop \udfff now")
+
+    retry_event = (await events.read_run(retried))[-1]
+    assert "bad \ufffd and \ufffd here" in (retry_event.message or "")
+    assert (await events.get_run(retried)).error == "ValueError: bad \ufffd and \ufffd here"
+    cancel_event = (await events.read_run(cancelled))[-1]
+    assert cancel_event.message == "cancelled: stop \ufffd now"
+    assert_chain(await events.read_all(0, 1000))
+
+
+async def test_a_run_whose_params_cannot_be_stored_is_refused(events: EventLog) -> None:
+    with pytest.raises(InvalidEvent, match=r"^params") as refused:
+        await events.create_run("ticker", {"text": "\ud800"})
+    assert str(refused.value).encode("utf-8")
+    assert await events.list_runs() == []

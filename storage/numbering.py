@@ -29,6 +29,9 @@ from storage.validate import storable
 Ending = tuple[str, str | None, str | None]
 """How a run ended, for its projection: (status, result as JSON text, error)."""
 
+Mark = tuple[int, str, int, bool]
+"""Where a batch stood between two operations (see `Numbering.mark`)."""
+
 
 @dataclass(slots=True)
 class RunState:
@@ -145,6 +148,20 @@ class Numbering:
             run_id, attempt, worker_id, lost_by=lost_by, lease_expired=lease_expired
         ):
             self.add_event(event)
+
+    def mark(self) -> Mark:
+        """Where the batch stands now, between two operations, everything flushed: what
+        `back_to` returns to should the next operation fail on its own."""
+        return self.head_pos, self.head_hash, len(self.added), self.wrote_events
+
+    def back_to(self, mark: Mark) -> None:
+        """Forget what a failed operation did since `mark`, once the backend has rolled
+        its writes back to the matching savepoint. The run states are dropped (the
+        operation may have changed any of them): the backend reads them again."""
+        self.head_pos, self.head_hash, added, self.wrote_events = mark
+        del self.added[added:]
+        self.rows = []
+        self.runs = {}
 
     def changed_runs(self) -> Iterator[tuple[str, int, Ending | None]]:
         """(run id, last seq, how it ended or None) of each run appended to since the

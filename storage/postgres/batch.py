@@ -23,6 +23,7 @@ import asyncpg
 from storage.errors import SteplogError
 from storage.model import RunStatus
 from storage.numbering import Numbering, RunState
+from storage.postgres.errors import is_connection_error, translate
 from storage.postgres.queries import QUERIES
 from storage.writes import Pending
 
@@ -92,6 +93,32 @@ class Batch(Numbering):
             # Anything that reads or writes tables directly sees earlier appends first.
             await self.flush()
         await op.run(self)
+
+    async def apply_alone(self, op: Operation[Any], run_ids: Iterable[str]) -> Exception | None:
+        """Apply `op` and write what it added, in a savepoint of its own: should it fail,
+        for whatever reason, its writes are undone and only its caller is told.
+        Returns how it failed (None when it did not). A lost connection is not the
+        operation's fault: it ends the whole transaction (raised).
+
+        `run_ids` are the runs the batch appends to, read (and locked) again after
+        a failure.
+        """
+        mark = self.mark()
+        await self.conn.execute("SAVEPOINT operation")
+        try:
+            await op.run(self)
+            await self.flush()
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise
+            await self.conn.execute("ROLLBACK TO SAVEPOINT operation; RELEASE SAVEPOINT operation")
+            self.back_to(mark)
+            await self.load_runs(run_ids)
+            error = translate(exc)
+            op.refuse(error)
+            return error
+        await self.conn.execute("RELEASE SAVEPOINT operation")
+        return None
 
     async def flush(self) -> None:
         """Write the events and run projections added since the last flush (one statement)."""

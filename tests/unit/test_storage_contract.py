@@ -537,6 +537,53 @@ async def test_an_unwritable_append_is_refused_alone_with_a_clear_error(events: 
     assert after.seq == 3
 
 
+def poison_sql(backend: Backend, run_id: str) -> list[str]:
+    """A trigger that makes the database refuse every event of `run_id` (a real failure
+    inside the transaction, not one steplog could have seen coming)."""
+    if backend.url.startswith("postgres"):
+        return [
+            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            f" IF NEW.run_id = '{run_id}' THEN RAISE EXCEPTION 'poisoned for the test'; END IF;"
+            " RETURN NEW; END $$",
+            "CREATE TRIGGER poison BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION poison()",
+        ]
+    return [
+        f"CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.run_id = '{run_id}'"
+        " BEGIN SELECT RAISE(ABORT, 'poisoned for the test'); END"
+    ]
+
+
+async def test_an_operation_the_database_refuses_fails_alone(
+    events: EventLog, backend: Backend
+) -> None:
+    """Whatever makes one operation of a group commit fail, the others commit."""
+    first, poisoned, last = [await started_run(events) for _ in range(3)]
+    for sql in poison_sql(backend, poisoned):
+        await backend.execute(sql)
+    calls = []
+    for i in range(20):
+        for run_id in (first, poisoned, last):
+            calls.append(events.append(NewEvent(run_id, EventType.LOG, 1, message=f"m{i}")))
+    calls.insert(31, events.cancel_run(poisoned, "a cancel that writes an event"))
+    calls.insert(7, events.create_run("ticker", {"n": 1}))
+    calls.append(events.check_writable())
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(failed) == 21 and all("poisoned for the test" in str(o) for o in failed), failed
+    for run_id in (first, last):
+        stored = await events.read_run(run_id)
+        assert [e.seq for e in stored] == list(range(1, 23))
+        assert [e.message for e in stored[2:]] == [f"m{i}" for i in range(20)]
+    assert len(await events.read_run(poisoned)) == 2
+    assert len(await events.list_runs()) == 4  # the run created in the same batch
+    assert_chain(await events.read_all(0, 1000))
+    on_postgres = backend.url.startswith("postgres")
+    await backend.execute("DROP TRIGGER poison" + (" ON events" if on_postgres else ""))
+    event = await events.append(NewEvent(poisoned, EventType.LOG, 1, message="cured"))
+    assert event.seq == 3 and (await events.get_run(poisoned)).last_seq == 3
+
+
 async def test_text_a_worker_hands_over_is_stored_as_well_as_it_can_be(events: EventLog) -> None:
     """An exception's message or a cancel reason is never refused (that would lose the
     retry or the cancel): what no database can store becomes U+FFFD."""

@@ -1,7 +1,9 @@
 """Values the log cannot take as they are, end to end on a real server.
 
-A lone surrogate fails only the call that passed it, never the other runs whose
-events share its group commit.
+A lone surrogate fails only the call that passed it (never the other runs whose
+events share its group commit), and NaN, ±Infinity and other values JSON has no
+form for arrive as JSON a browser's `JSON.parse` reads, on every way out: the
+run's stream, the global stream, `/runs/{id}/log` and the run record.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from tests.conftest import ServerFactory
 from tests.integration.helpers import (
     ROOT,
     assert_contiguous,
+    client,
     http_client,
     read_stream,
     start_run,
     wait_for_status,
 )
+from tests.jsonstrict import strict_loads
 
 MODULE = "tests.integration.value_functions"
 ENDED = ("succeeded", "failed", "cancelled")
@@ -113,3 +117,78 @@ def test_lone_surrogates_fail_only_the_function_that_emits_them(
     assert "between, round 0" in messages
     rounds = sum(message.startswith("between, round") for message in messages)
     assert summary["data"]["refused"] == 3 * rounds
+
+
+def read_everything_strictly(server: ServerProcess, started: dict[str, Any]) -> dict[str, Any]:
+    """Every way a run's values go out, each parsed as strictly as a browser would;
+    returns the run record."""
+    run_id = started["run_id"]
+    stream = read_stream(server.url + started["stream_url"])
+    assert stream.ended and stream.events
+    for event in stream.events:
+        strict_loads(event.data)
+
+    def reached_the_end(events: list[ParsedEvent], _parser: SSEParser) -> bool:
+        return any(
+            json.loads(e.data)["run_id"] == run_id and e.event == "completed" for e in events
+        )
+
+    everything = read_stream(f"{server.url}/events", headers=server.headers, until=reached_the_end)
+    for event in everything.events:
+        strict_loads(event.data)
+    with client(server) as http:
+        page = http.get(f"/runs/{run_id}/log")
+        record = http.get(f"/runs/{run_id}")
+    assert page.status_code == 200 and record.status_code == 200
+    logged = strict_loads(page.text)["events"]
+    assert logged == [strict_loads(event.data) for event in stream.events]
+    run: dict[str, Any] = strict_loads(record.text)
+    return run
+
+
+def test_values_that_are_not_json_arrive_as_json_a_browser_reads(
+    values_server: ServerProcess,
+) -> None:
+    server = values_server
+    started = start_run(server, "odd_values")
+    wait_for_status(server, started["run_id"], *ENDED, timeout=30)
+    run = read_everything_strictly(server, started)
+    assert run["status"] == "succeeded", run
+
+    events = {
+        env["message"]: env for env in read_stream(server.url + started["stream_url"]).envelopes
+    }
+    value = {name: events[name]["data"]["value"] for name in ("nan", "infinities", "nested")}
+    assert value == {
+        "nan": None,
+        "infinities": [None, None, -0.0, 1e308],
+        "nested": {"deep": [{"deeper": [None, {"x": None}]}], "NaN": "nan key", "Infinity": 1},
+    }
+    assert events["huge int"]["data"]["value"] == 2**200
+    assert events["set"]["data"]["value"] == "{1, 2}"
+    assert events["decimal nan"]["data"]["value"] == "NaN"  # a string: JSON can hold it
+    assert events["point"]["data"]["value"] == "Point(x=nan, y=inf)"
+    assert events["odd keys"]["data"]["value"] == {
+        "(1, 2)": "tuple key",
+        "null": "none key",
+        "1.5": "float key",
+    }
+
+    result = run["result"]
+    assert (result["score"], result["bounds"]) == (None, [None, None])
+    refused = result["refused"]
+    assert refused["surrogate"].startswith("data['value'] contains a lone surrogate (U+D800)")
+    assert refused["surrogate key"].startswith("data['value'] key '\\udfff' contains a lone")
+    assert refused["too long an int"].startswith("data cannot be encoded as JSON: ValueError")
+    assert refused["nan pct"] == "pct must be between 0 and 100, not nan"
+    assert refused["inf pct"] == "pct must be a finite number, not inf"
+
+
+def test_a_refusal_reaches_the_thread_of_a_sync_function(values_server: ServerProcess) -> None:
+    server = values_server
+    started = start_run(server, "odd_values_sync")
+    wait_for_status(server, started["run_id"], *ENDED, timeout=30)
+    run = read_everything_strictly(server, started)
+    assert run["status"] == "succeeded", run
+    assert run["result"]["score"] is None
+    assert run["result"]["refused"].startswith("message contains a lone surrogate (U+D800)")

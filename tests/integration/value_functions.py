@@ -2,19 +2,26 @@
 
 Loaded into a real server with `STEPLOG_FUNCTIONS=tests.integration.value_functions`
 (beside the built-in `ticker`). The values are built here, in the server's
-process, since no HTTP request can carry a lone surrogate into a function's
-events.
+process, since no HTTP request can carry a NaN, a set or a lone surrogate into
+a function's events.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from functions.context import Context
+from functions.context import Context, SyncContext
 from functions.registry import function
-from storage import EventType
+from storage import EventType, InvalidEvent
+
+NAN, INF = math.nan, math.inf
 
 
 class PoisonParams(BaseModel):
@@ -50,3 +57,76 @@ async def poison(ctx: Context, params: PoisonParams) -> None:
 async def _tickers_done(ctx: Context, count: int) -> bool:
     runs = await ctx._events.list_runs(function="ticker")
     return len(runs) >= count and all(run.status.finished for run in runs)
+
+
+@dataclass
+class Point:
+    """A custom object: written as its `str`."""
+
+    x: float
+    y: float
+
+
+class Shouty:
+    def __str__(self) -> str:
+        return "SHOUTY nan Infinity"
+
+
+ODD_VALUES: dict[str, Any] = {
+    "nan": NAN,
+    "infinities": [INF, -INF, -0.0, 1e308],
+    "nested": {"deep": [{"deeper": (NAN, {"x": INF})}], NAN: "nan key", INF: 1},
+    "huge int": 2**200,
+    "bytes": b"\x00\xff raw",
+    "datetime": datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
+    "set": {1, 2},
+    "decimal nan": Decimal("NaN"),
+    "point": Point(NAN, INF),
+    "shouty": Shouty(),
+    "odd keys": {(1, 2): "tuple key", None: "none key", 1.5: "float key"},
+}
+
+REFUSED_VALUES: dict[str, Any] = {
+    "surrogate": "\ud800",
+    "surrogate key": {"\udfff": 1},
+    "too long an int": 10**5000,
+}
+
+
+class ValuesParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@function("odd_values", params=ValuesParams, max_attempts=1)
+async def odd_values(ctx: Context, params: ValuesParams) -> dict[str, Any]:
+    """Log every odd value, try every refused one, and end with NaN in the result."""
+    for name, value in ODD_VALUES.items():
+        await ctx.log(name, data={"value": value})
+    refused: dict[str, str] = {}
+    for name, value in REFUSED_VALUES.items():
+        try:
+            await ctx.log(name, data={"value": value})
+        except InvalidEvent as exc:
+            refused[name] = str(exc)
+    try:
+        await ctx.progress(NAN, "nan progress")
+    except ValueError as exc:
+        refused["nan pct"] = str(exc)
+    try:
+        await ctx.emit(EventType.STEP_PROGRESS, pct=INF)
+    except InvalidEvent as exc:
+        refused["inf pct"] = str(exc)
+    return {"score": NAN, "bounds": [-INF, INF], "refused": refused}
+
+
+@function("odd_values_sync", params=ValuesParams, max_attempts=1)
+def odd_values_sync(ctx: SyncContext, params: ValuesParams) -> dict[str, Any]:
+    """The same from a worker thread: a refusal reaches the thread that caused it."""
+    with ctx.step("values", "odd values from a thread"):
+        for name, value in ODD_VALUES.items():
+            ctx.log(name, {"value": value})
+        try:
+            ctx.log("surrogate \ud800")
+        except InvalidEvent as exc:
+            refused = str(exc)
+    return {"score": NAN, "refused": refused}

@@ -32,6 +32,7 @@ from storage import (
     open_log,
 )
 from tests.conftest import require
+from tests.jsonstrict import strict_loads
 
 
 class FakeClock:
@@ -582,6 +583,25 @@ async def test_an_operation_the_database_refuses_fails_alone(
     await backend.execute("DROP TRIGGER poison" + (" ON events" if on_postgres else ""))
     event = await events.append(NewEvent(poisoned, EventType.LOG, 1, message="cured"))
     assert event.seq == 3 and (await events.get_run(poisoned)).last_seq == 3
+
+
+async def test_numbers_that_are_not_json_are_stored_as_null(events: EventLog) -> None:
+    """NaN and ±Infinity become null, as JavaScript's JSON.stringify writes them; what
+    is hashed is what is stored, so the chain still verifies."""
+    nan, inf = float("nan"), float("inf")
+    run_id = await started_run(events)
+    value = {"nan": nan, "inf": [inf, -inf, {"deep": (nan,)}], "ok": 1.5, "neg0": -0.0, nan: 1}
+    event = await events.append(NewEvent(run_id, EventType.LOG, 1, data=value))
+    expected = '{"nan":null,"inf":[null,null,{"deep":[null]}],"ok":1.5,"neg0":-0.0,"NaN":1}'
+    assert event.data == expected
+    await events.append(NewEvent(run_id, EventType.RUN_SUCCEEDED, 1, data={"result": [nan, 2]}))
+
+    stored = await events.read_run(run_id)
+    assert stored[2].data == expected
+    assert (await events.get_run(run_id)).result == [None, 2]
+    for _, _, text in await events.read_run_envelopes(run_id):
+        strict_loads(text)
+    assert_chain(await events.read_all(0, 1000))
 
 
 async def test_text_a_worker_hands_over_is_stored_as_well_as_it_can_be(events: EventLog) -> None:

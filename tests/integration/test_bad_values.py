@@ -22,9 +22,11 @@ from tests.conftest import ServerFactory
 from tests.integration.helpers import (
     ROOT,
     assert_contiguous,
+    assert_problem,
     client,
     http_client,
     read_stream,
+    run_ids,
     start_run,
     wait_for_status,
 )
@@ -192,3 +194,16 @@ def test_a_refusal_reaches_the_thread_of_a_sync_function(values_server: ServerPr
     assert run["status"] == "succeeded", run
     assert run["result"]["score"] is None
     assert run["result"]["refused"].startswith("message contains a lone surrogate (U+D800)")
+
+
+def test_a_request_whose_params_cannot_be_stored_is_refused(values_server: ServerProcess) -> None:
+    """JSON can spell a lone surrogate (`"\\ud800"`); the log cannot store one: a 400
+    that says so, and nothing written."""
+    server = values_server
+    known = run_ids(server)
+    body = b'{"function": "odd_values", "params": {"label": "odd \\ud800"}}'
+    with client(server) as http:
+        response = http.post("/runs", content=body, headers={"content-type": "application/json"})
+    problem = assert_problem(response, 400)
+    assert problem["detail"].startswith("params['label'] contains a lone surrogate (U+D800)")
+    assert run_ids(server) == known

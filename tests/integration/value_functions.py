@@ -96,6 +96,9 @@ REFUSED_VALUES: dict[str, Any] = {
 class ValuesParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    label: str = ""
+    """Not used: a text param for a request to put a lone surrogate in."""
+
 
 @function("odd_values", params=ValuesParams, max_attempts=1)
 async def odd_values(ctx: Context, params: ValuesParams) -> dict[str, Any]:

@@ -6,9 +6,9 @@ with a lone surrogate, a NaN `pct`, data no JSON encoder can write) is refused
 to the call that passed it, with `InvalidEvent` naming the field, and to no
 other run; a function that lets it propagate fails its run with that error.
 
-A sync function gets `SyncContext`, the same API called from its thread (the
-seed's threadpool bridge, except that the bridge leads into the event log
-rather than an in-memory queue).
+A sync function gets `SyncContext`, the same API called from its thread (a
+threadpool bridge that leads into the event log rather than an in-memory
+queue).
 """
 
 from __future__ import annotations

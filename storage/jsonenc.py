@@ -1,4 +1,4 @@
-"""The one JSON encoding steplog uses everywhere (the seed's crucial fix).
+"""The one JSON encoding steplog uses everywhere.
 
 `ensure_ascii=False` keeps non-ASCII text as real UTF-8 instead of `\\u` escapes,
 which some non-browser clients and log pipelines mangle; `default=str` turns

@@ -5,6 +5,8 @@ is never ahead of what a restart would find. A sync function gets `SyncContext`,
 the same API called from its thread (a threadpool bridge that leads into the
 event log rather than an in-memory queue).
 
+A value the log cannot take (text with a lone surrogate, a NaN `pct`, data no JSON
+encoder can write) is refused to the call that passed it, and to no other run.
 A call that cannot be recorded raises an error that says why, never a driver's
 exception: `TypeError`/`ValueError` for a bad argument (checked before anything
 is written), `InvalidEvent` for data the log cannot store, `LeaseLost` or
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import math
 import numbers
 import threading
 import time
@@ -79,11 +82,13 @@ class Context:
         pct: float | None = None,
         data: Any = None,
     ) -> Event:
-        """Append one event for this attempt; returns once it is committed."""
+        """Append one event for this attempt; returns once it is committed.
+
+        The log itself refuses a `pct` that is not a finite number (`InvalidEvent`);
+        the 0-100 range is `progress`'s rule.
+        """
         _check_text("step", step)
         _check_text("message", message)
-        if pct is not None:
-            pct = _check_pct(pct)
         try:
             return await self._events.append(
                 NewEvent(self.run_id, type, self.attempt, step, message, pct, data)
@@ -305,7 +310,10 @@ def _check_pct(pct: Any) -> float:
     """`pct` as a float, or a clear error (not a comparison's `TypeError`) when it is none."""
     if isinstance(pct, bool) or not isinstance(pct, numbers.Real):
         raise TypeError(f"pct must be a number between 0 and 100, not {type(pct).__name__}")
-    value = float(pct)
+    try:
+        value = float(pct)
+    except OverflowError:
+        value = math.inf
     if not 0 <= value <= 100:
         raise ValueError(f"pct must be between 0 and 100, not {pct}")
     return value

@@ -16,14 +16,19 @@ from pydantic import ValidationError
 from functions.errors import LogUnavailable
 from storage import InvalidEvent, SteplogError
 from storage.jsonenc import dumps
+from storage.validate import storable
 
 
 def describe(exc: BaseException) -> str:
-    """`Type: message` (or just `Type`), the way a run's error shows an exception."""
+    """`Type: message` (or just `Type`), the way a run's error shows an exception.
+
+    Always text the log takes (lone surrogates and NUL become U+FFFD): a run's error
+    that the log refused would leave the run running.
+    """
     if isinstance(exc, ValidationError):
-        return f"invalid params: {exc.errors(include_url=False)}"
+        return storable(f"invalid params: {exc.errors(include_url=False)}")
     text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return storable(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
 def log_failure(exc: Exception, doing: str, data: Any = None) -> Exception | None:

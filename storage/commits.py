@@ -1,8 +1,17 @@
-"""The writer loop's steps both backends share: taking a group of queued writes, and
-telling the commit observers and listeners about a commit.
+"""The writer loop's steps both backends share: taking a group of queued writes,
+following how far its transaction got, and telling the commit observers and
+listeners about a commit.
 
-Neither touches the database; each backend's writer does the transaction in
+None touches the database; each backend's writer does the transaction in
 between (storage/sqlite/log.py, storage/postgres/log.py).
+
+One bad operation must not fail the others of its group commit. Values no
+transaction could write are refused before they are queued (storage/validate.py);
+should an operation fail in the transaction all the same, for whatever reason,
+the writer rolls back and applies the group once more with a savepoint per
+operation, so the one at fault fails alone and the others commit. That second
+pass costs a few statements per operation, and only after a failure: the common
+case keeps its one `executemany` per flush.
 """
 
 from __future__ import annotations
@@ -22,6 +31,40 @@ P = TypeVar("P", bound=Pending[Any])
 MAX_BATCH = 2048
 """Above this many queued operations one transaction is closed and the next begun,
 so a flood of appends still gets regular, bounded commits."""
+
+
+class Progress:
+    """How far a write transaction got, which tells what a failure in it means.
+
+    `starting`: BEGIN and the reads before the operations (a database that cannot
+    be written now: every operation fails). `applying`: the operations and the
+    writes of their flushes (maybe one operation's fault: worth isolating).
+    `committing`: COMMIT was sent (on PostgreSQL, the outcome may be unknown).
+    """
+
+    __slots__ = ("stage",)
+
+    def __init__(self) -> None:
+        self.stage = "starting"
+
+    @property
+    def applying(self) -> bool:
+        return self.stage == "applying"
+
+    @property
+    def committing(self) -> bool:
+        return self.stage == "committing"
+
+
+def worth_isolating(ops: Sequence[Pending[Any]], progress: Progress) -> bool:
+    """Whether a failed transaction's operations should be applied again, each in a
+    savepoint of its own: it failed while applying them, and there are several."""
+    return progress.applying and len(ops) > 1
+
+
+def appended_runs(ops: Iterable[Pending[Any]]) -> set[str]:
+    """The runs the appends among `ops` append to."""
+    return {op.event.run_id for op in ops if isinstance(op, Append)}
 
 
 async def next_group(queue: asyncio.Queue[P], stop: P) -> tuple[list[P], bool]:

@@ -24,9 +24,13 @@ from storage.errors import InvalidEvent, LeaseLost, RunFinished, RunNotFound
 from storage.jsonenc import dumps
 from storage.model import EVENT_TYPES, STATUS_OF_TERMINAL, Event, NewEvent, RunStatus
 from storage.timefmt import iso
+from storage.validate import storable
 
 Ending = tuple[str, str | None, str | None]
 """How a run ended, for its projection: (status, result as JSON text, error)."""
+
+Mark = tuple[int, str, int, bool]
+"""Where a batch stood between two operations (see `Numbering.mark`)."""
 
 
 @dataclass(slots=True)
@@ -77,8 +81,8 @@ class Numbering:
     def add_event(self, new: NewEvent, data: str | None = None) -> Event:
         """Validate (fencing), number and hash one event; the backend writes it at its flush.
 
-        `data` is `new.data` already encoded, when the caller did it earlier
-        (PostgreSQL does, outside the append lock every process shares).
+        `data` is `new.data` already checked and encoded by the caller (an `Append`
+        is: storage/validate.py), outside the writer; None for the log's own events.
         """
         if new.type not in EVENT_TYPES:
             raise InvalidEvent(f"unknown event type {new.type!r}")
@@ -145,6 +149,20 @@ class Numbering:
         ):
             self.add_event(event)
 
+    def mark(self) -> Mark:
+        """Where the batch stands now, between two operations, everything flushed: what
+        `back_to` returns to should the next operation fail on its own."""
+        return self.head_pos, self.head_hash, len(self.added), self.wrote_events
+
+    def back_to(self, mark: Mark) -> None:
+        """Forget what a failed operation did since `mark`, once the backend has rolled
+        its writes back to the matching savepoint. The run states are dropped (the
+        operation may have changed any of them): the backend reads them again."""
+        self.head_pos, self.head_hash, added, self.wrote_events = mark
+        del self.added[added:]
+        self.rows = []
+        self.runs = {}
+
     def changed_runs(self) -> Iterator[tuple[str, int, Ending | None]]:
         """(run id, last seq, how it ended or None) of each run appended to since the
         last flush, once: the run projections that flush has to write."""
@@ -160,4 +178,4 @@ def _ending(status: RunStatus, new: NewEvent) -> Ending:
     payload = new.data if isinstance(new.data, dict) else {}
     result = dumps(payload["result"]) if "result" in payload else None
     error = payload.get("error") or (new.message if status != RunStatus.SUCCEEDED else None)
-    return status.value, result, None if error is None else str(error)
+    return status.value, result, None if error is None else storable(str(error))

@@ -2,10 +2,13 @@
 
 A caller builds one of these, queues it for its log's single writer task and
 awaits its future, which resolves only once the transaction that applied it
-has committed. Every backend takes the same requests with the same
-parameters, so they are defined once here; a backend's operation class
-(storage/sqlite/operations.py, storage/postgres/operations.py) extends each
-with its own `Operation` base and an `apply` that does the I/O.
+has committed. Building one checks and encodes what the caller hands over
+(storage/validate.py), so a value no transaction could write is refused to its
+caller, there and then, and never joins a group commit. Every backend takes
+the same requests with the same parameters, so they are defined once here; a
+backend's operation class (storage/sqlite/operations.py,
+storage/postgres/operations.py) extends each with its own `Operation` base and
+an `apply` that does the I/O.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 from storage.idempotency import check_replay, fingerprint
 from storage.model import Event, NewEvent, Run
+from storage.validate import event_data, json_text, storable, text
 
 T = TypeVar("T")
 
@@ -32,6 +36,12 @@ class Pending(Generic[T]):
         self.future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._result: T | None = None
         self._error: Exception | None = None
+
+    def refuse(self, exc: Exception) -> None:
+        """This operation failed on its own (the transaction goes on without it): the
+        caller gets `exc` once the transaction has ended (`settle`)."""
+        self._result = None
+        self._error = exc
 
     def settle(self) -> None:
         """Resolve the caller's future; called once the transaction committed."""
@@ -49,6 +59,8 @@ class Append(Pending[Event]):
     appends = True
 
     def __init__(self, event: NewEvent) -> None:
+        self.data = event_data(event)
+        """`event.data` as checked JSON text: what is stored and hashed."""
         super().__init__()
         self.event = event
         self.submitted = time.monotonic()  # for the append latency commit observers see
@@ -76,6 +88,10 @@ class CreateRun(Pending[tuple[Run, bool]]):
         idempotency_key: str | None,
         max_attempts: int,
     ) -> None:
+        self.params_json = json_text("params", params)
+        text("function", function)
+        if idempotency_key is not None:
+            text("idempotency_key", idempotency_key)
         super().__init__()
         self.function = function
         self.params = params
@@ -105,6 +121,7 @@ class Claim(Pending[Run | None]):
     """
 
     def __init__(self, worker_id: str, lease_seconds: float, functions: tuple[str, ...]) -> None:
+        text("worker_id", worker_id)
         super().__init__()
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
@@ -152,7 +169,7 @@ class RetryLater(Pending[None]):
         self.run_id = run_id
         self.attempt = attempt
         self.delay = delay
-        self.error = error
+        self.error = storable(error)
 
 
 class Cancel(Pending[bool]):
@@ -161,4 +178,4 @@ class Cancel(Pending[bool]):
     def __init__(self, run_id: str, reason: str) -> None:
         super().__init__()
         self.run_id = run_id
-        self.reason = reason
+        self.reason = storable(reason)

@@ -20,9 +20,10 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from storage.errors import InvalidEvent, SteplogError
-from storage.model import EVENT_TYPES, Event, NewEvent, RunStatus
+from storage.errors import SteplogError
+from storage.model import RunStatus
 from storage.numbering import Numbering, RunState
+from storage.postgres.errors import is_connection_error, translate
 from storage.postgres.queries import QUERIES
 from storage.writes import Pending
 
@@ -93,18 +94,31 @@ class Batch(Numbering):
             await self.flush()
         await op.run(self)
 
-    def add_event(self, new: NewEvent, data: str | None = None) -> Event:
-        """`Numbering.add_event`, refusing NUL in step and message first.
+    async def apply_alone(self, op: Operation[Any], run_ids: Iterable[str]) -> Exception | None:
+        """Apply `op` and write what it added, in a savepoint of its own: should it fail,
+        for whatever reason, its writes are undone and only its caller is told.
+        Returns how it failed (None when it did not). A lost connection is not the
+        operation's fault: it ends the whole transaction (raised).
 
-        PostgreSQL text cannot hold NUL; failing here fails only this append,
-        where the INSERT failing would fail the whole group commit. (An unknown
-        type is left to `Numbering.add_event`, to be reported as such.)
+        `run_ids` are the runs the batch appends to, read (and locked) again after
+        a failure.
         """
-        if new.type in EVENT_TYPES and (
-            "\x00" in (new.step or "") or "\x00" in (new.message or "")
-        ):
-            raise InvalidEvent("step and message cannot contain NUL characters")
-        return super().add_event(new, data)
+        mark = self.mark()
+        await self.conn.execute("SAVEPOINT operation")
+        try:
+            await op.run(self)
+            await self.flush()
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise
+            await self.conn.execute("ROLLBACK TO SAVEPOINT operation; RELEASE SAVEPOINT operation")
+            self.back_to(mark)
+            await self.load_runs(run_ids)
+            error = translate(exc)
+            op.refuse(error)
+            return error
+        await self.conn.execute("RELEASE SAVEPOINT operation")
+        return None
 
     async def flush(self) -> None:
         """Write the events and run projections added since the last flush (one statement)."""

@@ -61,7 +61,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from storage.commits import next_group, tell_listeners, tell_observers
+from storage.commits import (
+    Progress,
+    appended_runs,
+    next_group,
+    tell_listeners,
+    tell_observers,
+    worth_isolating,
+)
 from storage.errors import RunNotFound, SteplogError, StorageClosed
 from storage.interface import CommitListener
 from storage.model import Event, Run
@@ -243,19 +250,31 @@ class PostgresEventLog(QueuedLog):
 
         A connection found dead before COMMIT was sent (say, closed by a server
         restart while idle) certainly committed nothing, so the batch is run once
-        more on a fresh connection instead of failing every caller.
+        more on a fresh connection instead of failing every caller. A transaction
+        that failed otherwise while applying the operations is run once more with
+        a savepoint per operation, so whatever one of them did wrong fails only
+        its caller (see storage/commits.py).
         """
-        for attempt in (1, 2):
-            progress = _Progress()
+        reconnected = alone = False
+        while True:
+            progress = Progress()
             try:
-                batch = await self._transaction(ops, progress)
+                batch = await self._transaction(ops, progress, alone=alone)
             except Exception as exc:  # the whole transaction is gone
                 # Whatever failed, the connection's state is suspect: start afresh.
                 await self._drop_writer()
-                if attempt == 1 and is_connection_error(exc) and not progress.committing:
+                lost = is_connection_error(exc)
+                if lost and not reconnected and not progress.committing:
                     log.warning("writer connection lost (%s); retrying the batch", exc)
+                    reconnected = True
                     continue
-                if is_connection_error(exc):
+                if not lost and not alone and worth_isolating(ops, progress):
+                    log.exception(
+                        "write batch of %d operations failed; applying each on its own", len(ops)
+                    )
+                    alone = True
+                    continue
+                if lost:
                     log.warning("write batch of %d operations failed: %s", len(ops), exc)
                 else:
                     log.exception("write batch of %d operations failed", len(ops))
@@ -266,28 +285,40 @@ class PostgresEventLog(QueuedLog):
             for op in ops:
                 op.settle()
             return batch
-        raise AssertionError("unreachable")
 
-    async def _transaction(self, ops: list[Operation[Any]], progress: _Progress) -> Batch:
+    async def _transaction(
+        self, ops: list[Operation[Any]], progress: Progress, *, alone: bool = False
+    ) -> Batch:
         """One write transaction in as few round trips as possible: every one of them
         is spent holding the append lock that all processes share.
 
         BEGIN; lock + head + run locks (one function call); the writes (one
         statement per flush); NOTIFY + COMMIT. Any failure leaves the transaction
         open; the caller drops the connection, which makes the server roll it back.
+        `alone` gives every operation a savepoint (and its own flush): one that
+        fails is undone and its caller told, and the others commit.
         """
         conn = await self._writer()
         await conn.execute(QUERIES["begin_append"])
         batch = Batch(conn)
-        await batch.start(self._lock_key, [op for op in ops if op.appends])
+        appends = [op for op in ops if op.appends]
+        await batch.start(self._lock_key, appends)
         # The time is read under the lock, so `at` follows commit order closely.
         batch.set_time(self.clock())
-        for op in ops:
-            await batch.apply(op)
-        await batch.flush()
+        progress.stage = "applying"
+        if alone:
+            run_ids = appended_runs(appends)
+            for op in ops:
+                failure = await batch.apply_alone(op, run_ids)
+                if failure is not None:
+                    log.error("%s failed on its own: %s", type(op).__name__, failure)
+        else:
+            for op in ops:
+                await batch.apply(op)
+            await batch.flush()
         if self._before_commit is not None:
             await self._before_commit()
-        progress.committing = True  # from here on a failure may or may not have committed
+        progress.stage = "committing"  # from here on a failure may or may not have committed
         if batch.wrote_events:
             await conn.execute(
                 QUERIES["notify_and_commit"].format(channel=self._channel, head=batch.head_pos)
@@ -379,15 +410,6 @@ def _redacted(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-class _Progress:
-    """How far a write transaction got, to tell "surely not committed" from "unknown"."""
-
-    __slots__ = ("committing",)
-
-    def __init__(self) -> None:
-        self.committing = False
 
 
 __all__ = ["PostgresEventLog"]

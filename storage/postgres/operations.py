@@ -8,10 +8,10 @@ statement for statement; the SQL lives in queries.sql.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from storage import lifecycle
 from storage.errors import InvalidEvent, LeaseLost
-from storage.jsonenc import dumps
 from storage.model import Event, NewEvent, Run, RunStatus
 from storage.postgres.batch import Batch, Operation, RunState
 from storage.postgres.queries import QUERIES
@@ -20,31 +20,44 @@ from storage.runids import new_run_id
 from storage.writes import Append, Cancel, Claim, CreateRun, Heartbeat, Release, RetryLater, Secret
 
 
-def without_nul(text: str) -> str:
-    """Worker-supplied text (an exception's message) stored as well as PostgreSQL can:
-    its text type cannot hold NUL, and refusing would lose the retry or the cancel."""
-    return text.replace("\x00", "\ufffd")
+def refuse_nul(field: str, value: str | None) -> None:
+    """PostgreSQL text cannot hold NUL: refused when the request is built, so it fails
+    only its caller. (Text a worker hands over is made storable instead: see
+    `storage.validate.storable`.)"""
+    if value is not None and "\x00" in value:
+        raise InvalidEvent(f"{field} contains NUL (U+0000), which PostgreSQL text cannot hold")
 
 
 class AppendOp(Append, Operation[Event]):
     def __init__(self, event: NewEvent) -> None:
+        # Checked and encoded now, by the caller, not under the append lock.
         super().__init__(event)
-        self.data = dumps(event.data)  # encoded now, by the caller, not under the append lock
+        refuse_nul("step", event.step)
+        refuse_nul("message", event.message)
 
     async def apply(self, batch: Batch) -> Event:
         return batch.add_event(self.event, self.data)
 
 
 class CreateRunOp(CreateRun, Operation[tuple[Run, bool]]):
+    def __init__(
+        self,
+        function: str,
+        params: dict[str, Any],
+        idempotency_key: str | None,
+        max_attempts: int,
+    ) -> None:
+        super().__init__(function, params, idempotency_key, max_attempts)
+        refuse_nul("function", function)
+        refuse_nul("idempotency_key", idempotency_key)
+
     async def apply(self, batch: Batch) -> tuple[Run, bool]:
-        if "\x00" in self.function or "\x00" in (self.idempotency_key or ""):
-            raise InvalidEvent("function names and idempotency keys cannot contain NUL")
         run_id = new_run_id(batch.now)
         inserted = await batch.conn.fetchrow(
             QUERIES["insert_run"],
             run_id,
             self.function,
-            dumps(self.params),
+            self.params_json,
             self.max_attempts,
             self.idempotency_key,
             self.fingerprint,
@@ -147,9 +160,6 @@ class SecretOp(Secret, Operation[bytes]):
 
 
 class RetryLaterOp(RetryLater, Operation[None]):
-    def __init__(self, run_id: str, attempt: int, delay: float, error: str) -> None:
-        super().__init__(run_id, attempt, delay, without_nul(error))
-
     async def apply(self, batch: Batch) -> None:
         state = await batch.run_state(self.run_id)
         batch.add_event(lifecycle.retrying(self.run_id, self.attempt, self.delay, self.error))
@@ -165,9 +175,6 @@ class RetryLaterOp(RetryLater, Operation[None]):
 
 
 class CancelOp(Cancel, Operation[bool]):
-    def __init__(self, run_id: str, reason: str) -> None:
-        super().__init__(run_id, without_nul(reason))
-
     async def apply(self, batch: Batch) -> bool:
         state = await batch.run_state(self.run_id)
         if state.status.finished:

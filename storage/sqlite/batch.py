@@ -28,6 +28,7 @@ class Operation(Pending[T]):
         raise NotImplementedError
 
     def run(self, batch: Batch) -> None:
+        self._error = None  # a batch may run twice (see SQLiteEventLog._run_batch)
         try:
             self._result = self.apply(batch)
         except SteplogError as exc:  # refused (fenced, unknown run): only this caller fails
@@ -35,8 +36,7 @@ class Operation(Pending[T]):
 
     def fail(self, exc: Exception) -> None:
         """The transaction rolled back: the caller gets `exc` (set, on the loop, by `settle`)."""
-        self._result = None
-        self._error = exc
+        self.refuse(exc)
 
 
 class Known:
@@ -134,6 +134,28 @@ class Batch(Numbering):
             # Anything that reads or writes tables directly sees earlier appends first.
             self.flush()
         op.run(self)
+
+    def apply_alone(self, op: Operation[Any], run_ids: Iterable[str]) -> Exception | None:
+        """Apply `op` and write what it added, in a savepoint of its own: should it fail,
+        for whatever reason, its writes are undone and only its caller is told.
+        Returns how it failed (None when it did not).
+
+        `run_ids` are the runs the batch appends to, read again after a failure.
+        """
+        mark = self.mark()
+        self.conn.execute("SAVEPOINT operation")
+        try:
+            op.run(self)
+            self.flush()
+        except Exception as exc:
+            self.conn.execute("ROLLBACK TO operation")
+            self.conn.execute("RELEASE operation")
+            self.back_to(mark)
+            self.load_runs(run_ids)
+            op.refuse(exc)
+            return exc
+        self.conn.execute("RELEASE operation")
+        return None
 
     def flush(self) -> None:
         """Write the events and run projections added since the last flush."""

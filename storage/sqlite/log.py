@@ -29,7 +29,14 @@ from typing import Any, ClassVar, TypeVar
 import aiosqlite
 
 from storage import chain
-from storage.commits import next_group, tell_listeners, tell_observers
+from storage.commits import (
+    Progress,
+    appended_runs,
+    next_group,
+    tell_listeners,
+    tell_observers,
+    worth_isolating,
+)
 from storage.errors import RunNotFound, StorageClosed
 from storage.model import Event, Run
 from storage.queued import STOP, QueuedLog
@@ -160,25 +167,69 @@ class SQLiteEventLog(QueuedLog):
                 tell_listeners(self._listeners, batch.head_pos, log)
 
     def _run_batch(self, conn: sqlite3.Connection, ops: list[Operation[Any]]) -> Batch | None:
-        """Apply `ops` in one transaction (on the writer thread); None when it rolled back."""
-        batch = Batch(conn, self.clock)
+        """Apply `ops` in one transaction (on the writer thread); None when it rolled back.
+
+        Should it fail while applying them, it is rolled back and they are applied
+        once more, each in a savepoint of its own, so whatever one of them did
+        wrong fails only its caller (see storage/commits.py).
+        """
         known, self._known = self._known, None  # whatever happens, it is rebuilt or dropped
-        appends = [op for op in ops if op.appends]
+        progress = Progress()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            batch.start(appends, known)
-            for op in ops:
-                batch.apply(op)
-            batch.flush()
-            conn.execute("COMMIT")
+            return self._transaction(conn, ops, known, progress, alone=False)
+        except Exception as exc:
+            if not worth_isolating(ops, progress):
+                log.exception("write batch of %d operations failed", len(ops))
+                for op in ops:
+                    op.fail(exc)
+                return None
+            log.exception("write batch of %d operations failed; applying each on its own", len(ops))
+        try:
+            return self._transaction(conn, ops, None, Progress(), alone=True)
         except Exception as exc:  # the whole transaction is gone: tell every caller
-            log.exception("write batch of %d operations failed", len(ops))
-            with contextlib.suppress(Exception):
-                conn.execute("ROLLBACK")
+            log.exception("write batch of %d operations failed again", len(ops))
             for op in ops:
                 op.fail(exc)
             return None
-        self._known = Known.after(batch, only_appends=len(appends) == len(ops))
+
+    def _transaction(
+        self,
+        conn: sqlite3.Connection,
+        ops: list[Operation[Any]],
+        known: Known | None,
+        progress: Progress,
+        *,
+        alone: bool,
+    ) -> Batch:
+        """One `BEGIN IMMEDIATE` … `COMMIT`; rolled back if anything fails in it.
+
+        `alone` gives every operation a savepoint of its own: one that fails is
+        undone and its caller told, and the others commit.
+        """
+        batch = Batch(conn, self.clock)
+        appends = [op for op in ops if op.appends]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            batch.start(appends, known)
+            progress.stage = "applying"
+            if alone:
+                run_ids = appended_runs(appends)
+                for op in ops:
+                    failure = batch.apply_alone(op, run_ids)
+                    if failure is not None:
+                        log.error("%s failed on its own: %r", type(op).__name__, failure)
+            else:
+                for op in ops:
+                    batch.apply(op)
+                batch.flush()
+            progress.stage = "committing"
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            raise
+        # After a second pass the run states are read again next time (see `Known`).
+        self._known = Known.after(batch, only_appends=not alone and len(appends) == len(ops))
         return batch
 
     # -- runs ------------------------------------------------------------------

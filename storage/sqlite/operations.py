@@ -10,7 +10,6 @@ from dataclasses import replace
 
 from storage import lifecycle
 from storage.errors import LeaseLost
-from storage.jsonenc import dumps
 from storage.model import Event, Run, RunStatus
 from storage.runids import new_run_id
 from storage.sqlite.batch import Batch, Operation, RunState
@@ -20,7 +19,7 @@ from storage.writes import Append, Cancel, Claim, CreateRun, Heartbeat, Release,
 
 class AppendOp(Append, Operation[Event]):
     def apply(self, batch: Batch) -> Event:
-        return batch.add_event(self.event)
+        return batch.add_event(self.event, self.data)
 
 
 class CreateRunOp(CreateRun, Operation[tuple[Run, bool]]):
@@ -40,7 +39,7 @@ class CreateRunOp(CreateRun, Operation[tuple[Run, bool]]):
             (
                 run_id,
                 self.function,
-                dumps(self.params),
+                self.params_json,
                 self.max_attempts,
                 self.idempotency_key,
                 self.fingerprint,

@@ -33,6 +33,7 @@ from storage import (
     open_log,
 )
 from tests.conftest import require
+from tests.jsonstrict import strict_loads
 
 
 class FakeClock:
@@ -590,3 +591,166 @@ async def test_two_writers_on_one_database_share_seq_chain_and_fencing(
     finally:
         await first.close()
         await second.close()
+
+
+# -- one bad write fails alone ---------------------------------------------------------------
+
+
+def assert_chain(stored: Sequence[Event]) -> None:
+    """Every event's hash links it to the one before (read from pos 1 on)."""
+    prev = chain.GENESIS_HASH
+    for e in stored:
+        canonical = chain.canonical_row(
+            e.pos, e.run_id, e.seq, e.type, e.step, e.message, e.pct, e.data, e.attempt, e.at
+        )
+        assert e.hash == chain.link(prev, canonical), f"broken link at pos {e.pos}"
+        prev = e.hash
+
+
+class Unprintable:
+    """An object `default=str` cannot turn into text."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text for \udcff you")
+
+
+class Surrogate:
+    """An object whose text holds a lone surrogate."""
+
+    def __str__(self) -> str:
+        return "odd \udcff text"
+
+
+def circular() -> list[object]:
+    value: list[object] = []
+    value.append(value)
+    return value
+
+
+# (what the error must name, the bad fields of a NewEvent)
+BAD_APPENDS: list[tuple[str, dict[str, object]]] = [
+    ("message", {"message": "lone \ud800 surrogate"}),
+    ("step", {"step": "\udfff"}),
+    ("data", {"data": {"list": ["ok", "bad \udc80"]}}),
+    ("data", {"data": {"key \ud83d": 1}}),
+    ("data", {"data": Surrogate()}),
+    ("data", {"data": Unprintable()}),
+    ("data", {"data": circular()}),
+    ("data", {"data": 10**5000}),
+    ("pct", {"pct": float("nan")}),
+    ("pct", {"pct": float("-inf")}),
+    ("pct", {"pct": "12"}),
+    ("message", {"message": 42}),
+    ("step", {"step": b"bytes"}),
+]
+
+
+async def test_an_unwritable_append_is_refused_alone_with_a_clear_error(events: EventLog) -> None:
+    """Checked on the caller's side, before it joins a group commit: its neighbours in
+    the same transaction commit as if it had never been sent."""
+    good, bad = await started_run(events), await started_run(events)
+    calls = []
+    for i, (_, fields) in enumerate(BAD_APPENDS):
+        calls.append(events.append(NewEvent(good, EventType.LOG, 1, message=f"m{i}")))
+        calls.append(events.append(NewEvent(bad, EventType.STEP_PROGRESS, 1, **fields)))  # type: ignore[arg-type]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+
+    goods, bads = outcomes[::2], outcomes[1::2]
+    assert all(isinstance(e, Event) for e in goods), goods
+    assert [e.seq for e in goods if isinstance(e, Event)] == list(range(3, 3 + len(goods)))
+    for (field, _), refused in zip(BAD_APPENDS, bads, strict=True):
+        assert isinstance(refused, InvalidEvent), repr(refused)
+        text = str(refused)
+        assert text.startswith(field) and text.encode("utf-8"), text  # names it, and prints
+    assert len(await events.read_run(bad)) == 2
+    assert_chain(await events.read_all(0, 1000))
+    after = await events.append(NewEvent(bad, EventType.LOG, 1, message="still writable"))
+    assert after.seq == 3
+
+
+def poison_sql(backend: Backend, run_id: str) -> list[str]:
+    """A trigger that makes the database refuse every event of `run_id` (a real failure
+    inside the transaction, not one steplog could have seen coming)."""
+    if backend.url.startswith("postgres"):
+        return [
+            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            f" IF NEW.run_id = '{run_id}' THEN RAISE EXCEPTION 'poisoned for the test'; END IF;"
+            " RETURN NEW; END $$",
+            "CREATE TRIGGER poison BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION poison()",
+        ]
+    return [
+        f"CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.run_id = '{run_id}'"
+        " BEGIN SELECT RAISE(ABORT, 'poisoned for the test'); END"
+    ]
+
+
+async def test_an_operation_the_database_refuses_fails_alone(
+    events: EventLog, backend: Backend
+) -> None:
+    """Whatever makes one operation of a group commit fail, the others commit."""
+    first, poisoned, last = [await started_run(events) for _ in range(3)]
+    for sql in poison_sql(backend, poisoned):
+        await backend.execute(sql)
+    calls = []
+    for i in range(20):
+        for run_id in (first, poisoned, last):
+            calls.append(events.append(NewEvent(run_id, EventType.LOG, 1, message=f"m{i}")))
+    calls.insert(31, events.cancel_run(poisoned, "a cancel that writes an event"))
+    calls.insert(7, events.create_run("ticker", {"n": 1}))
+    calls.append(events.check_writable())
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(failed) == 21 and all("poisoned for the test" in str(o) for o in failed), failed
+    for run_id in (first, last):
+        stored = await events.read_run(run_id)
+        assert [e.seq for e in stored] == list(range(1, 23))
+        assert [e.message for e in stored[2:]] == [f"m{i}" for i in range(20)]
+    assert len(await events.read_run(poisoned)) == 2
+    assert len(await events.list_runs()) == 4  # the run created in the same batch
+    assert_chain(await events.read_all(0, 1000))
+    on_postgres = backend.url.startswith("postgres")
+    await backend.execute("DROP TRIGGER poison" + (" ON events" if on_postgres else ""))
+    event = await events.append(NewEvent(poisoned, EventType.LOG, 1, message="cured"))
+    assert event.seq == 3 and (await events.get_run(poisoned)).last_seq == 3
+
+
+async def test_numbers_that_are_not_json_are_stored_as_null(events: EventLog) -> None:
+    """NaN and ±Infinity become null, as JavaScript's JSON.stringify writes them; what
+    is hashed is what is stored, so the chain still verifies."""
+    nan, inf = float("nan"), float("inf")
+    run_id = await started_run(events)
+    value = {"nan": nan, "inf": [inf, -inf, {"deep": (nan,)}], "ok": 1.5, "neg0": -0.0, nan: 1}
+    event = await events.append(NewEvent(run_id, EventType.LOG, 1, data=value))
+    expected = '{"nan":null,"inf":[null,null,{"deep":[null]}],"ok":1.5,"neg0":-0.0,"NaN":1}'
+    assert event.data == expected
+    await events.append(NewEvent(run_id, EventType.RUN_SUCCEEDED, 1, data={"result": [nan, 2]}))
+
+    stored = await events.read_run(run_id)
+    assert stored[2].data == expected
+    assert (await events.get_run(run_id)).result == [None, 2]
+    for _, _, text in await events.read_run_envelopes(run_id):
+        strict_loads(text)
+    assert_chain(await events.read_all(0, 1000))
+
+
+async def test_text_a_worker_hands_over_is_stored_as_well_as_it_can_be(events: EventLog) -> None:
+    """An exception's message or a cancel reason is never refused (that would lose the
+    retry or the cancel): what no database can store becomes U+FFFD."""
+    retried, cancelled = await started_run(events), await started_run(events)
+    await events.retry_later(retried, 1, 0, "ValueError: bad \ud800 and \x00 here")
+    assert await events.cancel_run(cancelled, "stop \udfff now")
+
+    retry_event = (await events.read_run(retried))[-1]
+    assert "bad \ufffd and \ufffd here" in (retry_event.message or "")
+    assert (await events.get_run(retried)).error == "ValueError: bad \ufffd and \ufffd here"
+    cancel_event = (await events.read_run(cancelled))[-1]
+    assert cancel_event.message == "cancelled: stop \ufffd now"
+    assert_chain(await events.read_all(0, 1000))
+
+
+async def test_a_run_whose_params_cannot_be_stored_is_refused(events: EventLog) -> None:
+    with pytest.raises(InvalidEvent, match=r"^params") as refused:
+        await events.create_run("ticker", {"text": "\ud800"})
+    assert str(refused.value).encode("utf-8")
+    assert await events.list_runs() == []

@@ -1,8 +1,8 @@
 """The function registry: `@function("name", params=Model)` makes a function triggerable.
 
 A function takes `(ctx, params)` and returns a JSON-serialisable result. It may
-be `async def` (runs on the event loop) or a plain `def` (runs in a thread, the
-seed's threadpool bridge, with a synchronous `Context`).
+be `async def` (runs on the event loop) or a plain `def` (runs in a thread
+from the default pool, with a synchronous `Context` bridged to the loop).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The event envelope: the JSON object every client reads (DESIGN.md's contract).
+"""The event envelope: the JSON object every client reads (the README's contract).
 
 Built by string formatting from a stored row: `data` is already JSON text, so it
 is spliced in as is rather than decoded and encoded again, and strings are

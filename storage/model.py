@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 
 class EventType(enum.StrEnum):
-    """Every kind of event a run's log can hold (DESIGN.md's envelope contract)."""
+    """Every kind of event a run's log can hold (the envelope contract in the README)."""
 
     RUN_QUEUED = "run.queued"
     RUN_STARTED = "run.started"

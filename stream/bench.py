@@ -1,9 +1,9 @@
-"""`steplog bench`: the performance figures DESIGN.md promises, measured for real.
+"""`steplog bench`: the performance figures steplog promises, measured for real.
 
 Every figure comes from a real `steplog serve` subprocess on loopback (started with
 `stream.launcher.make_server`, in a temporary directory, stopped afterwards) and is
 the median of several runs, so one unlucky scheduling hiccup does not decide it.
-Numbers live here, never in a timed unit test (DESIGN.md, performance principles).
+Numbers live here, never in a timed unit test.
 
 The figures:
 

@@ -1,6 +1,6 @@
 """steplog behind a real Debian nginx running `infra/nginx.conf` (ports templated).
 
-The seed calls proxy buffering the most common point of failure of SSE: these
+Proxy buffering is the most common point of failure of SSE behind nginx: these
 tests prove events pass one at a time, idle streams survive a short read timeout,
 and a stopping instance hands its streams and runs to another one behind the
 same upstream.

@@ -1,4 +1,4 @@
-"""The seed's serialization cases, end to end: UTF-8 as is, any text intact, datetimes as strings.
+"""Serialization, end to end: UTF-8 as is, any text intact, datetimes as strings.
 
 The test-only `echo` (async) and `echo_sync` (a plain function on a worker thread)
 write caller-given text into the log; the stream must carry it byte-exact as UTF-8

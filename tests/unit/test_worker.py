@@ -481,7 +481,7 @@ async def test_data_the_log_cannot_store_is_the_functions_error(events: EventLog
     ctx = await claimed(events)
     circular: dict[str, Any] = {}
     circular["self"] = circular
-    with pytest.raises(InvalidEvent, match="data cannot be (stored|encoded) as JSON"):
+    with pytest.raises(InvalidEvent, match=r"data cannot be (stored|encoded) as JSON"):
         await ctx.log("circular", data=circular)
     await ctx.log("tuple keys", data={(1, 2): "x"})  # stored with the key as text
     await ctx.log("still fine")

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from functions import registry
 from functions.context import Context, SyncContext
 from functions.errors import backoff, is_transient
+from functions.sealing import Sealer, open_params
 from storage import EventLog, EventType, LeaseLost, Run, RunFinished, StorageClosed
 
 log = logging.getLogger("steplog.worker")
@@ -51,8 +52,10 @@ class WorkerPool:
         functions: list[str] | None = None,
         worker_id: str | None = None,
         retry_backoff: float = 1.0,
+        sealer: Sealer | None = None,
     ) -> None:
         self.events = events
+        self.sealer = sealer  # opens secrets sealed in params (functions/sealing.py)
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
@@ -159,7 +162,7 @@ class WorkerPool:
 
     async def _call(self, ctx: Context, run: Run) -> Any:
         spec = registry.get(run.function)
-        params = spec.params.model_validate(run.params)
+        params = spec.params.model_validate(open_params(run.params, self.sealer))
         limit = getattr(params, "run_timeout_s", None) or spec.timeout
         try:
             async with asyncio.timeout(limit) as scope:

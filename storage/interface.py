@@ -140,6 +140,15 @@ class EventLog(abc.ABC):
     async def secret(self, name: str) -> bytes:
         """A random per-log secret (created on first use), e.g. to sign run tokens."""
 
+    async def rotate_secret(self, name: str) -> bytes:
+        """Replace the secret `name` with a new random one and return it.
+
+        What was signed with the old one (run tokens) stops verifying everywhere
+        the secret is read again (`secret`). Not abstract only so a backend written
+        before it still loads.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot rotate secrets")
+
     # -- wake-ups --------------------------------------------------------------
     @abc.abstractmethod
     def add_commit_listener(self, listener: CommitListener) -> None:

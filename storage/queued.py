@@ -121,6 +121,13 @@ class QueuedLog(EventLog):
         value: bytes = await self._submit(self.ops.SecretOp(key, secrets.token_bytes(32)))
         return value
 
+    async def rotate_secret(self, name: str) -> bytes:
+        key = f"secret:{name}"
+        value: bytes = await self._submit(
+            self.ops.SecretOp(key, secrets.token_bytes(32), replace=True)
+        )
+        return value
+
     async def check_writable(self) -> None:
         """Commit a `ProbeOp` through the writer: everything an append needs must take it."""
         await self._submit(self.ops.ProbeOp())

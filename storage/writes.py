@@ -108,12 +108,16 @@ class Release(Pending[None]):
 
 
 class Secret(Pending[bytes]):
-    """The secret stored under `key`, storing `candidate` first if there is none."""
+    """The secret stored under `key`, storing `candidate` first if there is none.
 
-    def __init__(self, key: str, candidate: bytes | None = None) -> None:
+    With `replace`, `candidate` replaces whatever is stored (a rotation).
+    """
+
+    def __init__(self, key: str, candidate: bytes | None = None, *, replace: bool = False) -> None:
         super().__init__()
         self.key = key
         self.candidate = candidate or secrets.token_bytes(32)
+        self.replace = replace
 
 
 class RetryLater(Pending[None]):

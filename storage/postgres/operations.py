@@ -130,7 +130,8 @@ class ProbeOp(Operation[None]):
 class SecretOp(Secret, Operation[bytes]):
     async def apply(self, batch: Batch) -> bytes:
         # Two processes creating it at once both end up with the first one's value.
-        await batch.conn.execute(QUERIES["insert_secret"], self.key, self.candidate)
+        query = QUERIES["replace_secret" if self.replace else "insert_secret"]
+        await batch.conn.execute(query, self.key, self.candidate)
         value: bytes = await batch.conn.fetchval(QUERIES["get_secret"], self.key)
         return bytes(value)
 

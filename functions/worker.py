@@ -38,6 +38,7 @@ from functions.errors import (
     jittered,
 )
 from functions.faults import describe
+from functions.sealing import Sealer, open_params
 from functions.settle import judge, settle
 from storage import EventLog, EventType, LeaseLost, Run, RunFinished, SteplogError, StorageClosed
 
@@ -76,8 +77,10 @@ class WorkerPool:
         functions: list[str] | None = None,
         worker_id: str | None = None,
         retry_backoff: float = 1.0,
+        sealer: Sealer | None = None,
     ) -> None:
         self.events = events
+        self.sealer = sealer  # opens secrets sealed in params (functions/sealing.py)
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
@@ -250,7 +253,7 @@ class WorkerPool:
 
     async def _call(self, ctx: Context, run: Run) -> Any:
         spec = registry.get(run.function)
-        params = spec.params.model_validate(run.params)
+        params = spec.params.model_validate(open_params(run.params, self.sealer))
         limit = getattr(params, "run_timeout_s", None) or spec.timeout
         try:
             async with asyncio.timeout(limit) as scope:

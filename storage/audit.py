@@ -95,6 +95,19 @@ def open_readonly(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+def stored_secret(path: str | Path, name: str) -> bytes | None:
+    """The log's secret `name` (the run-token key: `steplog runs show` mints a link with
+    it), read-only; None when no server ever created it."""
+    conn = open_readonly(path)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (f"secret:{name}",)).fetchone()
+    except sqlite3.OperationalError:  # a log from before the meta table
+        return None
+    finally:
+        conn.close()
+    return None if row is None else bytes(row[0])
+
+
 def head_anchor(path: str | Path) -> Anchor:
     """The current head as an anchor (pos 0 and the genesis hash for an empty log)."""
     conn = open_readonly(path)

@@ -21,6 +21,7 @@ the run whatever its params, as before.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from typing import Any
 
@@ -35,14 +36,22 @@ _WITH_NAN = json.JSONEncoder(
 )
 
 
-def fingerprint(params: dict[str, Any]) -> str:
+def fingerprint(params: dict[str, Any], *, key: bytes | None = None) -> str:
     """`sha256:<hex>` of the params' canonical JSON: equal for equal params, whatever
-    their key order, and revealing nothing of them."""
+    their key order, and revealing nothing of them.
+
+    With `key` (params holding a secret: the caller derives it from the key secrets
+    are sealed with), `hmac-sha256:<hex>` instead: a plain hash of a login would let
+    anyone holding a copy of the database test guesses at the password.
+    """
     try:
         text = canonical(params)
     except ValueError:  # NaN or infinity, which the stored params keep: the same text less strict
         text = _WITH_NAN.encode(params)
-    return f"{ALGORITHM}:{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
+    data = text.encode("utf-8")
+    if key is not None:
+        return f"hmac-{ALGORITHM}:{hmac.new(key, data, hashlib.sha256).hexdigest()}"
+    return f"{ALGORITHM}:{hashlib.sha256(data).hexdigest()}"
 
 
 def check_replay(

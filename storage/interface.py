@@ -44,8 +44,13 @@ class EventLog(abc.ABC):
         *,
         idempotency_key: str | None = None,
         max_attempts: int = 3,
+        fingerprint: str | None = None,
     ) -> tuple[Run, bool]:
         """Insert a queued run and its `run.queued` event in one transaction.
+
+        `fingerprint` is the request's idempotency fingerprint when the caller takes it
+        itself (`storage.idempotency.fingerprint`, over params before they were
+        transformed for storage); by default it is taken over `params`.
 
         Returns `(run, created)`; with an idempotency key already used by the same
         request (same function, same params in any key order), the existing run and
@@ -145,6 +150,15 @@ class EventLog(abc.ABC):
     @abc.abstractmethod
     async def secret(self, name: str) -> bytes:
         """A random per-log secret (created on first use), e.g. to sign run tokens."""
+
+    async def rotate_secret(self, name: str) -> bytes:
+        """Replace the secret `name` with a new random one and return it.
+
+        What was signed with the old one (run tokens) stops verifying everywhere
+        the secret is read again (`secret`). Not abstract only so a backend written
+        before it still loads.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot rotate secrets")
 
     # -- wake-ups --------------------------------------------------------------
     @abc.abstractmethod

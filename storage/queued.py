@@ -84,9 +84,10 @@ class QueuedLog(EventLog):
         *,
         idempotency_key: str | None = None,
         max_attempts: int = 3,
+        fingerprint: str | None = None,
     ) -> tuple[Run, bool]:
         created: tuple[Run, bool] = await self._submit(
-            self.ops.CreateRunOp(function, params, idempotency_key, max_attempts)
+            self.ops.CreateRunOp(function, params, idempotency_key, max_attempts, fingerprint)
         )
         return created
 
@@ -146,6 +147,13 @@ class QueuedLog(EventLog):
             return stored
         # Two processes may race to create it: the write keeps whichever came first.
         value: bytes = await self._submit(self.ops.SecretOp(key, secrets.token_bytes(32)))
+        return value
+
+    async def rotate_secret(self, name: str) -> bytes:
+        key = f"secret:{name}"
+        value: bytes = await self._submit(
+            self.ops.SecretOp(key, secrets.token_bytes(32), replace=True)
+        )
         return value
 
     async def check_writable(self) -> None:

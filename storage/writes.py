@@ -77,8 +77,9 @@ class CreateRun(Pending[tuple[Run, bool]]):
 
     A run found under the key is only handed back for a replay of the request that
     created it (`storage.idempotency.check_replay`); otherwise `IdempotencyConflict`.
-    The fingerprint is taken here, from the params as the caller gave them, before a
-    backend encodes (or encrypts) them for storage.
+    The fingerprint is taken here, from the params as the caller gave them, unless the
+    caller took it itself (`request_fingerprint`: params it stores transformed, such as
+    sealed secrets, must be fingerprinted before that).
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class CreateRun(Pending[tuple[Run, bool]]):
         params: dict[str, Any],
         idempotency_key: str | None,
         max_attempts: int,
+        request_fingerprint: str | None = None,
     ) -> None:
         self.params_json = json_text("params", params)
         text("function", function)
@@ -97,7 +99,9 @@ class CreateRun(Pending[tuple[Run, bool]]):
         self.params = params
         self.idempotency_key = idempotency_key
         self.max_attempts = max_attempts
-        self.fingerprint = None if idempotency_key is None else fingerprint(params)
+        self.fingerprint = (
+            None if idempotency_key is None else request_fingerprint or fingerprint(params)
+        )
 
     def replay(self, existing: Run) -> tuple[Run, bool]:
         """The answer for a key that is taken: its run, if this request is a replay."""
@@ -153,12 +157,16 @@ class Release(Pending[None]):
 
 
 class Secret(Pending[bytes]):
-    """The secret stored under `key`, storing `candidate` first if there is none."""
+    """The secret stored under `key`, storing `candidate` first if there is none.
 
-    def __init__(self, key: str, candidate: bytes | None = None) -> None:
+    With `replace`, `candidate` replaces whatever is stored (a rotation).
+    """
+
+    def __init__(self, key: str, candidate: bytes | None = None, *, replace: bool = False) -> None:
         super().__init__()
         self.key = key
         self.candidate = candidate or secrets.token_bytes(32)
+        self.replace = replace
 
 
 class RetryLater(Pending[None]):

@@ -14,14 +14,18 @@ from quart import Blueprint, Response, request
 from standardwebhooks import Webhook
 
 from functions import registry
+from functions.sealing import REVEAL_SECRETS, SealingRefused, mask_sealed, seal_params
 from storage import IdempotencyConflict, Run, RunNotFound, SteplogError
 from storage.envelope import envelope
+from storage.idempotency import fingerprint
 from storage.jsonenc import dumps
 from storage.runids import is_run_id
-from stream.auth import require_api_key, require_run_access, run_token
+from storage.timefmt import iso
+from stream.auth import holds_api_key, require_api_key, require_run_access
 from stream.metrics import metrics
 from stream.problems import HTTPProblem, idempotency_conflict
 from stream.state import state
+from stream.tokens import mint_for
 
 api = Blueprint("api", __name__)
 
@@ -56,17 +60,20 @@ def _plan(function: str) -> tuple[str, ...]:
         return ()
 
 
-SECRETS_CONTEXT: dict[str, Any] = {"reveal_secrets": True}
-"""Serialization context under which a params model dumps its secrets as they are: for
-storage only (functions.scrape.params.Credentials honours it; a plain SecretStr does not)."""
+MASK = "**********"
 
 
 def public_params(function: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Params as callers may see them: the function's own model masks its secrets again."""
+    """Params as callers may see them: the function's own model masks its secrets again.
+
+    Sealed secrets are never opened here (only a worker does that): they read as the
+    mask, which the model then shows as it shows any secret.
+    """
+    masked = mask_sealed(params, MASK)
     try:
-        model = registry.get(function).params.model_validate(params)
+        model = registry.get(function).params.model_validate(masked)
     except Exception:  # the model changed since the run was stored: show no values at all
-        return dict.fromkeys(params, "**********")
+        return dict.fromkeys(params, MASK)
     shown: dict[str, Any] = model.model_dump(mode="json")
     return shown
 
@@ -83,7 +90,16 @@ def _parse_json_object(body: bytes, what: str) -> dict[str, Any]:
     return value
 
 
-def _validate_params(function: str, params: dict[str, Any]) -> dict[str, Any]:
+def _validate_params(
+    function: str, params: dict[str, Any], *, fingerprinted: bool
+) -> tuple[dict[str, Any], str | None]:
+    """The params to store (secrets sealed) and, when `fingerprinted`, the request's
+    idempotency fingerprint.
+
+    The fingerprint is taken over the params as validated, before sealing (a sealed
+    value differs every time). When they hold a secret it is keyed with the sealing
+    key, so a copy of the database cannot be used to test guesses at a password.
+    """
     spec = registry.get(function)
     try:
         model = spec.params.model_validate(params)
@@ -98,8 +114,17 @@ def _validate_params(function: str, params: dict[str, Any]) -> dict[str, Any]:
             f"the params for {function!r} failed validation ({len(errors)} error(s))",
             errors=errors,
         ) from None
-    validated: dict[str, Any] = model.model_dump(mode="json", context=SECRETS_CONTEXT)
-    return validated
+    # What is stored: every secret sealed with STEPLOG_SECRET_KEY (functions/sealing.py).
+    sealer = state().sealer
+    try:
+        sealed = seal_params(model, sealer)
+    except SealingRefused as exc:
+        raise HTTPProblem(422, "Secret not accepted", str(exc)) from None
+    if not fingerprinted:
+        return sealed, None
+    plain: dict[str, Any] = model.model_dump(mode="json", context=REVEAL_SECRETS)
+    key = sealer.fingerprint_key() if sealer is not None and sealed != plain else None
+    return sealed, fingerprint(plain, key=key)
 
 
 async def _start(
@@ -107,27 +132,38 @@ async def _start(
 ) -> Response:
     """Validate and queue a run; `key` is (header, value, namespace) when the caller sent one."""
     app_state = state()
-    params = _validate_params(function, params)
+    params, request_fingerprint = _validate_params(function, params, fingerprinted=key is not None)
     spec = registry.get(function)
     stored_key = None if key is None else f"{key[2]}:{key[1]}"
     try:
         run, created = await app_state.events.create_run(
-            function, params, idempotency_key=stored_key, max_attempts=spec.max_attempts
+            function,
+            params,
+            idempotency_key=stored_key,
+            max_attempts=spec.max_attempts,
+            fingerprint=request_fingerprint,
         )
     except IdempotencyConflict as exc:
         assert key is not None
         raise idempotency_conflict(exc, key[0], key[1]) from None
     if created and app_state.pool is not None:
         app_state.pool.notify()
-    token = run_token(app_state.token_secret, run.id)
-    body = {
-        "run_id": run.id,
-        "status": run.status.value,
-        "stream_url": f"/runs/{run.id}/events?token={token}",
-        "view_url": f"/runs/{run.id}?token={token}",
-        "token": token,
-    }
+    body = {"run_id": run.id, "status": run.status.value, **await _links(run.id)}
     return _json_response(body, 202 if created else 200, {"Location": f"/runs/{run.id}"})
+
+
+async def _links(run_id: str) -> dict[str, Any]:
+    """A fresh run token for `run_id` (valid `STEPLOG_TOKEN_TTL` from now) and its URLs."""
+    app_state = state()
+    token = mint_for(
+        await app_state.token_key.get(), run_id, app_state.settings.token_ttl, app_state.clock()
+    )
+    return {
+        "stream_url": f"/runs/{run_id}/events?token={token.value}",
+        "view_url": f"/runs/{run_id}?token={token.value}",
+        "token": token.value,
+        "token_expires_at": iso(token.expires_at),
+    }
 
 
 @api.post("/hooks/<function>")
@@ -217,18 +253,27 @@ async def find_run(run_id: str) -> Run:
     app_state = state()
     if not is_run_id(run_id):
         raise RunNotFound(f"no run with id {run_id[:64]!r}")
-    require_run_access(request, app_state.api_key, app_state.token_secret, run_id)
+    token_key = await app_state.token_key.get()
+    require_run_access(request, app_state.api_key, token_key, run_id, app_state.clock())
     return await app_state.events.get_run(run_id)
 
 
 @api.get("/runs/<run_id>")
 async def get_run(run_id: str) -> Response:
-    """The run record; a browser asking for HTML gets the run's page instead."""
+    """The run record; a browser asking for HTML gets the run's page instead.
+
+    Asked with the API key, it also hands out a fresh run token and `view_url` (how
+    a link that expired is replaced); asked with a run token, it does not, or a
+    token could renew itself forever.
+    """
     from stream.pages import page, wants_html
 
     if wants_html():
         return await page("run.html")
-    return _json_response(run_json(await find_run(run_id)))
+    body = run_json(await find_run(run_id))
+    if holds_api_key(request, state().api_key):
+        body.update(await _links(run_id))
+    return _json_response(body)
 
 
 @api.get("/runs/<run_id>/log")

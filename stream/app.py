@@ -30,6 +30,7 @@ from stream.request_end import RequestEnd
 from stream.settings import Settings
 from stream.sse_routes import streams
 from stream.state import AppState
+from stream.tokens import TokenKey
 
 log = logging.getLogger("steplog.app")
 
@@ -53,17 +54,21 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
         write_timeout=settings.write_timeout,
         metrics=metrics,
     )
+    sealer = settings.sealer()
     pool = (
         WorkerPool(
             events,
             concurrency=settings.workers,
             lease_seconds=settings.lease_seconds,
             poll_interval=settings.poll_interval,
+            sealer=sealer,
         )
         if settings.workers > 0
         else None
     )
-    app.extensions["steplog"] = state = AppState(settings, events, hub, pool)
+    app.extensions["steplog"] = state = AppState(
+        settings, events, hub, pool, token_key=TokenKey(events), sealer=sealer
+    )
     app.extensions["steplog.metrics"] = metrics
     app.asgi_app = RequestEnd(app.asgi_app)  # type: ignore[method-assign]
     app.asgi_app = RequestLog(app.asgi_app)  # type: ignore[method-assign]
@@ -82,7 +87,7 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
     @app.before_serving
     async def startup() -> None:
         await events.open()
-        state.token_secret = await events.secret("run-token")
+        await state.token_key.get()  # created on first use: before the first request needs it
         for observer in (metrics.observe_commit, log_transitions):
             try:
                 events.add_commit_observer(observer)

@@ -1,27 +1,22 @@
-"""Who may read what: the API key for everything, a run token for one run.
+"""Who may read what: the API key for everything, a run token for one run until it expires.
 
-A run token is an HMAC of the run id under a per-log secret, so it needs no
-storage, survives restarts, is the same on every instance sharing the log, and
-a repeated webhook gets back the same token.
+Run tokens themselves (their form, expiry and key) are stream/tokens.py.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 
 from quart import Request
 
 from stream.problems import HTTPProblem
+from stream.tokens import Verdict, check
 
 COOKIE = "steplog_key"
 """The API key as the stream view keeps it: HttpOnly, SameSite=Strict."""
 
-
-def run_token(secret: bytes, run_id: str) -> str:
-    digest = hmac.new(secret, f"run:{run_id}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest[:24]).decode("ascii")
+TOKEN_EXPIRED = "token_expired"
+"""The `reason` of the 401 for an expired run token (the stream view says so)."""
 
 
 def bearer(request: Request) -> str | None:
@@ -44,8 +39,19 @@ def require_api_key(request: Request, api_key: str) -> None:
         raise HTTPProblem(403, "Forbidden", "the API key is not valid")
 
 
-def require_run_access(request: Request, api_key: str, secret: bytes, run_id: str) -> None:
-    """Allow the API key, or this run's token (as `?token=` or a bearer token)."""
+def holds_api_key(request: Request, api_key: str) -> bool:
+    """The request carries the API key (cookie or bearer), not just a run token."""
+    return is_api_key(request.cookies.get(COOKIE), api_key) or is_api_key(bearer(request), api_key)
+
+
+def require_run_access(
+    request: Request, api_key: str, token_key: bytes, run_id: str, now: float
+) -> None:
+    """Allow the API key, or this run's unexpired token (as `?token=` or a bearer token).
+
+    An expired token is a 401 with `"reason": "token_expired"` (the holder can ask
+    for a new link); any other token that does not open this run keeps its 403.
+    """
     if is_api_key(request.cookies.get(COOKIE), api_key):
         return
     presented = request.args.get("token") or bearer(request)
@@ -53,5 +59,18 @@ def require_run_access(request: Request, api_key: str, secret: bytes, run_id: st
         raise HTTPProblem(401, "Unauthorized", "send the run's token as ?token=… or a bearer token")
     if is_api_key(presented, api_key):
         return
-    if not hmac.compare_digest(presented.encode(), run_token(secret, run_id).encode()):
+    verdict = check(token_key, run_id, presented, now)
+    if verdict is Verdict.EXPIRED:
+        problem = HTTPProblem(
+            401,
+            "Token expired",
+            "this run's link has expired; ask for a new one (GET /runs/{id} with the API key"
+            " answers a fresh view_url)",
+            reason=TOKEN_EXPIRED,
+        )
+        problem.headers["WWW-Authenticate"] = (
+            'Bearer error="invalid_token", error_description="the run token has expired"'
+        )
+        raise problem
+    if verdict is not Verdict.VALID:
         raise HTTPProblem(403, "Forbidden", "this token does not grant access to this run")

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from stream.settings import DEFAULT_DB, Settings, credential
+from stream.settings import DEFAULT_DB, DEFAULT_TOKEN_TTL, Settings, credential
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -43,7 +43,10 @@ def main() -> None:
               help="In-process workers (0: serve only).")  # fmt: skip
 @click.option("--demo/--no-demo", envvar="STEPLOG_DEMO", default=False, show_default=True,
               help="Also serve the demo site under /demo (the scraper may fetch it).")  # fmt: skip
-def serve(host: str, port: int, db: str, workers: int, demo: bool) -> None:
+@click.option("--token-ttl", envvar="STEPLOG_TOKEN_TTL", default=DEFAULT_TOKEN_TTL,
+              show_default=True, type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="How long a run token (a view_url) stays valid.")  # fmt: skip
+def serve(host: str, port: int, db: str, workers: int, demo: bool, token_ttl: float) -> None:
     """Serve the HTTP API and SSE streams, with in-process workers.
 
     SIGTERM or SIGINT shuts down gracefully: open streams are told to reconnect,
@@ -54,12 +57,19 @@ def serve(host: str, port: int, db: str, workers: int, demo: bool) -> None:
     and a body after STEPLOG_BODY_TIMEOUT (30 s); while
     STEPLOG_MAX_PENDING_HEADERS (1024) new connections have not sent a whole
     head, another is closed at once.
+
+    Secrets in params (a scrape's login) are stored encrypted with
+    STEPLOG_SECRET_KEY (comma-separated Fernet keys, the first encrypts; unset:
+    generated in `secret-key` beside the SQLite file; with PostgreSQL it must be
+    set for such runs to be accepted).
     """
     from stream.app import create_app
     from stream.serving import serve as serve_app
 
     try:
-        settings = Settings.from_env(host=host, port=port, db=db, workers=workers, demo=demo)
+        settings = Settings.from_env(
+            host=host, port=port, db=db, workers=workers, demo=demo, token_ttl=token_ttl
+        )
     except ValueError as exc:  # a STEPLOG_* variable that makes no sense
         raise click.ClickException(str(exc)) from None
     _configure_logging(settings.log_level, settings.log_format)
@@ -72,12 +82,20 @@ def serve(host: str, port: int, db: str, workers: int, demo: bool) -> None:
 @click.option("--concurrency", "--workers", "workers", envvar="STEPLOG_WORKERS", default=4,
               show_default=True, type=int, help="Concurrent runs in this process.")  # fmt: skip
 def worker(db: str, workers: int) -> None:
-    """Run functions from the log in a separate process (no HTTP)."""
+    """Run functions from the log in a separate process (no HTTP).
+
+    It decrypts secrets in params with STEPLOG_SECRET_KEY (unset: the `secret-key`
+    file `serve` keeps beside the SQLite file); a run it cannot decrypt fails with
+    a message saying so.
+    """
     from functions import registry
     from functions.worker import WorkerPool
     from storage import open_log
 
-    settings = Settings.from_env(db=db, workers=workers)
+    try:
+        settings = Settings.from_env(db=db, workers=workers).with_secret_key()
+    except ValueError as exc:  # a STEPLOG_* variable that makes no sense
+        raise click.ClickException(str(exc)) from None
     _configure_logging(settings.log_level)
     registry.load(settings.functions)
     if settings.demo:  # the server's demo site: this worker may scrape it too
@@ -99,6 +117,7 @@ def worker(db: str, workers: int) -> None:
             concurrency=settings.workers,
             lease_seconds=settings.lease_seconds,
             poll_interval=settings.poll_interval,
+            sealer=settings.sealer(),
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -263,10 +282,17 @@ def bench(quick: bool) -> None:
     click.echo(run_benchmarks(quick=quick))
 
 
-from stream.cli_admin import log_group, migrate  # noqa: E402  (operator chores: cli_admin.py)
+from stream.cli_admin import (  # noqa: E402  (operator chores: cli_admin.py)
+    log_group,
+    migrate,
+    secret_key_group,
+    tokens_group,
+)
 
 main.add_command(migrate)
 main.add_command(log_group)
+main.add_command(tokens_group)
+main.add_command(secret_key_group)
 
 from stream.cli_audit import audit_group, runs_show  # noqa: E402  (audit: cli_audit.py)
 

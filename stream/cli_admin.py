@@ -1,4 +1,4 @@
-"""`steplog migrate` and `steplog log copy`: the database chores of an operator.
+"""`steplog migrate`, `log copy`, `tokens rotate`, `secret-key new`: an operator's chores.
 
 Kept apart from cli.py (which registers them) because they talk to the storage
 layer directly rather than to a running server.
@@ -107,3 +107,59 @@ async def _copy(source_url: str, target_url: str) -> CopyReport:
         return await copy_log(source, target_url, progress=progress)
     finally:
         await source.close()
+
+
+@click.group("tokens")
+def tokens_group() -> None:
+    """Run tokens (the `?token=` of a view_url)."""
+
+
+@tokens_group.command("rotate")
+@click.option("--db", envvar="STEPLOG_DB", default=DEFAULT_DB, show_default=True,
+              help="SQLite file (or sqlite:///path) or postgresql://… URL.")  # fmt: skip
+def rotate_tokens(db: str) -> None:
+    """Revoke every run token: replace the key they are signed with.
+
+    Running servers on this log pick the new key up within a few seconds; a stream
+    already open on an old token ends within STEPLOG_MAX_STREAM_SECONDS and is not
+    let back in. New tokens: `GET /runs/{id}` with the API key, or `steplog runs show`.
+    """
+    from storage.errors import SteplogError
+
+    if not _is_postgres(db) and not Path(db.removeprefix("sqlite://")).is_file():
+        raise click.UsageError(f"--db: no SQLite log at {db}")  # not a new, empty one
+    try:
+        asyncio.run(_rotate(db))
+    except SteplogError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo("run-token key rotated: every run token handed out before now is refused")
+
+
+async def _rotate(db: str) -> None:
+    from storage import open_log
+    from stream.tokens import KEY_NAME
+
+    log = open_log(db)
+    await log.open()
+    try:
+        await log.rotate_secret(KEY_NAME)
+    finally:
+        await log.close()
+
+
+@click.group("secret-key")
+def secret_key_group() -> None:
+    """The key that encrypts secrets in stored params (STEPLOG_SECRET_KEY)."""
+
+
+@secret_key_group.command("new")
+def new_secret_key() -> None:
+    """Print a new key for STEPLOG_SECRET_KEY.
+
+    To rotate, put it first and keep the old one after it, comma-separated
+    (`STEPLOG_SECRET_KEY=NEW,OLD`): new runs are encrypted with NEW, runs queued
+    before still decrypt with OLD. Drop OLD once those runs have finished.
+    """
+    from functions.sealing import new_key
+
+    click.echo(new_key())

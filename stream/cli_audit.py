@@ -199,18 +199,51 @@ def _write(job: Export, handle: IO[bytes]) -> None:
 @click.argument("run_id")
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the timeline as JSON.")
-def runs_show(run_id: str, db: str, as_json: bool) -> None:
-    """Print RUN_ID's timeline: every step with start, end, duration, attempt, and the ending."""
+@click.option("--url", envvar="STEPLOG_URL", default="http://127.0.0.1:8000", show_default=True,
+              help="The server the printed view_url points at.")  # fmt: skip
+def runs_show(run_id: str, db: str, as_json: bool, url: str) -> None:
+    """Print RUN_ID's timeline: every step with start, end, duration, attempt, and the ending.
+
+    Then a fresh view_url for the run (valid STEPLOG_TOKEN_TTL seconds), signed with
+    the log's current token key.
+    """
     from storage.audit_model import AuditError
     from storage.audit_timeline import run_timeline
 
     try:
-        timeline = run_timeline(_db_file(db), run_id)
+        path = _db_file(db)
+        timeline = run_timeline(path, run_id)
+        link = _view_link(path, run_id, url)
     except AuditError as exc:
         _fail(str(exc))
         return
     if as_json:
-        click.echo(json.dumps(timeline.as_json(), ensure_ascii=False))
+        body = timeline.as_json()
+        if link is not None:
+            body["view_url"], body["token_expires_at"] = link
+        click.echo(json.dumps(body, ensure_ascii=False))
     else:
         for line in timeline.lines():
             click.echo(line)
+        if link is not None:
+            click.echo(f"view_url: {link[0]}  (valid until {link[1]})")
+
+
+def _view_link(path: Path, run_id: str, url: str) -> tuple[str, str] | None:
+    """A view_url for `run_id` and its expiry; None when the log has no token key yet."""
+    import time
+
+    from storage.audit import stored_secret
+    from storage.timefmt import iso
+    from stream.settings import Settings
+    from stream.tokens import KEY_NAME, mint_for
+
+    key = stored_secret(path, KEY_NAME)
+    if key is None:
+        return None
+    try:
+        ttl = Settings.from_env().token_ttl
+    except ValueError as exc:  # a STEPLOG_* variable that makes no sense
+        raise click.ClickException(str(exc)) from None
+    token = mint_for(key, run_id, ttl, time.time())
+    return f"{url.rstrip('/')}/runs/{run_id}?token={token.value}", iso(token.expires_at)

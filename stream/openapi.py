@@ -42,13 +42,15 @@ class Problem(BaseModel):
 
 
 class RunStarted(BaseModel):
-    """What starting a run answers: where to follow it, and the run token that may."""
+    """What starting a run answers: where to follow it, and the run token that may (until
+    `token_expires_at`, `STEPLOG_TOKEN_TTL` from now)."""
 
     run_id: str
     status: str
     stream_url: str
     view_url: str
     token: str
+    token_expires_at: str
 
 
 class RunRecord(BaseModel):
@@ -68,6 +70,11 @@ class RunRecord(BaseModel):
     result: Any = None
     error: Any = None
     steps: list[str]
+    stream_url: str | None = None
+    """`GET /runs/{id}` with the API key only, like the three below: a fresh run token."""
+    view_url: str | None = None
+    token: str | None = None
+    token_expires_at: str | None = None
 
 
 class RunList(BaseModel):
@@ -117,7 +124,7 @@ MODELS: tuple[type[BaseModel], ...] = (
 
 TITLES = {
     400: "Malformed request (JSON, cursor, query parameter or header)",
-    401: "No credentials",
+    401: "No credentials, or an expired run token (reason: token_expired)",
     403: "Credentials not valid for this resource",
     404: "No such run or function",
     409: "Conflict with the run's state",

@@ -9,14 +9,20 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from storage.errors import SteplogError
 
+if TYPE_CHECKING:
+    from functions.sealing import Sealer
+
 DEFAULT_DB = "data/steplog.db"
+DEFAULT_TOKEN_TTL = 7 * 24 * 3600.0
+"""A week: long enough to share a link, short enough that a leaked one dies."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +38,10 @@ class Settings:
     retry_ms: int = 2000
     api_key: str | None = None
     webhook_secret: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+    """Fernet keys, comma-separated, for secrets in stored params (the first encrypts)."""
+    token_ttl: float = DEFAULT_TOKEN_TTL
+    """Seconds a run token (a `view_url`) stays valid after it is handed out."""
     max_body_bytes: int = 1024 * 1024
     subscriber_buffer: int = 4096
     public_url: str | None = None
@@ -65,9 +75,14 @@ class Settings:
             "graceful_timeout",
             "header_timeout",
             "body_timeout",
+            "token_ttl",
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"STEPLOG_{name.upper()} must be a positive number of seconds")
+        if self.secret_key is not None:
+            from functions.sealing import parse_keys
+
+            parse_keys(self.secret_key)  # a ValueError naming the variable, not the key
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -88,14 +103,39 @@ class Settings:
         """Fill in an API key and webhook secret, generating and keeping them if unset.
 
         They live beside the database (`api-key`, `webhook-secret`, mode 0600) so the
-        CLI on the same machine finds them and they survive restarts.
+        CLI on the same machine finds them and they survive restarts. The secret key
+        is filled in too (`with_secret_key`).
         """
         return replace(
-            self,
+            self.with_secret_key(),
             api_key=self.api_key or credential(self.db, "api-key", _new_api_key),
             webhook_secret=self.webhook_secret
             or credential(self.db, "webhook-secret", _new_webhook_secret),
         )
+
+    def with_secret_key(self) -> Settings:
+        """Fill in the key that encrypts secrets in params, generating and keeping it if unset.
+
+        With SQLite it is kept beside the database (`secret-key`, mode 0600), where
+        `serve` and `steplog worker` on the same file both find it. With PostgreSQL
+        there is no such place shared by every instance, and the `meta` table would
+        defeat the purpose (a dump of the database would carry the key with the
+        secrets), so it stays unset: runs whose params hold a secret are then refused
+        until `STEPLOG_SECRET_KEY` is set (runs without one are not affected).
+        """
+        if self.secret_key is not None or _is_postgres(self.db):
+            return self
+        from functions.sealing import new_key
+
+        return replace(self, secret_key=credential(self.db, "secret-key", new_key))
+
+    def sealer(self) -> Sealer | None:
+        """What seals and opens secrets in params; None without a key (PostgreSQL, unset)."""
+        if self.secret_key is None:
+            return None
+        from functions.sealing import Sealer, parse_keys
+
+        return Sealer(parse_keys(self.secret_key))
 
     @property
     def data_dir(self) -> Path:
@@ -119,6 +159,8 @@ _FIELDS: dict[str, Callable[[str], Any]] = {
     "retry_ms": int,
     "api_key": str,
     "webhook_secret": str,
+    "secret_key": str,
+    "token_ttl": float,
     "max_body_bytes": int,
     "subscriber_buffer": int,
     "public_url": str,
@@ -144,8 +186,8 @@ def credential(db: str, name: str, make: Any) -> str:
     Only for an SQLite file: instances sharing a PostgreSQL log must share their
     credentials too, so there they have to be given (a file per machine would differ).
     """
-    if db.startswith(("postgres://", "postgresql://")):
-        variable = "STEPLOG_API_KEY" if name == "api-key" else "STEPLOG_WEBHOOK_SECRET"
+    if _is_postgres(db):
+        variable = "STEPLOG_" + name.upper().replace("-", "_")
         raise SteplogError(
             f"set {variable}: with a PostgreSQL log every instance must use the same one"
         )
@@ -155,10 +197,24 @@ def credential(db: str, name: str, make: Any) -> str:
         return path.read_text(encoding="utf-8").strip()
     directory.mkdir(parents=True, exist_ok=True)
     value: str = make()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(value + "\n")
+    # Written whole under another name, then linked into place: a process starting at
+    # the same time (`serve` and `steplog worker`) never reads a half-written file,
+    # and whichever links first wins; the other reads the winner's value.
+    fd, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=directory)  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(value + "\n")
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return path.read_text(encoding="utf-8").strip()
+    finally:
+        os.unlink(temporary)
     return value
+
+
+def _is_postgres(db: str) -> bool:
+    return db.startswith(("postgres://", "postgresql://"))
 
 
 def _new_api_key() -> str:

@@ -26,6 +26,7 @@ from stream.request_end import at_request_end
 from stream.sse import EVENT_STREAM_HEADERS
 from stream.state import state
 from stream.streaming import farewell_stream, global_stream, run_stream
+from stream.tokens import expiry
 
 streams = Blueprint("streams", __name__)
 
@@ -86,9 +87,16 @@ async def run_events(run_id: str) -> Response:
     if run.status.finished and cursor == run.last_seq:
         return Response(b"", status=204)  # EventSource stops reconnecting on 204
     settings = app_state.settings
-    sub = _admit(_run_token(app_state.api_key))
+    token = _run_token(app_state.api_key)
+    sub = _admit(token)
     if sub is None:
         return _event_stream(farewell_stream(settings.retry_ms))
+    expires_at = None if token is None else expiry(token)
+    if expires_at is not None:
+        # The stream ends when its token does (like at its lifetime); the client's
+        # reconnect is then answered 401 token_expired, so a link stops at its expiry.
+        left = expires_at - app_state.clock()
+        sub.deadline = min(sub.deadline, app_state.hub.clock() + left)
     return _event_stream(
         run_stream(
             app_state.events,

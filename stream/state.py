@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from quart import current_app
 
+from functions.sealing import Sealer
 from functions.worker import WorkerPool
 from storage import EventLog
 from stream.hub import TailHub
 from stream.settings import Settings
+from stream.tokens import TokenKey
 
 
 @dataclass(slots=True)
@@ -18,7 +22,11 @@ class AppState:
     events: EventLog
     hub: TailHub
     pool: WorkerPool | None
-    token_secret: bytes = b""
+    token_key: TokenKey
+    sealer: Sealer | None = None
+    """Seals secrets in params at intake; None when no key is configured (PostgreSQL)."""
+    clock: Callable[[], float] = field(default=time.time)
+    """Wall time in seconds, for run token expiries (tests may substitute their own)."""
 
     @property
     def api_key(self) -> str:

@@ -6,10 +6,12 @@ The environment is the better place: the secret then never crosses the API.
 
 Params are stored in the runs table and returned by `GET /runs/{id}`, so the
 credentials in them are `SecretStr` and serialise masked, except when the
-serializer is given `REVEAL_SECRETS` as context: the intake stores the real
-values that way (for the worker, which may be another process and may be a
-retry after a crash), and every other dump (the API's answers, error messages)
-shows `**********`. Nothing in this package ever writes them to the event log.
+serializer is given `REVEAL_SECRETS` as context: the intake dumps the real
+values that way and stores them encrypted with `STEPLOG_SECRET_KEY`
+(functions/sealing.py; the worker, which may be another process and may be a
+retry after a crash, decrypts them right before the call), and every other dump
+(the API's answers, error messages) shows `**********`. Nothing in this package
+ever writes them to the event log.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 from datetime import date
-from typing import Any
 
 from pydantic import (
     BaseModel,
@@ -38,12 +39,10 @@ from functions.scrape.targets import (
     split_url,
     url_port,
 )
+from functions.sealing import REVEAL_SECRETS as REVEAL_SECRETS  # what the intake dumps with
 
 CREDENTIALS_ENV = "STEPLOG_SCRAPE_CREDENTIALS"
 MASK = "**********"
-REVEAL_SECRETS: dict[str, Any] = {"reveal_secrets": True}
-"""Serialization context under which secrets dump as themselves (for storage only)."""
-
 DEFAULT_STEP_TIMEOUT = 30.0
 DEFAULT_RUN_TIMEOUT = 300.0
 
@@ -115,8 +114,8 @@ def credentials_for(
     if params.credentials is not None:
         if params.credentials.masked:
             raise PermanentError(
-                "the run's credentials were stored masked, so the password is gone; this"
-                f" server cannot take credentials in params yet: use {CREDENTIALS_ENV}"
+                "the run's credentials were stored masked, so the password is gone: start"
+                f" the run again, or use {CREDENTIALS_ENV}"
             )
         return params.credentials, "params"
     raw = (os.environ if env is None else env).get(CREDENTIALS_ENV, "").strip()

@@ -46,8 +46,9 @@ class CreateRunOp(CreateRun, Operation[tuple[Run, bool]]):
         params: dict[str, Any],
         idempotency_key: str | None,
         max_attempts: int,
+        request_fingerprint: str | None = None,
     ) -> None:
-        super().__init__(function, params, idempotency_key, max_attempts)
+        super().__init__(function, params, idempotency_key, max_attempts, request_fingerprint)
         refuse_nul("function", function)
         refuse_nul("idempotency_key", idempotency_key)
 
@@ -154,7 +155,8 @@ class ProbeOp(Operation[None]):
 class SecretOp(Secret, Operation[bytes]):
     async def apply(self, batch: Batch) -> bytes:
         # Two processes creating it at once both end up with the first one's value.
-        await batch.conn.execute(QUERIES["insert_secret"], self.key, self.candidate)
+        query = QUERIES["replace_secret" if self.replace else "insert_secret"]
+        await batch.conn.execute(query, self.key, self.candidate)
         value: bytes = await batch.conn.fetchval(QUERIES["get_secret"], self.key)
         return bytes(value)
 

@@ -149,6 +149,11 @@ UPDATE runs SET status = 'queued', available_at = $2, lease_owner = NULL,
 -- insert_secret --
 INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING;
 
+-- replace_secret --
+-- A rotation (`steplog tokens rotate`): the new value wins whatever was there.
+INSERT INTO meta (key, value) VALUES ($1, $2)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
 -- get_secret --
 SELECT value FROM meta WHERE key = $1;
 

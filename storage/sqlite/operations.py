@@ -142,7 +142,9 @@ class ProbeOp(Operation[None]):
 class SecretOp(Secret, Operation[bytes]):
     def apply(self, batch: Batch) -> bytes:
         batch.conn.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (self.key, self.candidate)
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO "
+            + ("UPDATE SET value = excluded.value" if self.replace else "NOTHING"),
+            (self.key, self.candidate),
         )
         rows = batch.fetchall("SELECT value FROM meta WHERE key = ?", (self.key,))
         return bytes(rows[0][0])

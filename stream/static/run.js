@@ -20,6 +20,7 @@ let playback = null; // a running replay's timer
 let reconnects = 0;
 let scheduled = false;
 let joinedAt = 0; // the event id the stream was opened after ("watch from now" skips the past)
+let linkExpired = false; // the token in the URL has expired: nothing more will be let in
 const retry = backoff();
 
 function withToken(path, extra = {}) {
@@ -209,6 +210,7 @@ function follow(afterSeq) {
 // so nothing is missed (and `apply` drops any event seen twice).
 async function closed(closedSource) {
   const current = await refreshRun(true);
+  if (linkExpired) return; // said once, by `expired`; retrying would only be refused again
   if (source !== closedSource) return; // a replay or a join was started meanwhile
   const seen = Math.max(joinedAt, state.lastSeq);
   if (current && FINISHED.has(current.status) && seen >= current.last_seq) {
@@ -230,7 +232,10 @@ async function allEvents() {
     const response = await fetch(withToken(`/runs/${runId}/log`, { after, limit: 1000 }), {
       headers: { Accept: "application/json" },
     });
-    if (!response.ok) throw new Error(`reading events failed: ${response.status}`);
+    if (!response.ok) {
+      if (await isExpired(response)) expired();
+      throw new Error(`reading events failed: ${response.status}`);
+    }
     const page = (await response.json()).events;
     events.push(...page);
     if (page.length < 1000) return events;
@@ -271,11 +276,35 @@ async function replay(speed, startSeq = 1) {
 
 // ---- start -----------------------------------------------------------------
 
+// The server answers an expired run token with 401 and `"reason": "token_expired"`
+// (a token that never opened this run keeps its 403). EventSource cannot see that
+// status, so the page learns it from the run record or the log it fetches itself.
+
+/** Whether `response` refuses the page's token because it has expired (reads its body). */
+async function isExpired(response) {
+  if (response.status !== 401) return false;
+  const problem = await response.clone().json().catch(() => null);
+  return problem?.reason === "token_expired";
+}
+
+/** Stop for good and say why: the link is no longer valid, and retrying cannot help. */
+function expired() {
+  linkExpired = true;
+  stop();
+  if (playback) clearTimeout(playback);
+  document.getElementById("expired").hidden = false;
+  connection("expired"); // the notice above the run says what to do
+}
+
 /** Fetch and show the run record; null if that failed (said in the indicator unless `quiet`). */
 async function refreshRun(quiet = false) {
   const headers = { Accept: "application/json" };
   const response = await fetch(withToken(`/runs/${runId}`), { headers }).catch(() => null); // unreachable
   if (!response?.ok) {
+    if (response && (await isExpired(response))) {
+      expired(); // said even when `quiet`: it is the end of this page, not a passing failure
+      return null;
+    }
     if (quiet) return null;
     const problem = (await response?.json().catch(() => null)) || {};
     connection("error", problem.detail || response?.status || "server unreachable");

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ import httpx
 from playwright.async_api import Browser, Page, expect
 
 from stream.launcher import ServerProcess
+from stream.tokens import mint
 from tests.conftest import ServerFactory
+from tests.integration.helpers import token_key
 
 LONG = 30_000  # ms: generous deadlines for a loaded 2-core machine
 
@@ -101,6 +104,43 @@ async def test_replay_from_an_event_link(browser: Browser, server_factory: Serve
     await page.goto(link)
     await page.wait_for_selector("#connection[data-state='ended']", timeout=LONG)
     assert await timeline(page) == ["tick:done"]
+    await page.close()
+
+
+async def test_an_expired_link_says_so_instead_of_waiting(
+    browser: Browser, server_factory: ServerFactory
+) -> None:
+    """A link whose token has expired (minted with a past expiry and the server's own
+    key) tells the reader, and the page stops: no retry, no spinner."""
+    server = server_factory(ping_interval=1)
+    run = start(server, "ticker", count=3, interval_ms=20)
+    expired = mint(token_key(server), run["run_id"], int(time.time()) - 60).value
+    page = await browser.new_page()
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    await page.goto(f"{server.url}/runs/{run['run_id']}?token={expired}")
+    notice = page.locator("#expired")
+    await expect(notice).to_be_visible(timeout=LONG)
+    await expect(notice).to_have_text("This link has expired; ask for a new one.")
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "expired")
+    assert not any("/events" in url for url in requests)  # it never opened a stream
+    await page.close()
+
+
+async def test_a_link_that_expires_while_watching_says_so(
+    browser: Browser, server_factory: ServerFactory
+) -> None:
+    """The stream ends when its token does; the page learns why from the server's 401
+    (`reason: token_expired`) and says so, instead of retrying forever."""
+    server = server_factory(ping_interval=1, token_ttl=5)
+    run = start(server, "ticker", count=600, interval_ms=100)  # a minute of ticks
+    page = await browser.new_page()
+    await page.goto(server.url + run["view_url"])
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=LONG)
+    assert await page.locator("#expired").is_hidden()
+    await expect(page.locator("#expired")).to_be_visible(timeout=LONG)
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "expired")
+    assert int(await page.inner_text("#event-count")) > 0  # what it had shown stays
     await page.close()
 
 

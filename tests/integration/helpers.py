@@ -9,6 +9,7 @@ condition polled against a deadline, never a fixed sleep.
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import time
 import uuid
@@ -95,12 +96,32 @@ def start_run(server: ServerProcess, function: str = "ticker", **params: Any) ->
     return body
 
 
+LINK_FIELDS = frozenset({"stream_url", "view_url", "token", "token_expires_at"})
+"""What `GET /runs/{id}` adds for the API key: a fresh run token, new at every call."""
+
+
 def get_run(server: ServerProcess, run_id: str) -> dict[str, Any]:
+    """The run record, without the fresh token the API key is handed (see `LINK_FIELDS`)."""
     with client(server) as http:
         response = http.get(f"/runs/{run_id}")
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
-    return body
+    return without_links(body)
+
+
+def without_links(body: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in body.items() if key not in LINK_FIELDS}
+
+
+def token_key(server: ServerProcess) -> bytes:
+    """The key the server signs run tokens with, read from its SQLite file's `meta` table."""
+    conn = sqlite3.connect(f"file:{server.db}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'secret:run-token'").fetchone()
+    finally:
+        conn.close()
+    assert row is not None, "the server has no run-token key yet"
+    return bytes(row[0])
 
 
 def list_runs(server: ServerProcess, **filters: Any) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from stream.launcher import ServerProcess, make_server
 from tests.integration.helpers import (
     assert_problem,
     client,
+    http_client,
     start_run,
     wait_for_status,
     wait_until,
@@ -232,17 +233,29 @@ def test_verify_on_a_live_log_succeeds_and_writes_nothing(server: ServerProcess)
 def test_runs_show_prints_the_timeline_and_runs_still_lists(server: ServerProcess) -> None:
     run_id = start_run(server, count=3, interval_ms=0)["run_id"]
     wait_for_status(server, run_id, "succeeded")
-    shown = steplog("runs", "show", run_id, "--db", str(server.db))
+    shown = steplog("runs", "show", run_id, "--db", str(server.db), "--url", server.url)
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
     assert lines[0].startswith(f"run {run_id} · ticker · succeeded · attempt 1 of ")
     step = next(line for line in lines if " tick " in line)
     assert "completed (3 events)" in step and " ms" in step
-    assert lines[-1].startswith('ended: succeeded, result {"ticks": 3} at ')
+    assert lines[-2].startswith('ended: succeeded, result {"ticks": 3} at ')
+    # Last, a fresh link to the run's page, signed with the log's token key: it works.
+    link = re.fullmatch(r"view_url: (\S+)  \(valid until (\S+Z)\)", lines[-1])
+    assert link is not None, lines[-1]
+    assert link.group(1).startswith(f"{server.url}/runs/{run_id}?token=")
+    with http_client() as http:
+        opened = http.get(link.group(1), headers={"Accept": "application/json"})
+    assert opened.status_code == 200 and opened.json()["id"] == run_id, opened.text
 
-    as_json = json.loads(steplog("runs", "show", run_id, "--db", str(server.db), "--json").stdout)
+    shown_json = steplog(
+        "runs", "show", run_id, "--db", str(server.db), "--json", "--url", "https://steplog.test/"
+    )
+    as_json = json.loads(shown_json.stdout)
     assert as_json["ended"]["type"] == "run succeeded"
     assert [e["name"] for e in as_json["entries"] if e["kind"] == "step"] == ["tick"]
+    assert as_json["view_url"].startswith(f"https://steplog.test/runs/{run_id}?token=")
+    assert as_json["token_expires_at"].endswith("Z")
 
     listed = steplog("runs", "--url", server.url, "--db", str(server.db))
     assert listed.returncode == 0, listed.stderr

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +14,9 @@ import httpx
 import pytest
 
 from stream.launcher import ServerProcess
+from stream.tokens import mint
 from tests.integration.helpers import (
+    LINK_FIELDS,
     assert_nothing_written,
     assert_problem,
     client,
@@ -22,6 +28,7 @@ from tests.integration.helpers import (
     run_ids,
     run_stream_url,
     start_run,
+    token_key,
     wait_for_status,
 )
 
@@ -34,7 +41,7 @@ def test_post_runs_with_api_key_starts_a_run(server: ServerProcess) -> None:
 
     assert response.status_code == 202, response.text
     body = response.json()
-    assert set(body) == {"run_id", "status", "stream_url", "view_url", "token"}
+    assert set(body) == {"run_id", "status", "stream_url", "view_url", "token", "token_expires_at"}
     run_id = body["run_id"]
     assert body["status"] == "queued"
     assert response.headers["location"] == f"/runs/{run_id}"
@@ -135,8 +142,10 @@ def test_run_token_or_api_key_opens_the_run_and_its_stream(server: ServerProcess
         )
     assert with_query_token.status_code == 200, with_query_token.text
     assert with_bearer_token.status_code == 200, with_bearer_token.text
+    # The token reads the record; only the API key is handed a fresh token with it.
     assert with_query_token.json() == with_key
     assert with_bearer_token.json() == with_key
+    assert not LINK_FIELDS & set(with_query_token.json())
     assert with_key["id"] == run_id
     assert with_key["last_seq"] == 7  # queued, started, step, 2 ticks, step done, succeeded
 
@@ -165,7 +174,9 @@ class Refusal:
     path: str
     status: int
     auth: str = "key"
-    """`key` (the API key), `none`, `wrong-key`, `token` (this run's), `other-token`, `junk`."""
+    """`key` (the API key), `none`, `wrong-key`, `token` (this run's), `other-token`, `junk`,
+    `expired-token` (this run's, past its expiry), `stretched-token` (this run's with a
+    later expiry written in), `legacy-token` (this run's, as tokens were before expiries)."""
     body: bytes | None = None
     headers: tuple[tuple[str, str], ...] = ()
     params: tuple[tuple[str, str], ...] = ()
@@ -179,6 +190,11 @@ def field_error(loc: list[Any], kind: str) -> Callable[[dict[str, Any]], None]:
         assert any(e["loc"] == loc and e["type"] == kind for e in errors), errors
 
     return check
+
+
+def token_expired(body: dict[str, Any]) -> None:
+    assert body.get("reason") == "token_expired", body
+    assert "expired" in body["detail"], body
 
 
 def start(params: dict[str, Any], function: str = "ticker") -> bytes:
@@ -245,6 +261,27 @@ REFUSALS: dict[str, Refusal] = {
         "GET", "/runs/{run}/events", 403, "other-token"
     ),
     "GET /runs/{id}/events of an unknown run": Refusal("GET", f"/runs/{UNKNOWN_RUN}/events", 404),
+    "GET /runs/{id} with an expired token": Refusal(
+        "GET", "/runs/{run}", 401, "expired-token", check=token_expired
+    ),
+    "GET /runs/{id}/events with an expired token": Refusal(
+        "GET", "/runs/{run}/events", 401, "expired-token", check=token_expired
+    ),
+    "GET /runs/{id}/log with an expired token": Refusal(
+        "GET", "/runs/{run}/log", 401, "expired-token", check=token_expired
+    ),
+    "POST /runs/{id}/cancel with an expired token": Refusal(
+        "POST", "/runs/{run}/cancel", 401, "expired-token", check=token_expired
+    ),
+    "GET /runs/{id}/events with a token from before expiries": Refusal(
+        "GET", "/runs/{run}/events", 401, "legacy-token", check=token_expired
+    ),
+    "GET /runs/{id} with a token whose expiry was pushed back": Refusal(
+        "GET", "/runs/{run}", 403, "stretched-token"
+    ),
+    "GET /runs/{id}/events with a token whose expiry was pushed back": Refusal(
+        "GET", "/runs/{run}/events", 403, "stretched-token"
+    ),
     "GET /runs/{id}/events with a malformed Last-Event-ID": Refusal(
         "GET", "/runs/{run}/events", 400, headers=(("Last-Event-ID", "abc"),)
     ),
@@ -281,6 +318,7 @@ def test_bad_requests_are_refused_and_change_nothing(
         "token": mine["token"],
         "other-token": other["token"],
         "junk": "not-a-token",
+        **expired_tokens(server, run_id, mine["token"]),
     }
 
     for case, refusal in REFUSALS.items():
@@ -307,3 +345,19 @@ def test_bad_requests_are_refused_and_change_nothing(
 
     # The run every request named is untouched.
     assert get_run(server, run_id) == finished
+
+
+def expired_tokens(server: ServerProcess, run_id: str, token: str) -> dict[str, str]:
+    """Tokens for `run_id` that must not open it, made with the server's own key.
+
+    Minted with an expiry in the past rather than waited for: the same MAC a
+    server would have made, only its time has come.
+    """
+    key = token_key(server)
+    expires, _, mac = token.partition(".")
+    legacy = hmac.new(key, f"run:{run_id}".encode(), hashlib.sha256).digest()[:24]
+    return {
+        "expired-token": mint(key, run_id, int(time.time()) - 60).value,
+        "stretched-token": f"{int(expires) + 10 * 365 * 86400}.{mac}",
+        "legacy-token": base64.urlsafe_b64encode(legacy).decode(),
+    }

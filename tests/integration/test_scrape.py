@@ -12,6 +12,7 @@ import contextlib
 import json
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from unidecode import unidecode
 
 from stream.launcher import ServerProcess, free_port, make_server
@@ -391,6 +393,45 @@ def test_credentials_in_params_log_in(demo: ServerProcess) -> None:
     events = events_of(demo, run_id)
     assert "login" in steps(events)
     assert events[-1]["type"] == "run.succeeded", events[-1]["message"]
+    assert_secret_nowhere(demo, run_id)
+
+
+def test_credentials_in_params_are_encrypted_at_rest(demo: ServerProcess) -> None:
+    """The login reaches the site (the run logs in and gets the private profile), but
+    the database never holds it in the clear: not the runs row read with sqlite3, not
+    one byte of the files SQLite writes (the database, its WAL and shared memory)."""
+    url = f"http://localhost:{demo.port}/demo/in/zoe-arnaud"
+    run_id = start_scrape(demo, url=url, credentials=PARAMS_LOGIN)["run_id"]
+    events = events_of(demo, run_id)
+    assert events[-1]["type"] == "run.succeeded", events[-1]["message"]
+    login = next(e for e in events if e["type"] == "step.started" and e["step"] == "login")
+    assert login["message"] == f"Logging in to localhost:{demo.port} (credentials from the params)"
+    assert events[-1]["data"]["result"]["profile"]["name"] == "Zo\u00eb Arnaud"  # behind the login
+
+    conn = sqlite3.connect(f"file:{demo.db}?mode=ro", uri=True)
+    try:
+        (stored,) = conn.execute("SELECT params FROM runs WHERE id = ?", (run_id,)).fetchone()
+    finally:
+        conn.close()
+    params = json.loads(stored)
+    assert params["url"] == url and params["as_of"] == AS_OF  # the rest stays readable
+    sealed = params["credentials"]
+    assert set(sealed) == {"username", "password"}
+    assert all(set(value) == {"$enc"} for value in sealed.values()), sealed
+    # Sealed with the key `serve` keeps beside the database, and with nothing else.
+    key = Fernet((demo.db.parent / "secret-key").read_text().strip().encode())
+    opened = {
+        name: json.loads(key.decrypt(value["$enc"].encode())) for name, value in sealed.items()
+    }
+    assert opened == PARAMS_LOGIN
+
+    files = [path for path in demo.db.parent.iterdir() if path.name.startswith(demo.db.name)]
+    assert {path.name for path in files} >= {"steplog.db", "steplog.db-wal"}, files
+    for path in files:
+        data = path.read_bytes()
+        for secret in PARAMS_LOGIN.values():
+            for form in (secret.encode(), secret.encode("utf-16-le")):
+                assert form not in data, f"{secret!r} is in {path.name}"
     assert_secret_nowhere(demo, run_id)
 
 

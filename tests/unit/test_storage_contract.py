@@ -501,6 +501,24 @@ async def test_secret_is_stable(events: EventLog) -> None:
     assert len(first) == 32 and await events.secret("run-token") == first
 
 
+async def test_rotating_a_secret_replaces_it_for_good(backend: Backend) -> None:
+    """`steplog tokens rotate`: the new value is what every later read gets, also after
+    reopening; other secrets are left alone."""
+    log = open_log(backend.url)
+    await log.open()
+    first = await log.secret("run-token")
+    other = await log.secret("other")
+    rotated = await log.rotate_secret("run-token")
+    assert len(rotated) == 32 and rotated != first
+    assert await log.secret("run-token") == rotated and await log.secret("other") == other
+    await log.close()
+    reopened = open_log(backend.url)
+    await reopened.open()
+    assert await reopened.secret("run-token") == rotated
+    assert await reopened.rotate_secret("never-created") == await reopened.secret("never-created")
+    await reopened.close()
+
+
 async def test_reopening_keeps_everything(backend: Backend, clock: FakeClock) -> None:
     path = backend.url
     log = open_log(path, clock=clock)

@@ -11,7 +11,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from quart import Blueprint, Response, request
-from standardwebhooks import Webhook
 
 from functions import registry
 from storage import Run, RunNotFound, SteplogError
@@ -19,9 +18,11 @@ from storage.envelope import envelope
 from storage.jsonenc import dumps
 from storage.runids import is_run_id
 from stream.auth import require_api_key, require_run_access, run_token
+from stream.json_depth import MAX_JSON_DEPTH, too_deep
 from stream.metrics import metrics
 from stream.problems import HTTPProblem
 from stream.state import state
+from stream.webhook_signature import verify as verify_signature
 
 api = Blueprint("api", __name__)
 
@@ -72,12 +73,28 @@ def public_params(function: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _parse_json_object(body: bytes, what: str) -> dict[str, Any]:
+    """The body as a JSON object: UTF-8 (400), at most `MAX_JSON_DEPTH` deep (422), JSON (400)."""
     try:
-        value = json.loads(body.decode("utf-8")) if body.strip() else {}
-    except (UnicodeDecodeError, ValueError) as exc:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise HTTPProblem(
-            400, "Malformed JSON", f"the {what} is not valid UTF-8 JSON: {exc}"
+            400,
+            "Body not UTF-8",
+            f"the {what} is not UTF-8: byte {body[exc.start]:#04x} at offset {exc.start}"
+            f" ({exc.reason}); JSON must be sent as UTF-8",
         ) from None
+    if too_deep(body):
+        raise HTTPProblem(
+            422,
+            "JSON nested too deeply",
+            f"the {what} nests arrays and objects more than {MAX_JSON_DEPTH} levels deep;"
+            f" at most {MAX_JSON_DEPTH} are accepted",
+            max_depth=MAX_JSON_DEPTH,
+        )
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except ValueError as exc:
+        raise HTTPProblem(400, "Malformed JSON", f"the {what} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise HTTPProblem(422, "Invalid params", f"the {what} must be a JSON object")
     return value
@@ -131,8 +148,8 @@ async def webhook(function: str) -> Response:
         assert isinstance(body, bytes)
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
-            Webhook(app_state.settings.webhook_secret or "").verify(body, headers, json_parse=False)
-        except Exception as exc:  # the library raises several types for malformed headers
+            verify_signature(app_state.settings.webhook_secret or "", body, headers)
+        except Exception as exc:  # a malformed header or secret raises other types too
             reason = str(exc) or type(exc).__name__
             raise HTTPProblem(
                 401, "Invalid webhook signature", f"webhook verification failed: {reason}"

@@ -20,6 +20,7 @@ from storage.runids import is_run_id
 from stream.auth import require_api_key, require_run_access, run_token
 from stream.json_depth import MAX_JSON_DEPTH, too_deep
 from stream.metrics import metrics
+from stream.params import int_arg
 from stream.problems import HTTPProblem
 from stream.state import state
 from stream.webhook_signature import verify as verify_signature
@@ -196,7 +197,7 @@ async def start_run() -> Response:
 async def list_runs() -> Response:
     app_state = state()
     require_api_key(request, app_state.api_key)
-    limit = _int_arg("limit", 100, 1, 1000)
+    limit = int_arg("limit", 100, 1, 1000)
     head = await app_state.events.head()  # read first: later events refresh the list
     before = request.args.get("before")
     if before is not None and not is_run_id(before):
@@ -242,23 +243,14 @@ async def get_run(run_id: str) -> Response:
 async def run_log(run_id: str) -> Response:
     """A page of the run's event envelopes as JSON (for replay and scripts)."""
     run = await find_run(run_id)
-    after = _int_arg("after", 0, 0, 2**62)
-    limit = _int_arg("limit", 1000, 1, 5000)
+    after = int_arg("after", 0, 0, 2**62)
+    limit = int_arg("limit", 1000, 1, 5000)
     events = await state().events.read_run(run.id, after, limit)
     body = ",".join(envelope(event) for event in events)
     return Response(
         f'{{"run_id":"{run.id}","last_seq":{run.last_seq},"events":[{body}]}}',
         content_type="application/json",
     )
-
-
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise HTTPProblem(400, f"Bad {name}", f"{name} must be an integer from {low} to {high}")
-    return int(raw)
 
 
 @api.post("/runs/<run_id>/cancel")

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 
 from stream.json_depth import MAX_JSON_DEPTH
 from stream.launcher import ServerProcess
@@ -30,7 +31,10 @@ from tests.integration.helpers import (
     client,
     http_client,
     post_webhook,
+    read_stream,
     run_ids,
+    start_run,
+    wait_for_status,
     webhook_secret,
 )
 
@@ -144,6 +148,66 @@ def test_json_exactly_at_the_depth_limit_is_parsed(server: ServerProcess) -> Non
     assert assert_problem(response, 422)["errors"][0]["type"] == "extra_forbidden"
 
 
+# --- 2. integers in the query and in Last-Event-ID ------------------------------------------
+
+BAD_INTEGERS = {
+    "superscript two": "\u00b2",
+    "circled one": "\u2460",
+    "Arabic-Indic ten": "\u0661\u0660",
+    "fullwidth five": "\uff15",
+    "plus sign": "+5",
+    "minus sign": "-1",
+    "leading space": " 5",
+    "trailing space": "5 ",
+    "no-break space": "\u00a05",
+    "underscore": "1_0",
+    "decimal": "1.0",
+    "5,000 digits": "9" * 5000,
+    "past 2**63": str(2**64),
+}
+
+
+def test_integer_parameters_accept_ascii_digits_only(
+    server: ServerProcess, subtests: pytest.Subtests
+) -> None:
+    run = start_run(server, "ticker", count=1, interval_ms=0)
+    run_id = run["run_id"]
+    wait_for_status(server, run_id, "succeeded")
+    known = run_ids(server)
+    targets = [
+        ("/runs", "limit"),
+        (f"/runs/{run_id}/log", "after"),
+        (f"/runs/{run_id}/log", "limit"),
+        (f"/runs/{run_id}/events", "last_event_id"),
+        ("/events", "last_event_id"),
+    ]
+    with client(server) as http:
+        for path, name in targets:
+            for case, value in BAD_INTEGERS.items():
+                with subtests.test(msg=f"{path}?{name}= {case}"):
+                    # A stream that took the value would never end: read only the status.
+                    with http.stream("GET", path, params={name: value}) as response:
+                        assert response.status_code == 400, f"{response.status_code} for {value!r}"
+                        response.read()
+                    body = assert_problem(response, 400)
+                    assert name in body["detail"], body
+
+        # The header too (latin-1 on the wire: a superscript digit and a no-break space fit).
+        for case, header in {"superscript": b"\xb2", "no-break space": b"\xa05"}.items():
+            for path in (f"/runs/{run_id}/events", "/events"):
+                with subtests.test(msg=f"{path} Last-Event-ID {case}"):
+                    auth = b"Authorization: " + server.headers["Authorization"].encode()
+                    request = get(path.encode(), auth, b"Last-Event-ID: " + header)
+                    raw = raw_request(server.port, request)
+                    assert "Last-Event-ID" in raw.problem(400)["detail"]
+
+        # Plain ASCII digits within the bounds still work.
+        assert http.get("/runs", params={"limit": "1000"}).status_code == 200
+        log = http.get(f"/runs/{run_id}/log", params={"after": "0", "limit": "5000"})
+        assert log.status_code == 200, log.text
+    assert run_ids(server) == known
+
+
 # --- 3. a signed webhook whose body is not UTF-8 --------------------------------------------
 
 
@@ -179,3 +243,32 @@ def test_signed_webhook_that_is_not_utf8_is_a_400_naming_the_encoding(
     assert_problem(tampered, 401)
     assert_problem(forged, 401)
     assert_nothing_written(server, set())
+
+
+# --- 5. the global stream's cursor ahead of the log -----------------------------------------
+
+
+def test_global_cursor_ahead_of_the_log_is_refused_naming_the_head(server: ServerProcess) -> None:
+    run_id = start_run(server, "ticker", count=1, interval_ms=0)["run_id"]
+    wait_for_status(server, run_id, "succeeded")
+    with client(server) as http:
+        head = http.get("/runs").json()["head"]
+        assert head > 0
+        for ahead in ({"Last-Event-ID": str(head + 1)}, {"Last-Event-ID": "999999"}):
+            with http.stream("GET", "/events", headers=ahead) as response:
+                assert response.status_code == 400, f"{response.status_code} for {ahead}"
+                response.read()
+            body = assert_problem(response, 400)
+            assert str(head) in body["detail"], body
+        with http.stream("GET", "/events", params={"last_event_id": str(head + 5)}) as response:
+            assert response.status_code == 400
+            response.read()
+        assert str(head) in assert_problem(response, 400)["detail"]
+
+    # At the head exactly is fine: the stream opens and waits for what comes next.
+    opened = read_stream(
+        f"{server.url}/events",
+        headers={**server.headers, "Last-Event-ID": str(head)},
+        until=lambda _events, parser: parser.retry is not None,
+    )
+    assert opened.status == 200 and opened.events == []

@@ -28,7 +28,7 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config, Sockets
 from quart import Quart
 
-from stream import idle_close
+from stream import idle_close, protocol_errors
 from stream.app import begin_shutdown
 from stream.metrics import Metrics
 from stream.settings import Settings
@@ -95,6 +95,7 @@ def hypercorn_config(settings: Settings) -> Config:
 async def serve(app: Quart, settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully (see the module docstring)."""
     idle_close.install()
+    protocol_errors.install()
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_connection_errors_are_not_errors(app.extensions["steplog.metrics"]))
     stop = asyncio.Event()

@@ -13,19 +13,24 @@ import hmac
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from stream.json_depth import MAX_JSON_DEPTH
-from stream.launcher import ServerProcess
+from stream.launcher import ServerProcess, free_port
 from tests.integration.helpers import (
     PROBLEM_JSON,
+    ROOT,
     assert_nothing_written,
     assert_problem,
     client,
@@ -34,7 +39,9 @@ from tests.integration.helpers import (
     read_stream,
     run_ids,
     start_run,
+    stop_processes,
     wait_for_status,
+    wait_until,
     webhook_secret,
 )
 
@@ -243,6 +250,65 @@ def test_signed_webhook_that_is_not_utf8_is_a_400_naming_the_encoding(
     assert_problem(tampered, 401)
     assert_problem(forged, 401)
     assert_nothing_written(server, set())
+
+
+# --- 4. errors Hypercorn answers before the app ---------------------------------------------
+
+NUL_HEADER = b"X-Note: a\x00b"
+HUGE_HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"a" * 20_000
+"""Over Hypercorn's 16 KiB limit for a request head, and not yet ended by a blank line: h11
+enforces the limit on a head still incomplete (a whole head read in one go is parsed)."""
+
+
+def assert_server_errors_are_problems(port: int) -> None:
+    too_large = raw_request(port, HUGE_HEAD).problem(431)
+    assert "header" in too_large["detail"].lower(), too_large
+    malformed = raw_request(port, get(b"/healthz", NUL_HEADER)).problem(400)
+    assert "HTTP" in malformed["detail"], malformed
+    # The connection was closed after each; a good request on a new one is served as usual.
+    assert raw_request(port, get(b"/healthz")).status == 200
+
+
+def test_server_level_errors_carry_a_problem_body(server: ServerProcess) -> None:
+    assert_server_errors_are_problems(server.port)
+
+
+@pytest.fixture
+def asgi_server(tmp_path: Path) -> Iterator[int]:
+    """`stream.asgi:app` under Hypercorn's own CLI with infra/hypercorn.toml; yields its port."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "STEPLOG_DB": str(tmp_path / "steplog.db"),
+        "STEPLOG_WORKERS": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = tmp_path / "hypercorn.log"
+    command = [sys.executable, "-m", "hypercorn", "--config", str(ROOT / "infra/hypercorn.toml")]
+    proc = subprocess.Popen(
+        [*command, "--bind", f"127.0.0.1:{port}", "stream.asgi:app"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+    def healthy() -> bool:
+        assert proc.poll() is None, log.read_text()
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(healthy, 30, what="hypercorn stream.asgi:app to answer")
+        yield port
+    finally:
+        stop_processes([proc])
+
+
+def test_server_level_errors_carry_a_problem_body_under_hypercorn_cli(asgi_server: int) -> None:
+    assert_server_errors_are_problems(asgi_server)
 
 
 # --- 5. the global stream's cursor ahead of the log -----------------------------------------

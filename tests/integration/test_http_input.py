@@ -338,3 +338,36 @@ def test_global_cursor_ahead_of_the_log_is_refused_naming_the_head(server: Serve
         until=lambda _events, parser: parser.retry is not None,
     )
     assert opened.status == 200 and opened.events == []
+
+
+# --- 6. control characters in the text log --------------------------------------------------
+
+
+def test_control_characters_cannot_forge_or_colour_text_log_lines(server: ServerProcess) -> None:
+    marker = uuid.uuid4().hex
+    forged = f"/{marker}/a%0D%0A2099-01-01%2000:00:00,000%20INFO%20steplog.http:%20forged"
+    paths = [
+        forged,
+        f"/{marker}/b%00nul",
+        f"/{marker}/c%1B[31mred%1B[0m",
+        f"/{marker}/d%C2%9B31m%E2%80%A8sep",  # C1 CSI and U+2028, as UTF-8
+    ]
+    for path in paths:
+        assert raw_request(server.port, get(path.encode())).status == 404
+    # Header fields that reach the log line (X-Request-ID), with an 8-bit CSI (obs-text).
+    probe = get(f"/{marker}/e".encode(), b"X-Request-ID: id\x9b31m")
+    assert raw_request(server.port, probe).status == 404
+
+    def logged() -> list[bytes] | None:
+        lines = [
+            line for line in server.log_path.read_bytes().splitlines() if marker.encode() in line
+        ]
+        return lines if len(lines) >= len(paths) + 1 else None
+
+    lines = wait_until(logged, 15, what="the request lines in the server log")
+    text = server.log_path.read_bytes()
+    assert not any(line.startswith(b"2099-01-01") for line in text.split(b"\n")), "a forged line"
+    assert b"\r" not in text and b"\x00" not in text and b"\x1b" not in text
+    assert "\u009b".encode() not in text and "\u2028".encode() not in text
+    assert len(lines) == len(paths) + 1  # one line per request, each still on its own line
+    assert any(b"\\r\\n2099-01-01" in line for line in lines), lines

@@ -11,7 +11,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from quart import Blueprint, Response, request
-from standardwebhooks import Webhook
 
 from functions import registry
 from functions.sealing import REVEAL_SECRETS, SealingRefused, mask_sealed, seal_params
@@ -22,10 +21,13 @@ from storage.jsonenc import dumps
 from storage.runids import is_run_id
 from storage.timefmt import iso
 from stream.auth import holds_api_key, require_api_key, require_run_access
+from stream.json_depth import MAX_JSON_DEPTH, too_deep
 from stream.metrics import metrics
+from stream.params import int_arg
 from stream.problems import HTTPProblem, idempotency_conflict
 from stream.state import state
 from stream.tokens import mint_for
+from stream.webhook_signature import verify as verify_signature
 
 api = Blueprint("api", __name__)
 
@@ -79,12 +81,28 @@ def public_params(function: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _parse_json_object(body: bytes, what: str) -> dict[str, Any]:
+    """The body as a JSON object: UTF-8 (400), at most `MAX_JSON_DEPTH` deep (422), JSON (400)."""
     try:
-        value = json.loads(body.decode("utf-8")) if body.strip() else {}
-    except (UnicodeDecodeError, ValueError) as exc:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise HTTPProblem(
-            400, "Malformed JSON", f"the {what} is not valid UTF-8 JSON: {exc}"
+            400,
+            "Body not UTF-8",
+            f"the {what} is not UTF-8: byte {body[exc.start]:#04x} at offset {exc.start}"
+            f" ({exc.reason}); JSON must be sent as UTF-8",
         ) from None
+    if too_deep(body):
+        raise HTTPProblem(
+            422,
+            "JSON nested too deeply",
+            f"the {what} nests arrays and objects more than {MAX_JSON_DEPTH} levels deep;"
+            f" at most {MAX_JSON_DEPTH} are accepted",
+            max_depth=MAX_JSON_DEPTH,
+        )
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except ValueError as exc:
+        raise HTTPProblem(400, "Malformed JSON", f"the {what} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise HTTPProblem(422, "Invalid params", f"the {what} must be a JSON object")
     return value
@@ -175,8 +193,8 @@ async def webhook(function: str) -> Response:
         assert isinstance(body, bytes)
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
-            Webhook(app_state.settings.webhook_secret or "").verify(body, headers, json_parse=False)
-        except Exception as exc:  # the library raises several types for malformed headers
+            verify_signature(app_state.settings.webhook_secret or "", body, headers)
+        except Exception as exc:  # a malformed header or secret raises other types too
             reason = str(exc) or type(exc).__name__
             raise HTTPProblem(
                 401, "Invalid webhook signature", f"webhook verification failed: {reason}"
@@ -225,7 +243,7 @@ async def start_run() -> Response:
 async def list_runs() -> Response:
     app_state = state()
     require_api_key(request, app_state.api_key)
-    limit = _int_arg("limit", 100, 1, 1000)
+    limit = int_arg("limit", 100, 1, 1000)
     head = await app_state.events.head()  # read first: later events refresh the list
     before = request.args.get("before")
     if before is not None and not is_run_id(before):
@@ -280,23 +298,14 @@ async def get_run(run_id: str) -> Response:
 async def run_log(run_id: str) -> Response:
     """A page of the run's event envelopes as JSON (for replay and scripts)."""
     run = await find_run(run_id)
-    after = _int_arg("after", 0, 0, 2**62)
-    limit = _int_arg("limit", 1000, 1, 5000)
+    after = int_arg("after", 0, 0, 2**62)
+    limit = int_arg("limit", 1000, 1, 5000)
     events = await state().events.read_run(run.id, after, limit)
     body = ",".join(envelope(event) for event in events)
     return Response(
         f'{{"run_id":"{run.id}","last_seq":{run.last_seq},"events":[{body}]}}',
         content_type="application/json",
     )
-
-
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise HTTPProblem(400, f"Bad {name}", f"{name} must be an integer from {low} to {high}")
-    return int(raw)
 
 
 @api.post("/runs/<run_id>/cancel")

@@ -6,7 +6,7 @@ the same lines in the same format (`STEPLOG_LOG_FORMAT`).
 
 from __future__ import annotations
 
-from stream import idle_close, request_heads
+from stream import idle_close, protocol_errors, request_heads
 from stream.app import create_app
 from stream.logs import configure
 from stream.settings import Settings
@@ -14,5 +14,7 @@ from stream.settings import Settings
 settings = Settings.from_env()
 configure(settings.log_level, settings.log_format)
 app = create_app(settings)
-idle_close.install()  # Hypercorn's CLI imports this module in each worker before serving
-request_heads.install(settings, app.extensions["steplog.metrics"])  # the same, in each worker
+# Hypercorn's CLI imports this module in each worker before serving.
+idle_close.install()
+protocol_errors.install()
+request_heads.install(settings, app.extensions["steplog.metrics"])

@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-import re
-
 from quart import Request
 
-from stream.problems import HTTPProblem
+from stream.params import parse_int
 
-_DIGITS = re.compile(r"^[0-9]{1,18}$")
+MAX_CURSOR = 10**18 - 1
+"""The largest id a cursor may name: 18 digits, within a signed 64-bit column."""
 
 
 def resume_cursor(request: Request) -> int:
-    """The id after which to resume; a malformed one is a 400, never a silent hang."""
+    """The id after which to resume; a malformed one is a 400, never a silent hang.
+
+    An empty value means no cursor (EventSource sends none before its first event);
+    anything else must be a plain non-negative integer, with no spaces or sign.
+    """
     raw = request.headers.get("Last-Event-ID")
-    source = "Last-Event-ID header"
-    if raw is None or raw.strip() == "":
+    source = "the Last-Event-ID header"
+    if not raw:
         raw = request.args.get("last_event_id")
-        source = "last_event_id parameter"
-    if raw is None or raw.strip() == "":
+        source = "the last_event_id parameter"
+    if not raw:
         return 0
-    raw = raw.strip()
-    if not _DIGITS.match(raw):
-        raise HTTPProblem(
-            400,
-            "Malformed cursor",
-            f"the {source} must be a non-negative integer event id, not {raw[:40]!r}",
-        )
-    return int(raw)
+    return parse_int(raw, 0, MAX_CURSOR, what=source, title="Malformed cursor")

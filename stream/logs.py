@@ -73,18 +73,60 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return fields or {}
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""C0 and C1 control characters, DEL, and the Unicode line and paragraph separators."""
+_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    return f"\\x{ord(char):02x}" if ord(char) <= 0xFF else f"\\u{ord(char):04x}"
+
+
+def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
+    """`text` with every control character written as a Python-style escape (`\\r`, `\\x1b`).
+
+    A text log line is one record: a request path is percent-decoded and may hold
+    CR/LF (which would start a forged line), NUL, or ANSI escapes (which would
+    rewrite the terminal showing the log). The JSON format escapes as JSON does.
+    `keep_newlines` is for tracebacks, which are several lines by nature.
+    """
+    pattern = _CONTROL_BUT_NEWLINE if keep_newlines else _CONTROL
+    return pattern.sub(_escape_char, text)
+
+
 class TextFormatter(logging.Formatter):
-    """`2026-11-25 22:12:22,558 INFO steplog.http: GET /runs 200 3ms status=200 …`."""
+    """`2026-11-25 22:12:22,558 INFO steplog.http: GET /runs 200 3ms status=200 …`.
+
+    The message and every field are escaped (`escape_controls`), so each record is
+    one line whatever a client sent; a traceback keeps its own lines after it.
+    """
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = escape_controls(super().formatMessage(record))
         fields = _fields(record)
         if fields:
-            line += " " + " ".join(f"{key}={value}" for key, value in fields.items())
-        return redact(line)
+            line += " " + " ".join(
+                f"{escape_controls(str(key))}={escape_controls(str(value))}"
+                for key, value in fields.items()
+            )
+        return line
+
+    def formatException(self, ei: Any) -> str:
+        return escape_controls(super().formatException(ei), keep_newlines=True)
+
+    def formatStack(self, stack_info: str) -> str:
+        return escape_controls(super().formatStack(stack_info), keep_newlines=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):

@@ -26,6 +26,7 @@ from quart import Blueprint, Response
 from storage.jsonenc import dumps
 from storage.runids import RUN_ID_PATTERN
 from stream.api import StartRun
+from stream.json_depth import MAX_JSON_DEPTH
 from stream.problems import PROBLEM_TYPE
 
 REF = "#/components/schemas/{model}"
@@ -123,13 +124,15 @@ MODELS: tuple[type[BaseModel], ...] = (
 )
 
 TITLES = {
-    400: "Malformed request (JSON, cursor, query parameter or header)",
+    400: "Malformed request (JSON, body not UTF-8, cursor, query parameter or header),"
+    " or a cursor past the end of the run or log",
     401: "No credentials, or an expired run token (reason: token_expired)",
     403: "Credentials not valid for this resource",
     404: "No such run or function",
     409: "Conflict with the run's state",
     413: "Request body too large",
-    422: "Body failed validation, or the idempotency key was used for another request"
+    422: f"Body failed validation, its JSON nests deeper than {MAX_JSON_DEPTH} levels, or"
+    " the idempotency key was used for another request"
     " (`reason`: `idempotency_conflict`, with `idempotency_key` and `differs`)",
     429: "Too many open streams (see Retry-After)",
     501: "Not available with this storage backend",
@@ -217,7 +220,8 @@ def _paths() -> dict[str, Any]:
                 "summary": "Start a run from a Standard Webhooks request",
                 "description": "The body is the function's params; `webhook-id` makes it "
                 "idempotent (the same id with another body or function is a 422). Unsigned "
-                "or badly signed requests are 401 before anything else.",
+                "or badly signed requests are 401 before anything else (the signature is "
+                "checked over the body's bytes); a signed body that is not UTF-8 is then a 400.",
                 "parameters": [
                     {
                         "name": "function",
@@ -291,7 +295,9 @@ def _paths() -> dict[str, Any]:
                 "security": RUN_ACCESS,
                 "parameters": [
                     RUN_ID,
-                    _query("after", "Events after this seq", type="integer", minimum=0),
+                    _query(
+                        "after", "Events after this seq", type="integer", minimum=0, maximum=2**62
+                    ),
                     _query("limit", "Page size", type="integer", minimum=1, maximum=5000),
                 ],
                 "responses": {
@@ -424,7 +430,11 @@ def document() -> dict[str, Any]:
             "title": "steplog",
             "version": "0.1.0",
             "description": "Run long webhook-triggered jobs and stream every step live over SSE. "
-            "Every error is application/problem+json (RFC 9457).",
+            "Every error is application/problem+json (RFC 9457), including those the HTTP "
+            "server gives before any route: 431 for a request line and headers over 16 KiB, "
+            "400 for a request that is not valid HTTP/1.1. Integers in the query and in "
+            "Last-Event-ID are ASCII digits only; JSON bodies nest at most "
+            f"{MAX_JSON_DEPTH} levels.",
         },
         "security": API_KEY,
         "paths": _paths(),

@@ -12,10 +12,16 @@ from storage.jsonenc import dumps
 PROBLEM_TYPE = "application/problem+json"
 
 
+def problem_body(status: int, title: str, detail: str, **extra: Any) -> str:
+    """The JSON document of a problem (also sent by `stream.protocol_errors`, outside Quart)."""
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return dumps(body)
+
+
 def problem(status: int, title: str, detail: str, **extra: Any) -> Response:
     """A problem response naming what was wrong, e.g. `problem(400, "Bad cursor", "…")`."""
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    return Response(dumps(body), status=status, content_type=PROBLEM_TYPE)
+    body = problem_body(status, title, detail, **extra)
+    return Response(body, status=status, content_type=PROBLEM_TYPE)
 
 
 class HTTPProblem(Exception):

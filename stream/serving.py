@@ -28,7 +28,7 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config, Sockets
 from quart import Quart
 
-from stream import idle_close, request_heads
+from stream import idle_close, protocol_errors, request_heads
 from stream.app import begin_shutdown
 from stream.metrics import Metrics
 from stream.settings import Settings
@@ -99,6 +99,7 @@ async def serve(app: Quart, settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully (see the module docstring)."""
     metrics: Metrics = app.extensions["steplog.metrics"]
     idle_close.install()
+    protocol_errors.install()
     request_heads.install(settings, metrics)
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_connection_errors_are_not_errors(metrics))

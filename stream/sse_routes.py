@@ -115,6 +115,14 @@ async def all_events() -> Response:
     app_state = state()
     require_api_key(request, app_state.api_key)
     cursor = resume_cursor(request)
+    head = await app_state.events.head()
+    if cursor > head:  # as for a run's stream: a position not yet written is a client error
+        raise HTTPProblem(
+            400,
+            "Cursor ahead of the log",
+            f"position {cursor} does not exist; the log's head is {head}",
+            head=head,
+        )
     settings = app_state.settings
     sub = _admit(None)
     if sub is None:

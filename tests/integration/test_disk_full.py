@@ -233,7 +233,9 @@ def test_full_disk_is_an_outage_steplog_recovers_from(volume: Path, tmp_path: Pa
         assert done["status"] == "succeeded"
         retrying = [e for e in events_of(server, ticker_id) if e["type"] == "run.retrying"]
         assert retrying, "the handed-back run says so in its stream"
-        assert any("storage" in (e["message"] or "") for e in retrying), [e["message"] for e in retrying]
+        assert any("storage" in (e["message"] or "") for e in retrying), [
+            e["message"] for e in retrying
+        ]
         with client(server) as http:
             assert http.post(f"/runs/{other_id}/cancel").status_code == 200
         assert readyz(server).json()["checks"]["workers"] == "3 running"

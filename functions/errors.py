@@ -20,7 +20,14 @@ class LogUnavailable(TransientError):
     a database error, a full disk, a lost PostgreSQL connection, a log already
     closed. It is not the function's fault, so a function should let it
     propagate: the worker hands the run back for another attempt.
+
+    `full`: the disk holding the log is full. The worker then waits until the
+    log takes writes again and hands the run back without counting the attempt.
     """
+
+    def __init__(self, message: str, *, full: bool = False) -> None:
+        super().__init__(message)
+        self.full = full
 
 
 class FunctionAborted(PermanentError):

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from functions.errors import LogUnavailable
-from storage import InvalidEvent, SteplogError
+from storage import InvalidEvent, SteplogError, StorageFull
 from storage.jsonenc import dumps
 from storage.validate import storable
 
@@ -47,7 +47,9 @@ def log_failure(exc: Exception, doing: str, data: Any = None) -> Exception | Non
     # run's bad data can fail ours: only data that does not encode itself is ours.
     if isinstance(exc, ValueError | TypeError) and not _encodes(data):
         return InvalidEvent(f"cannot {doing}: its data cannot be stored as JSON ({describe(exc)})")
-    return LogUnavailable(f"the event log could not {doing}: {describe(exc)}")
+    return LogUnavailable(
+        f"the event log could not {doing}: {describe(exc)}", full=isinstance(exc, StorageFull)
+    )
 
 
 def storage_fault(exc: BaseException) -> LogUnavailable | None:
@@ -67,6 +69,16 @@ def storage_fault(exc: BaseException) -> LogUnavailable | None:
         else:
             current = current.__context__
     return None
+
+
+def storage_full(exc: BaseException) -> bool:
+    """Whether `exc` is (or was caused by) the log's disk being full.
+
+    A full disk is an outage with its own log lines (once per transition, from the
+    log's writer), so the worker logs its consequences without a traceback.
+    """
+    fault = storage_fault(exc)
+    return isinstance(exc, StorageFull) or (fault is not None and fault.full)
 
 
 def _encodes(data: Any) -> bool:

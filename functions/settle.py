@@ -8,6 +8,15 @@ log fails to take it (storage still down), backs off (jittered, bounded) and
 tries again until the lease would have expired. Past that the lease's expiry
 is the safety net: another claim retries the run, or fails it when it has no
 attempts left. Either way the worker slot goes on.
+
+A full disk is the exception: an outage that may last minutes and ends when
+someone frees space, never the run's fault. The run is handed back, not parked
+(parking needs a write too, and a parked run needs someone to resume it): the
+slot keeps trying to write `run.retrying` (every `MAX_RETRY` s at most, with no
+deadline) and it commits as soon as space is back; that attempt is refunded
+(`max_attempts` + 1), so however long the disk stays full, the run loses no
+attempt. Its lease cannot expire meanwhile: the SQLite writer adds the outage
+to every lease alive when the disk filled (storage/sqlite/log.py).
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import time
 from dataclasses import dataclass
 
 from functions.errors import backoff, is_transient, jittered
-from functions.faults import describe, storage_fault
+from functions.faults import describe, storage_fault, storage_full
 from storage import (
     EventLog,
     EventType,
@@ -44,6 +53,8 @@ class Verdict:
     transient: bool
     storage: bool
     """The event log failed, not the function."""
+    full: bool = False
+    """The log's disk is full: handed back whatever the attempts, and refunded."""
 
 
 def judge(exc: BaseException, run: Run, retry_backoff: float) -> Verdict:
@@ -51,6 +62,8 @@ def judge(exc: BaseException, run: Run, retry_backoff: float) -> Verdict:
     fault = storage_fault(exc)
     transient = fault is not None or is_transient(exc)
     error = describe(fault if fault is not None else exc)
+    if fault is not None and fault.full:
+        return Verdict(error, backoff(1, retry_backoff), transient, storage=True, full=True)
     if transient and run.attempt < run.max_attempts:
         return Verdict(error, backoff(run.attempt, retry_backoff), transient, fault is not None)
     return Verdict(error, None, transient, fault is not None)
@@ -64,10 +77,12 @@ async def settle(
     True once written, or once there is nothing left to settle (another attempt
     took the run over, or it already ended). False when the log still failed
     after `give_up_after` seconds, or is closed: the run's lease then expires and
-    another claim takes it. The first failure is logged with its traceback, the
-    retries only at DEBUG, the outcome once.
+    another claim takes it. A verdict for a full disk has no deadline: it is
+    written once space is back. The first failure is logged (with its traceback
+    unless the disk is full, which the log itself reports), the retries only at
+    DEBUG, the outcome once.
     """
-    deadline = time.monotonic() + give_up_after
+    deadline = float("inf") if verdict.full else time.monotonic() + give_up_after
     tries = 0
     while True:
         tries += 1
@@ -90,7 +105,8 @@ async def settle(
             if tries == 1:
                 log.warning(
                     "run %s attempt %d: could not settle (%s); trying again with back-off",
-                    run.id, run.attempt, describe(exc), exc_info=exc,
+                    run.id, run.attempt, describe(exc),
+                    exc_info=None if storage_full(exc) else exc,
                 )  # fmt: skip
             else:
                 log.debug("run %s attempt %d: settle try %d failed: %s",
@@ -118,7 +134,9 @@ async def _settled_meanwhile(events: EventLog, run: Run) -> bool:
 
 async def _write(events: EventLog, run: Run, verdict: Verdict) -> None:
     if verdict.retry_in is not None:
-        await events.retry_later(run.id, run.attempt, verdict.retry_in, verdict.error)
+        await events.retry_later(
+            run.id, run.attempt, verdict.retry_in, verdict.error, refund=verdict.full
+        )
         return
     await events.append(
         NewEvent(

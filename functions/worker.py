@@ -37,7 +37,7 @@ from functions.errors import (
     backoff,
     jittered,
 )
-from functions.faults import describe
+from functions.faults import describe, storage_full
 from functions.sealing import Sealer, open_params
 from functions.settle import judge, settle
 from storage import EventLog, EventType, LeaseLost, Run, RunFinished, SteplogError, StorageClosed
@@ -174,7 +174,7 @@ class WorkerPool:
         self._claim_trouble += 1
         if self._claim_trouble == 1:
             log.warning("claiming a run failed (%s); retrying with back-off",
-                        describe(exc), exc_info=exc)  # fmt: skip
+                        describe(exc), exc_info=None if storage_full(exc) else exc)  # fmt: skip
         else:
             log.debug("claiming a run failed again (%d in a row here): %s",
                       failures, describe(exc))  # fmt: skip
@@ -284,7 +284,11 @@ class WorkerPool:
             if verdict.retry_in is not None
             else "failing the run"
         )
-        if verdict.storage:
+        if verdict.full:
+            log.warning("run %s attempt %d: the event log's disk is full; handing the run back"
+                        " once it takes writes again (this attempt will not count)",
+                        run.id, run.attempt)  # fmt: skip
+        elif verdict.storage:
             log.warning("run %s attempt %d: the event log failed (%s); %s",
                         run.id, run.attempt, verdict.error, outcome, exc_info=exc)  # fmt: skip
         else:
@@ -310,7 +314,8 @@ class WorkerPool:
                 failures += 1
                 if failures == 1:  # once per outage, not once a second
                     log.warning("run %s attempt %d: heartbeat failed (%s); will try again",
-                                run.id, run.attempt, describe(exc), exc_info=exc)  # fmt: skip
+                                run.id, run.attempt, describe(exc),
+                                exc_info=None if storage_full(exc) else exc)  # fmt: skip
             else:
                 if failures:
                     log.info("run %s attempt %d: heartbeat works again after %d failures",

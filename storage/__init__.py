@@ -12,6 +12,8 @@ from storage.errors import (
     RunNotFound,
     SteplogError,
     StorageClosed,
+    StorageFull,
+    StorageLow,
 )
 from storage.interface import EventLog
 from storage.model import TERMINAL_EVENTS, Event, EventType, NewEvent, Run, RunStatus
@@ -31,12 +33,14 @@ __all__ = [
     "RunStatus",
     "SteplogError",
     "StorageClosed",
+    "StorageFull",
+    "StorageLow",
     "open_log",
 ]
 
 
 # Options only the SQLite backend understands; callers pass them whatever the URL.
-_SQLITE_ONLY = frozenset({"synchronous"})
+_SQLITE_ONLY = frozenset({"synchronous", "min_free_bytes"})
 
 
 def open_log(url: str, **options: object) -> EventLog:

@@ -12,6 +12,10 @@ class SteplogError(Exception):
 
     status: int = 500
     title: str = "Internal error"
+    reason: str | None = None
+    """A stable machine-readable name for the problem (the problem body's `reason`)."""
+    retry_after: int | None = None
+    """Seconds a client should wait before trying again (the `Retry-After` header)."""
 
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail or self.__doc__ or self.title)
@@ -47,6 +51,34 @@ class StorageClosed(SteplogError):
 
     status = 503
     title = "Event log unavailable"
+
+
+class StorageFull(SteplogError):
+    """The disk holding the event log is full: nothing more can be written until space is freed.
+
+    An outage, not a fault of the request: nothing was written, and the same
+    request succeeds once space is back (the writer checkpoints its WAL and tries
+    again by itself). SQLite's `SQLITE_FULL` ("database or disk is full") and
+    PostgreSQL's SQLSTATE 53100 (`disk_full`) become this at the backend boundary.
+    """
+
+    status = 503
+    title = "Storage full"
+    reason = "storage_full"
+    retry_after = 10
+
+
+class StorageLow(SteplogError):
+    """Free space is below STEPLOG_MIN_FREE_MB: new runs are refused until space is freed.
+
+    Runs already accepted go on (their appends still commit), so what the disk
+    has left is spent finishing work rather than taking more.
+    """
+
+    status = 503
+    title = "Storage low"
+    reason = "storage_low"
+    retry_after = 30
 
 
 class InvalidEvent(SteplogError):

@@ -11,6 +11,7 @@ import abc
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from storage.errors import SteplogError
 from storage.model import Event, NewEvent, Run
 
 CommitListener = Callable[[int], None]
@@ -98,10 +99,14 @@ class EventLog(abc.ABC):
         """Give the lease back at once so another worker can take the run."""
 
     @abc.abstractmethod
-    async def retry_later(self, run_id: str, attempt: int, delay: float, error: str) -> None:
+    async def retry_later(
+        self, run_id: str, attempt: int, delay: float, error: str, *, refund: bool = False
+    ) -> None:
         """Write `run.retrying` and queue the run again, claimable after `delay` seconds.
 
-        Fenced by attempt like `append`; the next claim starts `attempt + 1`.
+        Fenced by attempt like `append`; the next claim starts `attempt + 1`. `refund`:
+        the attempt does not count (the storage failed it, e.g. a full disk), so the
+        run's `max_attempts` grows by one.
         """
 
     @abc.abstractmethod
@@ -180,6 +185,12 @@ class EventLog(abc.ABC):
         One cheap aggregate read, made at every `/metrics` scrape.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot count runs")
+
+    def storage_state(self) -> tuple[SteplogError | None, str]:
+        """What the storage's free space allows now, for `/readyz`: a `StorageFull` or
+        `StorageLow` (new runs refused) or None, and a line saying why. Cheap: no I/O.
+        A backend that does not watch its space says so."""
+        return None, "not watched by this backend"
 
     async def check_writable(self) -> None:
         """Prove the log takes a write now, or raise.

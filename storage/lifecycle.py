@@ -60,16 +60,27 @@ def gave_up(run_id: str, attempt: int) -> NewEvent:
     )
 
 
-def retrying(run_id: str, attempt: int, delay: float, error: str) -> NewEvent:
-    """A failed attempt that can pass: queued again, claimable after `delay` seconds."""
-    return NewEvent(
-        run_id,
-        EventType.RUN_RETRYING,
-        attempt=attempt,
-        message=f"attempt {attempt} failed ({error}); "
-        f"retrying as attempt {attempt + 1} in {delay:g}s",
-        data={"error": error, "delay_s": delay, "next_attempt": attempt + 1},
-    )
+def retrying(
+    run_id: str, attempt: int, delay: float, error: str, *, refund: bool = False
+) -> NewEvent:
+    """A failed attempt that can pass: queued again, claimable after `delay` seconds.
+
+    `refund`: the storage failed the attempt (a full disk), so it does not count.
+    """
+    if refund:
+        message = (
+            f"attempt {attempt} was handed back: the storage could not take its events"
+            f" ({error}); it does not count against the run's attempts; retrying as"
+            f" attempt {attempt + 1} in {delay:g}s"
+        )
+    else:
+        message = (
+            f"attempt {attempt} failed ({error}); retrying as attempt {attempt + 1} in {delay:g}s"
+        )
+    data: dict[str, object] = {"error": error, "delay_s": delay, "next_attempt": attempt + 1}
+    if refund:
+        data["refunded"] = True
+    return NewEvent(run_id, EventType.RUN_RETRYING, attempt=attempt, message=message, data=data)
 
 
 def cancelled(run_id: str, attempt: int, reason: str) -> NewEvent:

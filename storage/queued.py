@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any, ClassVar
 
-from storage.errors import SteplogError, StorageClosed
+from storage.errors import SteplogError, StorageClosed, StorageLow
 from storage.interface import CommitListener, CommitObserver, EventLog
 from storage.model import Event, NewEvent, Run
 from storage.writes import Pending
@@ -86,6 +86,10 @@ class QueuedLog(EventLog):
         max_attempts: int = 3,
         fingerprint: str | None = None,
     ) -> tuple[Run, bool]:
+        problem, _ = self.storage_state()
+        if isinstance(problem, StorageLow):
+            # Below the floor the space left is kept for the runs already accepted.
+            raise problem
         created: tuple[Run, bool] = await self._submit(
             self.ops.CreateRunOp(function, params, idempotency_key, max_attempts, fingerprint)
         )
@@ -129,8 +133,10 @@ class QueuedLog(EventLog):
     async def release(self, run_id: str, attempt: int, worker_id: str) -> None:
         await self._submit(self.ops.ReleaseOp(run_id, attempt, worker_id))
 
-    async def retry_later(self, run_id: str, attempt: int, delay: float, error: str) -> None:
-        await self._submit(self.ops.RetryLaterOp(run_id, attempt, delay, error))
+    async def retry_later(
+        self, run_id: str, attempt: int, delay: float, error: str, *, refund: bool = False
+    ) -> None:
+        await self._submit(self.ops.RetryLaterOp(run_id, attempt, delay, error, refund=refund))
 
     async def cancel_run(self, run_id: str, reason: str) -> bool:
         cancelled: bool = await self._submit(self.ops.CancelOp(run_id, reason))

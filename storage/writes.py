@@ -170,14 +170,20 @@ class Secret(Pending[bytes]):
 
 
 class RetryLater(Pending[None]):
-    """Put a failed attempt's run back in the queue, claimable after `delay` seconds."""
+    """Put a failed attempt's run back in the queue, claimable after `delay` seconds.
 
-    def __init__(self, run_id: str, attempt: int, delay: float, error: str) -> None:
+    `refund`: the attempt does not count against `max_attempts` (raised by one).
+    """
+
+    def __init__(
+        self, run_id: str, attempt: int, delay: float, error: str, *, refund: bool = False
+    ) -> None:
         super().__init__()
         self.run_id = run_id
         self.attempt = attempt
         self.delay = delay
         self.error = storable(error)
+        self.refund = refund
 
 
 class Cancel(Pending[bool]):

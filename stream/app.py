@@ -42,7 +42,11 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
     app = Quart("steplog", static_folder=str(STATIC), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = settings.body_timeout  # a body that stops arriving: 408
-    events = events or open_log(settings.db, synchronous=settings.sqlite_synchronous)
+    events = events or open_log(
+        settings.db,
+        synchronous=settings.sqlite_synchronous,
+        min_free_bytes=settings.min_free_bytes,
+    )
     metrics = Metrics()
     hub = TailHub(
         events,
@@ -112,9 +116,7 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
 
     @app.errorhandler(SteplogError)
     async def on_steplog_error(exc: SteplogError) -> Response:
-        if exc.status >= 500:
-            log.error("request failed: %s", exc)
-        return problem(exc.status, exc.title, exc.detail)
+        return steplog_problem(exc)
 
     @app.errorhandler(HTTPException)
     async def on_http_error(exc: HTTPException) -> Response:
@@ -133,6 +135,22 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
         return problem(500, "Internal error", "the server failed; see its log")
 
     return app
+
+
+def steplog_problem(exc: SteplogError) -> Response:
+    """The one mapping of a `SteplogError` to its problem response.
+
+    Its `reason`, when it has one, goes in the body and its `retry_after` in a
+    `Retry-After` header. An outage that says when to come back (a full disk) is
+    logged once per transition by the storage, not once per refused request.
+    """
+    if exc.status >= 500 and exc.retry_after is None:
+        log.error("request failed: %s", exc)
+    extra = {} if exc.reason is None else {"reason": exc.reason}
+    response = problem(exc.status, exc.title, exc.detail, **extra)
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 async def begin_shutdown(app: Quart) -> None:

@@ -46,7 +46,19 @@ def main() -> None:
 @click.option("--token-ttl", envvar="STEPLOG_TOKEN_TTL", default=DEFAULT_TOKEN_TTL,
               show_default=True, type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="How long a run token (a view_url) stays valid.")  # fmt: skip
-def serve(host: str, port: int, db: str, workers: int, demo: bool, token_ttl: float) -> None:
+@click.option("--min-free-mb", envvar="STEPLOG_MIN_FREE_MB", default=64.0, show_default=True,
+              type=click.FloatRange(min=0), metavar="MB",
+              help="Below this much free disk beside the SQLite file, new runs get 503"
+                   " (running runs go on).")  # fmt: skip
+def serve(
+    host: str,
+    port: int,
+    db: str,
+    workers: int,
+    demo: bool,
+    token_ttl: float,
+    min_free_mb: float,
+) -> None:
     """Serve the HTTP API and SSE streams, with in-process workers.
 
     SIGTERM or SIGINT shuts down gracefully: open streams are told to reconnect,
@@ -68,7 +80,13 @@ def serve(host: str, port: int, db: str, workers: int, demo: bool, token_ttl: fl
 
     try:
         settings = Settings.from_env(
-            host=host, port=port, db=db, workers=workers, demo=demo, token_ttl=token_ttl
+            host=host,
+            port=port,
+            db=db,
+            workers=workers,
+            demo=demo,
+            token_ttl=token_ttl,
+            min_free_mb=min_free_mb,
         )
     except ValueError as exc:  # a STEPLOG_* variable that makes no sense
         raise click.ClickException(str(exc)) from None
@@ -106,7 +124,11 @@ def worker(db: str, workers: int) -> None:
     async def run() -> None:
         from stream.logs import log_transitions
 
-        events = open_log(settings.db, synchronous=settings.sqlite_synchronous)
+        events = open_log(
+            settings.db,
+            synchronous=settings.sqlite_synchronous,
+            min_free_bytes=settings.min_free_bytes,
+        )
         await events.open()
         # The runs this process executes are logged here, one line per transition,
         # as `serve` logs its own (each process logs only the commits it made).

@@ -57,6 +57,7 @@ async def readiness(app_state: AppState) -> dict[str, Check]:
         "serving": Check(True, "ok") if hub.accepting else Check(False, "shutting down"),
         "log": await _log_reachable(app_state),
         "writable": await _log_writable(app_state),
+        "storage": _storage(app_state),
         "tail": Check(True, "ok") if hub.following else Check(False, "the tail hub stopped"),
         "workers": _workers(app_state.pool),
     }
@@ -84,6 +85,12 @@ async def _log_writable(app_state: AppState) -> Check:
     except Exception as exc:
         return Check(False, f"write failed: {type(exc).__name__}: {exc}")
     return Check(True, "ok")
+
+
+def _storage(app_state: AppState) -> Check:
+    """Free space: a full disk, or one below STEPLOG_MIN_FREE_MB (new runs refused)."""
+    problem, detail = app_state.events.storage_state()
+    return Check(problem is None, detail)
 
 
 def _workers(pool: WorkerPool | None) -> Check:

@@ -60,6 +60,8 @@ class Settings:
     header_timeout: float = 10.0
     max_pending_headers: int = 1024
     body_timeout: float = 30.0
+    # A full disk (README "Operations", "Disk"): below this many MB free, new runs get 503.
+    min_free_mb: float = 64.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -79,6 +81,8 @@ class Settings:
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"STEPLOG_{name.upper()} must be a positive number of seconds")
+        if not self.min_free_mb >= 0:
+            raise ValueError("STEPLOG_MIN_FREE_MB must be a number of MB, 0 or more")
         if self.secret_key is not None:
             from functions.sealing import parse_keys
 
@@ -138,6 +142,10 @@ class Settings:
         return Sealer(parse_keys(self.secret_key))
 
     @property
+    def min_free_bytes(self) -> int:
+        return int(self.min_free_mb * 2**20)
+
+    @property
     def data_dir(self) -> Path:
         return Path(self.db.removeprefix("sqlite://")).parent
 
@@ -177,6 +185,7 @@ _FIELDS: dict[str, Callable[[str], Any]] = {
     "header_timeout": float,
     "max_pending_headers": int,
     "body_timeout": float,
+    "min_free_mb": float,
 }
 
 

@@ -74,7 +74,7 @@ from storage.interface import CommitListener
 from storage.model import Event, Run
 from storage.postgres import migrations, operations
 from storage.postgres.batch import Batch, Operation
-from storage.postgres.errors import is_connection_error, translate
+from storage.postgres.errors import is_connection_error, is_disk_full, translate
 from storage.postgres.notify import CommitWatcher
 from storage.postgres.queries import QUERIES
 from storage.postgres.rows import event_from_record, run_from_record
@@ -127,6 +127,8 @@ class PostgresEventLog(QueuedLog):
         self._watcher: CommitWatcher | None = None
         self._committed_head = 0
         """The head of this writer's last commit that added events."""
+        self._disk_full = False
+        """The last write failed with SQLSTATE 53100: logged once until one commits."""
 
     def __repr__(self) -> str:
         return f"PostgresEventLog({_redacted(self.url)!r})"
@@ -268,13 +270,19 @@ class PostgresEventLog(QueuedLog):
                     log.warning("writer connection lost (%s); retrying the batch", exc)
                     reconnected = True
                     continue
-                if not lost and not alone and worth_isolating(ops, progress):
+                full = is_disk_full(exc)
+                if not lost and not full and not alone and worth_isolating(ops, progress):
                     log.exception(
                         "write batch of %d operations failed; applying each on its own", len(ops)
                     )
                     alone = True
                     continue
-                if lost:
+                if full:
+                    if not self._disk_full:
+                        log.error("PostgreSQL's disk is full (%s): writes get 503 storage_full"
+                                  " until space is freed", exc)  # fmt: skip
+                    self._disk_full = True
+                elif lost:
                     log.warning("write batch of %d operations failed: %s", len(ops), exc)
                 else:
                     log.exception("write batch of %d operations failed", len(ops))
@@ -282,6 +290,9 @@ class PostgresEventLog(QueuedLog):
                 for op in ops:
                     op.fail(error)
                 return None
+            if self._disk_full:
+                self._disk_full = False
+                log.warning("PostgreSQL takes writes again after its disk was full")
             for op in ops:
                 op.settle()
             return batch

@@ -164,7 +164,11 @@ class SecretOp(Secret, Operation[bytes]):
 class RetryLaterOp(RetryLater, Operation[None]):
     async def apply(self, batch: Batch) -> None:
         state = await batch.run_state(self.run_id)
-        batch.add_event(lifecycle.retrying(self.run_id, self.attempt, self.delay, self.error))
+        batch.add_event(
+            lifecycle.retrying(
+                self.run_id, self.attempt, self.delay, self.error, refund=self.refund
+            )
+        )
         await batch.flush()
         state.status = RunStatus.QUEUED
         await batch.conn.execute(
@@ -173,6 +177,7 @@ class RetryLaterOp(RetryLater, Operation[None]):
             batch.now + self.delay,
             self.error,
             batch.now_iso,
+            int(self.refund),
         )
 
 

@@ -143,7 +143,8 @@ UPDATE runs SET lease_expires_at = 0, lease_owner = NULL
 
 -- requeue_run --
 UPDATE runs SET status = 'queued', available_at = $2, lease_owner = NULL,
-                lease_expires_at = NULL, error = $3, updated_at = $4
+                lease_expires_at = NULL, error = $3, updated_at = $4,
+                max_attempts = max_attempts + $5
  WHERE id = $1;
 
 -- insert_secret --

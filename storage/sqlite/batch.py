@@ -16,6 +16,7 @@ from storage import chain
 from storage.errors import SteplogError
 from storage.model import RunStatus
 from storage.numbering import Numbering, RunState
+from storage.sqlite.errors import is_disk_full
 from storage.writes import Pending
 
 T = TypeVar("T")
@@ -148,6 +149,8 @@ class Batch(Numbering):
             op.run(self)
             self.flush()
         except Exception as exc:
+            if is_disk_full(exc):
+                raise  # not this operation's fault: the whole transaction cannot commit
             self.conn.execute("ROLLBACK TO operation")
             self.conn.execute("RELEASE operation")
             self.back_to(mark)

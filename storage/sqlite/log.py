@@ -37,12 +37,14 @@ from storage.commits import (
     tell_observers,
     worth_isolating,
 )
-from storage.errors import RunNotFound, StorageClosed
+from storage.errors import RunNotFound, SteplogError, StorageClosed, StorageFull, StorageLow
 from storage.model import Event, Run
 from storage.queued import STOP, QueuedLog
 from storage.sqlite import migrations, operations
 from storage.sqlite.batch import Batch, Known, Operation
+from storage.sqlite.errors import translate
 from storage.sqlite.rows import EVENT_COLUMNS, RUN_COLUMNS, run_from_row
+from storage.sqlite.space import FreeSpace
 
 log = logging.getLogger("steplog.storage")
 
@@ -68,6 +70,9 @@ so appends spend far less time in the checkpoints that run inside `COMMIT`
 WAL_SIZE_LIMIT = 64 * 2**20
 """Bytes the WAL file is cut back to after a checkpoint, should a long read have let
 it grow past that."""
+DEFAULT_MIN_FREE = 64 * 2**20
+"""Free bytes below which new runs are refused and the WAL is cut back every second
+(STEPLOG_MIN_FREE_MB)."""
 
 
 class SQLiteEventLog(QueuedLog):
@@ -82,9 +87,16 @@ class SQLiteEventLog(QueuedLog):
         synchronous: str = "NORMAL",
         readers: int = 4,
         clock: Callable[[], float] = time.time,
+        min_free_bytes: int = DEFAULT_MIN_FREE,
     ) -> None:
         super().__init__()
         self.path = Path(path)
+        self.space = FreeSpace(self.path.parent, min_free_bytes)
+        """Free space beside the file, looked at by the writer at most once a second."""
+        self._full_since: float | None = None
+        """When (`clock`) the disk was found full; None while writes commit."""
+        self._full_error: StorageFull | None = None
+        self._was_low = False
         self.synchronous = synchronous
         self.clock = clock
         self._reader_count = readers
@@ -116,8 +128,53 @@ class SQLiteEventLog(QueuedLog):
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+        # A WAL left large by a crash on a nearly full disk is cut back before anything
+        # else is written, so a restart there starts with the room the WAL held.
+        self._checkpoint(conn)
         migrations.migrate(conn)
+        self.space.look(force=True)
+        self._note_space(conn)
         return conn
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> bool:
+        """`PRAGMA wal_checkpoint(TRUNCATE)`: copy the WAL into the database and cut it to
+        zero bytes. True when it completed (no reader held it back, nothing failed)."""
+        try:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            log.debug("WAL checkpoint failed: %s", exc)
+            return False
+        return not busy
+
+    def _note_space(self, conn: sqlite3.Connection) -> None:
+        """After a commit (on the writer thread): at most once per `space.interval`, look
+        at the free space; below the floor, cut the WAL back each time, since the
+        10,000-page autocheckpoint lets it grow to about 40 MB, more than a nearly full
+        disk has. Crossing the floor is logged once each way."""
+        if not self.space.look():
+            return
+        low = self.space.low
+        if low:
+            self._checkpoint(conn)
+        if low != self._was_low:
+            self._was_low = low
+            if low:
+                log.warning("free space is low beside %s: %s; new runs are refused until"
+                            " space is freed (STEPLOG_MIN_FREE_MB)",
+                            self.path, self.space.describe())  # fmt: skip
+            else:
+                log.info("free space is back above the floor: %s", self.space.describe())
+
+    def storage_state(self) -> tuple[SteplogError | None, str]:
+        full = self._full_error
+        if full is not None:
+            return full, f"full: {full.detail} ({self.space.describe()})"
+        if self.space.low:
+            return (
+                StorageLow(f"{self.space.describe()}: new runs are refused until space is freed"),
+                f"low: {self.space.describe()}",
+            )
+        return None, self.space.describe()
 
     async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
         assert self._writer_thread is not None
@@ -167,10 +224,48 @@ class SQLiteEventLog(QueuedLog):
                 tell_listeners(self._listeners, batch.head_pos, log)
 
     def _run_batch(self, conn: sqlite3.Connection, ops: list[Operation[Any]]) -> Batch | None:
-        """Apply `ops` in one transaction (on the writer thread); None when it rolled back.
+        """Apply `ops` (on the writer thread); None when they did not commit.
 
-        Should it fail while applying them, it is rolled back and they are applied
-        once more, each in a savepoint of its own, so whatever one of them did
+        A full disk fails the group with `StorageFull`, logged once per outage. Before
+        trying again (now, and at every group while the disk stays full) the writer
+        cuts the WAL back with a TRUNCATE checkpoint: the WAL may hold most of the
+        disk, so freeing a few MB, or the checkpoint alone, gives a usable log at once.
+        """
+        checkpointed = self._full_since is not None and self._checkpoint(conn)
+        try:
+            try:
+                batch = self._apply(conn, ops)
+            except StorageFull:
+                if checkpointed or not self._checkpoint(conn):
+                    raise
+                batch = self._apply(conn, ops)
+        except StorageFull as exc:
+            self._now_full(exc)
+            for op in ops:
+                op.fail(exc)
+            return None
+        if batch is not None and self._full_since is not None:
+            log.warning("the event log is writable again after %.0fs with the disk full",
+                        self.clock() - self._full_since)  # fmt: skip
+            self._full_since = self._full_error = None
+        self._note_space(conn)
+        return batch
+
+    def _now_full(self, exc: StorageFull) -> None:
+        self._full_error = exc
+        if self._full_since is None:
+            self._full_since = self.clock()
+            self.space.look(force=True)
+            log.error("the disk holding %s is full (%s): writes get 503 storage_full until"
+                      " space is freed; nothing acknowledged is lost",
+                      self.path, self.space.describe())  # fmt: skip
+
+    def _apply(self, conn: sqlite3.Connection, ops: list[Operation[Any]]) -> Batch | None:
+        """Apply `ops` in one transaction; None when it rolled back. Raises `StorageFull`
+        (nothing settled) when the disk is full.
+
+        Should it fail otherwise while applying them, it is rolled back and they are
+        applied once more, each in a savepoint of its own, so whatever one of them did
         wrong fails only its caller (see storage/commits.py).
         """
         known, self._known = self._known, None  # whatever happens, it is rebuilt or dropped
@@ -178,6 +273,9 @@ class SQLiteEventLog(QueuedLog):
         try:
             return self._transaction(conn, ops, known, progress, alone=False)
         except Exception as exc:
+            error = translate(exc)
+            if isinstance(error, StorageFull):
+                raise error from None
             if not worth_isolating(ops, progress):
                 log.exception("write batch of %d operations failed", len(ops))
                 for op in ops:
@@ -187,6 +285,9 @@ class SQLiteEventLog(QueuedLog):
         try:
             return self._transaction(conn, ops, None, Progress(), alone=True)
         except Exception as exc:  # the whole transaction is gone: tell every caller
+            error = translate(exc)
+            if isinstance(error, StorageFull):
+                raise error from None
             log.exception("write batch of %d operations failed again", len(ops))
             for op in ops:
                 op.fail(exc)
@@ -210,6 +311,8 @@ class SQLiteEventLog(QueuedLog):
         appends = [op for op in ops if op.appends]
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if self._full_since is not None:
+                self._give_leases_time(conn)
             batch.start(appends, known)
             progress.stage = "applying"
             if alone:
@@ -231,6 +334,21 @@ class SQLiteEventLog(QueuedLog):
         # After a second pass the run states are read again next time (see `Known`).
         self._known = Known.after(batch, only_appends=not alone and len(appends) == len(ops))
         return batch
+
+    def _give_leases_time(self, conn: sqlite3.Connection) -> None:
+        """Add the outage to every lease that was alive when the disk filled.
+
+        Heartbeats are writes too, so none could commit while the disk was full: without
+        this, every running run's lease would expire in the outage and the first claim
+        afterwards would take it over as another attempt, spending the run's attempts on
+        the storage's fault rather than letting its own worker hand it back.
+        """
+        assert self._full_since is not None
+        conn.execute(
+            "UPDATE runs SET lease_expires_at = lease_expires_at + ?"
+            " WHERE status = 'running' AND lease_expires_at > ?",
+            (self.clock() - self._full_since, self._full_since),
+        )
 
     # -- runs ------------------------------------------------------------------
     async def get_run(self, run_id: str) -> Run:

@@ -153,13 +153,18 @@ class SecretOp(Secret, Operation[bytes]):
 class RetryLaterOp(RetryLater, Operation[None]):
     def apply(self, batch: Batch) -> None:
         state = batch.run_state(self.run_id)
-        batch.add_event(lifecycle.retrying(self.run_id, self.attempt, self.delay, self.error))
+        batch.add_event(
+            lifecycle.retrying(
+                self.run_id, self.attempt, self.delay, self.error, refund=self.refund
+            )
+        )
         batch.flush()
         state.status = RunStatus.QUEUED
         batch.conn.execute(
             "UPDATE runs SET status = 'queued', available_at = ?, lease_owner = NULL,"
-            " lease_expires_at = NULL, error = ?, updated_at = ? WHERE id = ?",
-            (batch.now + self.delay, self.error, batch.now_iso, self.run_id),
+            " lease_expires_at = NULL, error = ?, updated_at = ?,"
+            " max_attempts = max_attempts + ? WHERE id = ?",
+            (batch.now + self.delay, self.error, batch.now_iso, int(self.refund), self.run_id),
         )
 
 

@@ -61,6 +61,7 @@ def test_readyz_and_metrics_report_a_postgres_log(
             "serving": "ok",
             "log": f"ok (head {events})",
             "writable": "ok",  # committed a probe, not "not checked by this backend"
+            "storage": "not watched by this backend",  # the disk is the server's
             "tail": "ok",
             "workers": "1 running",
         },

@@ -20,6 +20,7 @@ from storage.idempotency import fingerprint
 from storage.jsonenc import dumps
 from storage.runids import is_run_id
 from storage.timefmt import iso
+from storage.validate import json_text
 from stream.auth import holds_api_key, require_api_key, require_run_access
 from stream.json_depth import MAX_JSON_DEPTH, too_deep
 from stream.metrics import metrics
@@ -132,6 +133,10 @@ def _validate_params(
             f"the params for {function!r} failed validation ({len(errors)} error(s))",
             errors=errors,
         ) from None
+    plain: dict[str, Any] = model.model_dump(mode="json", context=REVEAL_SECRETS)
+    # Refused before sealing, naming the field (never the value): a secret is checked
+    # like any param, though what is stored of it is its ciphertext.
+    json_text("params", plain)
     # What is stored: every secret sealed with STEPLOG_SECRET_KEY (functions/sealing.py).
     sealer = state().sealer
     try:
@@ -140,7 +145,6 @@ def _validate_params(
         raise HTTPProblem(422, "Secret not accepted", str(exc)) from None
     if not fingerprinted:
         return sealed, None
-    plain: dict[str, Any] = model.model_dump(mode="json", context=REVEAL_SECRETS)
     key = sealer.fingerprint_key() if sealer is not None and sealed != plain else None
     return sealed, fingerprint(plain, key=key)
 

@@ -26,6 +26,7 @@ from stream.metrics import Metrics, exposition
 from stream.openapi import openapi
 from stream.pages import STATIC, pages
 from stream.problems import HTTPProblem, problem
+from stream.protocol_errors import HeadLimit
 from stream.request_end import RequestEnd
 from stream.settings import Settings
 from stream.sse_routes import streams
@@ -75,6 +76,7 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
     )
     app.extensions["steplog.metrics"] = metrics
     app.asgi_app = RequestEnd(app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = HeadLimit(app.asgi_app)  # type: ignore[method-assign]
     app.asgi_app = RequestLog(app.asgi_app)  # type: ignore[method-assign]
     app.register_blueprint(health)
     app.register_blueprint(exposition)

@@ -21,6 +21,7 @@ from http import HTTPStatus
 
 import h11
 from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
 
 from stream.problems import PROBLEM_TYPE, problem_body
 
@@ -68,3 +69,48 @@ def install() -> None:
 
     H11Protocol._send_error_response = send_error_response  # type: ignore[method-assign]
     setattr(H11Protocol, _INSTALLED, True)
+
+
+MAX_HEAD_BYTES = 16 * 1024
+"""The largest request line plus headers a request may have: Hypercorn's default
+`h11_max_incomplete_size`, which infra/hypercorn.toml sets to the same value."""
+
+
+class HeadLimit:
+    """ASGI middleware: a request whose line and headers pass `MAX_HEAD_BYTES` gets 431.
+
+    h11 enforces its limit only on a head still incomplete in its buffer, so a larger
+    head that arrives whole in one read (Hypercorn reads up to 64 KiB at a time) would
+    be served. Counting it once it is parsed makes the limit the same however the
+    bytes arrive.
+    """
+
+    def __init__(self, app: ASGIFramework, limit: int = MAX_HEAD_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] == "http" and head_size(scope) > self.limit:
+            body = error_body(431, self.limit)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 431,
+                    "headers": [
+                        (b"content-type", PROBLEM_TYPE.encode()),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"connection", b"close"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            return
+        await self.app(scope, receive, send)
+
+
+def head_size(scope: Scope) -> int:
+    """About the bytes of the request line and headers (each header line with `: ` and CRLF)."""
+    line = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + 16
+    return line + sum(len(name) + len(value) + 4 for name, value in scope.get("headers", ()))

@@ -113,6 +113,7 @@ class SQLiteEventLog(QueuedLog):
     # -- lifecycle -------------------------------------------------------------
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(self.path)
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="steplog-sqlite-writer")
         self._writer_conn = await self._in_writer(self._open_writer)
         self._readers = [await self._connect(read_only=True) for _ in range(self._reader_count)]
@@ -435,3 +436,24 @@ class SQLiteEventLog(QueuedLog):
 
 
 __all__ = ["SQLiteEventLog", "chain"]
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only, if it does not exist yet.
+
+    The log holds the run-token key and everything functions recorded, so another
+    local user must not read it (with the key they could mint run tokens). SQLite
+    gives the `-wal` and `-shm` files it creates the database file's mode. An
+    existing file keeps the mode its operator chose; a warning names a loose one.
+    """
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            log.warning(
+                "%s is readable by other users (mode %s): it holds the run-token key;"
+                " chmod 600 it (and its -wal and -shm files)",
+                path,
+                oct(mode),
+            )

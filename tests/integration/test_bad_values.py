@@ -207,3 +207,20 @@ def test_a_request_whose_params_cannot_be_stored_is_refused(values_server: Serve
     problem = assert_problem(response, 400)
     assert problem["detail"].startswith("params['label'] contains a lone surrogate (U+D800)")
     assert run_ids(server) == known
+
+
+def test_a_secret_that_cannot_be_stored_is_refused(values_server: ServerProcess) -> None:
+    """A secret is encrypted before it is stored: a lone surrogate in one is refused the
+    same way (a 400 naming the field, nothing written), not a 500 from the encryption."""
+    server = values_server
+    known = run_ids(server)
+    body = (
+        b'{"function": "scrape", "params": {"url": "https://example.com/in/zoe",'
+        b' "credentials": {"username": "zoe", "password": "hunter2 \\ud800"}}}'
+    )
+    with client(server) as http:
+        response = http.post("/runs", content=body, headers={"content-type": "application/json"})
+    problem = assert_problem(response, 400)
+    assert problem["detail"].startswith("params['credentials']"), problem
+    assert "lone surrogate" in problem["detail"] and "hunter2" not in problem["detail"], problem
+    assert run_ids(server) == known

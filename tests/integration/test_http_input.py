@@ -263,6 +263,9 @@ enforces the limit on a head still incomplete (a whole head read in one go is pa
 def assert_server_errors_are_problems(port: int) -> None:
     too_large = raw_request(port, HUGE_HEAD).problem(431)
     assert "header" in too_large["detail"].lower(), too_large
+    # The same limit when the whole head arrives in one piece (h11 alone lets it through).
+    whole = raw_request(port, get(b"/healthz", b"X-Padding: " + b"a" * 20_000)).problem(431)
+    assert "16384 bytes" in whole["detail"], whole
     malformed = raw_request(port, get(b"/healthz", NUL_HEADER)).problem(400)
     assert "HTTP" in malformed["detail"], malformed
     # The connection was closed after each; a good request on a new one is served as usual.

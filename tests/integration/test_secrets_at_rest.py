@@ -217,3 +217,16 @@ def test_a_keyed_request_holding_a_secret_is_replayed_and_fingerprinted_with_a_k
         conn.close()
     plain = hashlib.sha256(canonical(params).encode()).hexdigest()
     assert stored.startswith("hmac-sha256:") and plain not in stored
+
+
+def test_the_database_files_are_readable_by_their_owner_only(server_factory: ServerFactory) -> None:
+    """The log holds the run-token key and every scraped profile: another local user must
+    not be able to read it (and mint tokens), any more than the key files beside it."""
+    server = server_factory(workers=1)
+    run = start_run(server, "ticker", count=3, interval_ms=0)
+    wait_for_status(server, run["run_id"], "succeeded")
+    database = Path(server.db)
+    files = [database, *(database.with_name(database.name + end) for end in ("-wal", "-shm"))]
+    modes = {path.name: oct(path.stat().st_mode & 0o777) for path in files if path.exists()}
+    assert database.name in modes and len(modes) >= 2, modes
+    assert set(modes.values()) == {"0o600"}, modes

@@ -70,7 +70,13 @@ def judge(exc: BaseException, run: Run, retry_backoff: float) -> Verdict:
 
 
 async def settle(
-    events: EventLog, run: Run, verdict: Verdict, *, give_up_after: float, log: logging.Logger
+    events: EventLog,
+    run: Run,
+    verdict: Verdict,
+    *,
+    give_up_after: float,
+    log: logging.Logger,
+    max_retry: float = MAX_RETRY,
 ) -> bool:
     """Write `verdict` for attempt `run.attempt`, trying again while the log fails.
 
@@ -81,6 +87,12 @@ async def settle(
     written once space is back. The first failure is logged (with its traceback
     unless the disk is full, which the log itself reports), the retries only at
     DEBUG, the outcome once.
+
+    Tries are at most `max_retry` seconds apart. The worker passes a third of its
+    lease: after a full disk the writer gives every lease the outage back, which
+    leaves the lease at least two thirds of its length once space returns, and the
+    hand-back must land within that, or an idle slot's claim would take the run
+    over as a counted attempt.
     """
     deadline = float("inf") if verdict.full else time.monotonic() + give_up_after
     tries = 0
@@ -101,7 +113,7 @@ async def settle(
             )  # fmt: skip
             return False
         except Exception as exc:
-            delay = jittered(backoff(tries, FIRST_RETRY, MAX_RETRY))
+            delay = jittered(backoff(tries, FIRST_RETRY, max_retry))
             if tries == 1:
                 log.warning(
                     "run %s attempt %d: could not settle (%s); trying again with back-off",

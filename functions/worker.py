@@ -39,6 +39,7 @@ from functions.errors import (
 )
 from functions.faults import describe, storage_full
 from functions.sealing import Sealer, open_params
+from functions.settle import MAX_RETRY as MAX_SETTLE_RETRY
 from functions.settle import judge, settle
 from storage import EventLog, EventType, LeaseLost, Run, RunFinished, SteplogError, StorageClosed
 
@@ -296,7 +297,14 @@ class WorkerPool:
             log.log(logging.INFO if expected else logging.WARNING,
                     "run %s attempt %d: the function failed (%s); %s", run.id, run.attempt,
                     verdict.error, outcome, exc_info=None if expected else exc)  # fmt: skip
-        await settle(self.events, run, verdict, give_up_after=self.lease_seconds, log=log)
+        await settle(
+            self.events,
+            run,
+            verdict,
+            give_up_after=self.lease_seconds,
+            log=log,
+            max_retry=min(MAX_SETTLE_RETRY, self.lease_seconds / 3),
+        )
 
     async def _heartbeat(self, run: Run, work: asyncio.Task[Any], ctx: Context) -> None:
         failures = 0

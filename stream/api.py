@@ -14,7 +14,7 @@ from quart import Blueprint, Response, request
 
 from functions import registry
 from functions.sealing import REVEAL_SECRETS, SealingRefused, mask_sealed, seal_params
-from storage import IdempotencyConflict, Run, RunNotFound, SteplogError
+from storage import IdempotencyConflict, Run, RunNotFound, RunStatus, SteplogError
 from storage.envelope import envelope
 from storage.idempotency import fingerprint
 from storage.jsonenc import dumps
@@ -252,8 +252,12 @@ async def list_runs() -> Response:
     before = request.args.get("before")
     if before is not None and not is_run_id(before):
         raise HTTPProblem(400, "Bad cursor", "before must be a run id")
+    status = request.args.get("status")
+    if status is not None and status not in RunStatus.__members__.values():
+        known = ", ".join(RunStatus)
+        raise HTTPProblem(400, "Bad filter", f"status must be one of {known}, not {status!r}")
     runs = await app_state.events.list_runs(
-        status=request.args.get("status"),
+        status=status,
         function=request.args.get("function"),
         limit=limit,
         before=before,

@@ -18,10 +18,17 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
+from typing import cast
 
 import h11
 from hypercorn.protocol.h11 import H11Protocol
-from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
+from hypercorn.typing import (
+    ASGIFramework,
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    HTTPScope,
+    Scope,
+)
 
 from stream.problems import PROBLEM_TYPE, problem_body
 
@@ -112,5 +119,6 @@ class HeadLimit:
 
 def head_size(scope: Scope) -> int:
     """About the bytes of the request line and headers (each header line with `: ` and CRLF)."""
-    line = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + 16
-    return line + sum(len(name) + len(value) + 4 for name, value in scope.get("headers", ()))
+    http = cast(HTTPScope, scope)
+    line = len(http.get("raw_path") or b"") + len(http.get("query_string") or b"") + 16
+    return line + sum(len(name) + len(value) + 4 for name, value in http.get("headers", ()))

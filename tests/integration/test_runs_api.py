@@ -129,6 +129,14 @@ def test_list_runs_newest_first_and_filtered(echo_server: ServerProcess) -> None
     assert listed[echoed]["function"] == "echo"
 
 
+def test_listing_runs_by_a_status_that_does_not_exist_is_a_400(server: ServerProcess) -> None:
+    """A typo in a filter must not look like "no such runs"."""
+    with client(server) as http:
+        response = http.get("/runs", params={"status": "finished"})
+    problem = assert_problem(response, 400)
+    assert "'finished'" in problem["detail"] and "succeeded" in problem["detail"], problem
+
+
 def test_run_token_or_api_key_opens_the_run_and_its_stream(server: ServerProcess) -> None:
     started = start_run(server, "ticker", count=2, interval_ms=0)
     run_id, token = started["run_id"], started["token"]

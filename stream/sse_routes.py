@@ -1,4 +1,6 @@
-"""The SSE endpoints: `GET /runs/{id}/events` and `GET /events` (DESIGN.md's contract).
+"""The SSE endpoints: `GET /runs/{id}/events` and `GET /events`.
+
+Their contract (framing, resume, 204 at the end) is the README's "Watch a run".
 
 Each stream is admitted by the hub first: over the server-wide cap, or over the
 cap of the run token it was opened with, the answer is `429` with `Retry-After`.

@@ -7,20 +7,16 @@ storable (U+FFFD), and the worker slot goes on to the next run.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from pydantic import BaseModel
 
 from functions import registry
 from functions.context import Context
 from functions.registry import function
 from functions.worker import WorkerPool
-from storage import EventLog, EventType, Run, RunStatus, open_log
+from storage import EventLog, EventType, Run, RunStatus
+from tests.unit.conftest import finished
 
 registry.load()
 
@@ -40,14 +36,6 @@ async def unstorable_error(ctx: Context, params: Empty) -> None:
         raise ValueError("bad \udfff and \x00 text")
 
 
-@pytest.fixture
-async def events(tmp_path: Path) -> AsyncIterator[EventLog]:
-    log = open_log(str(tmp_path / "endings.db"))
-    await log.open()
-    yield log
-    await log.close()
-
-
 async def run_to_the_end(events: EventLog, function_name: str) -> Run:
     """Run one `function_name` run on a one-slot pool; the slot must still be alive."""
     pool = WorkerPool(events, concurrency=1, poll_interval=0.05)
@@ -55,10 +43,7 @@ async def run_to_the_end(events: EventLog, function_name: str) -> Run:
     try:
         run, _ = await events.create_run(function_name, {})
         pool.notify()
-        deadline = time.monotonic() + 20
-        while not (done := await events.get_run(run.id)).status.finished:
-            assert time.monotonic() < deadline, f"run still {done.status} after 20 s"
-            await asyncio.sleep(0.02)  # polling inside a deadline loop
+        done: Run = await finished(events, run.id, timeout=20)
         assert all(not slot.done() for slot in pool._slots), "a worker slot died"
     finally:
         await pool.stop()

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from functions import registry
 from functions.worker import WorkerPool
-from storage import Event, EventLog, NewEvent, RunStatus, open_log
+from storage import Event, EventLog, NewEvent, RunStatus
 from stream.app import create_app
 from stream.hub import LIFETIME, SHUTDOWN, StreamRefused, TailHub
 from stream.metrics import Metrics
@@ -30,14 +29,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def events(tmp_path: Path) -> AsyncIterator[EventLog]:
-    log = open_log(str(tmp_path / "ops.db"))
-    await log.open()
-    yield log
-    await log.close()
 
 
 def make_hub(events: EventLog, clock: Clock, **limits: float) -> TailHub:

@@ -6,8 +6,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from functions.worker import WorkerPool
 from storage import EventLog, EventType, InvalidEvent, RunStatus, open_log
 from storage.postgres import testing
 from tests.conftest import require
+from tests.unit.conftest import finished, wait_for
 
 registry.load()
 
@@ -48,33 +48,6 @@ async def slow(ctx: Any, params: Empty) -> dict[str, int]:
             await ctx.progress(min(i, 100), f"tick {i}")
             await asyncio.sleep(0.02)
     return {"done": 1}
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll an async predicate until it returns something truthy, within a deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met before the deadline")
-
-
-@pytest.fixture
-async def events(tmp_path: Path) -> AsyncIterator[EventLog]:
-    log = open_log(str(tmp_path / "w.db"))
-    await log.open()
-    yield log
-    await log.close()
-
-
-async def finished(events: EventLog, run_id: str) -> Any:
-    async def check() -> Any:
-        run = await events.get_run(run_id)
-        return run if run.status.finished else None
-
-    return await wait_for(check)
 
 
 async def test_ticker_run_reports_every_step(events: EventLog) -> None:
@@ -238,14 +211,14 @@ class Fault:
 
 @pytest.fixture
 def fault(tmp_path: Path) -> Fault:
-    return Fault("sqlite", str(tmp_path / "w.db"))
+    return Fault("sqlite", str(tmp_path / "unit.db"))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def faulty_log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     """(log, fault) on each backend."""
     if request.param == "sqlite":
-        target = str(tmp_path / "w.db")
+        target = str(tmp_path / "unit.db")
         log = open_log(target)
         await log.open()
         yield log, Fault("sqlite", target)
@@ -530,7 +503,7 @@ async def test_a_sync_context_call_cancelled_by_the_stopping_loop_raises_a_clear
     ctx = await claimed(events)
     sync = SyncContext(ctx, asyncio.get_running_loop())
     # Another connection holds the write lock, so the append waits in the writer...
-    blocker = sqlite3.connect(tmp_path / "w.db", timeout=30, isolation_level=None)
+    blocker = sqlite3.connect(tmp_path / "unit.db", timeout=30, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
     try:
         call = asyncio.create_task(asyncio.to_thread(sync.log, "waiting"))

@@ -37,12 +37,13 @@ from storage.commits import (
     tell_observers,
     worth_isolating,
 )
-from storage.errors import RunNotFound, SteplogError, StorageClosed, StorageFull, StorageLow
+from storage.errors import RunNotFound, SteplogError, StorageClosed, StorageFull
 from storage.model import Event, Run
 from storage.queued import STOP, QueuedLog
 from storage.sqlite import migrations, operations
 from storage.sqlite.batch import Batch, Known, Operation
 from storage.sqlite.errors import translate
+from storage.sqlite.fullness import DiskWatch
 from storage.sqlite.rows import EVENT_COLUMNS, RUN_COLUMNS, run_from_row
 from storage.sqlite.space import FreeSpace
 
@@ -93,10 +94,8 @@ class SQLiteEventLog(QueuedLog):
         self.path = Path(path)
         self.space = FreeSpace(self.path.parent, min_free_bytes)
         """Free space beside the file, looked at by the writer at most once a second."""
-        self._full_since: float | None = None
-        """When (`clock`) the disk was found full; None while writes commit."""
-        self._full_error: StorageFull | None = None
-        self._was_low = False
+        self.disk = DiskWatch(self.path, self.space, clock)
+        """Full and low disk: WAL checkpoints, the outage, the floor (writer thread)."""
         self.synchronous = synchronous
         self.clock = clock
         self._reader_count = readers
@@ -131,51 +130,14 @@ class SQLiteEventLog(QueuedLog):
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         # A WAL left large by a crash on a nearly full disk is cut back before anything
         # else is written, so a restart there starts with the room the WAL held.
-        self._checkpoint(conn)
+        self.disk.checkpoint(conn)
         migrations.migrate(conn)
         self.space.look(force=True)
-        self._note_space(conn)
+        self.disk.note_space(conn)
         return conn
 
-    def _checkpoint(self, conn: sqlite3.Connection) -> bool:
-        """`PRAGMA wal_checkpoint(TRUNCATE)`: copy the WAL into the database and cut it to
-        zero bytes. True when it completed (no reader held it back, nothing failed)."""
-        try:
-            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        except sqlite3.Error as exc:
-            log.debug("WAL checkpoint failed: %s", exc)
-            return False
-        return not busy
-
-    def _note_space(self, conn: sqlite3.Connection) -> None:
-        """After a commit (on the writer thread): at most once per `space.interval`, look
-        at the free space; below the floor, cut the WAL back each time, since the
-        10,000-page autocheckpoint lets it grow to about 40 MB, more than a nearly full
-        disk has. Crossing the floor is logged once each way."""
-        if not self.space.look():
-            return
-        low = self.space.low
-        if low:
-            self._checkpoint(conn)
-        if low != self._was_low:
-            self._was_low = low
-            if low:
-                log.warning("free space is low beside %s: %s; new runs are refused until"
-                            " space is freed (STEPLOG_MIN_FREE_MB)",
-                            self.path, self.space.describe())  # fmt: skip
-            else:
-                log.info("free space is back above the floor: %s", self.space.describe())
-
     def storage_state(self) -> tuple[SteplogError | None, str]:
-        full = self._full_error
-        if full is not None:
-            return full, f"full: {full.detail} ({self.space.describe()})"
-        if self.space.low:
-            return (
-                StorageLow(f"{self.space.describe()}: new runs are refused until space is freed"),
-                f"low: {self.space.describe()}",
-            )
-        return None, self.space.describe()
+        return self.disk.state()
 
     async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
         assert self._writer_thread is not None
@@ -232,34 +194,23 @@ class SQLiteEventLog(QueuedLog):
         cuts the WAL back with a TRUNCATE checkpoint: the WAL may hold most of the
         disk, so freeing a few MB, or the checkpoint alone, gives a usable log at once.
         """
-        checkpointed = self._full_since is not None and self._checkpoint(conn)
+        checkpointed = self.disk.full_since is not None and self.disk.checkpoint(conn)
         try:
             try:
                 batch = self._apply(conn, ops)
             except StorageFull:
-                if checkpointed or not self._checkpoint(conn):
+                if checkpointed or not self.disk.checkpoint(conn):
                     raise
                 batch = self._apply(conn, ops)
         except StorageFull as exc:
-            self._now_full(exc)
+            self.disk.now_full(exc)
             for op in ops:
                 op.fail(exc)
             return None
-        if batch is not None and self._full_since is not None:
-            log.warning("the event log is writable again after %.0fs with the disk full",
-                        self.clock() - self._full_since)  # fmt: skip
-            self._full_since = self._full_error = None
-        self._note_space(conn)
+        if batch is not None:
+            self.disk.committed()
+        self.disk.note_space(conn)
         return batch
-
-    def _now_full(self, exc: StorageFull) -> None:
-        self._full_error = exc
-        if self._full_since is None:
-            self._full_since = self.clock()
-            self.space.look(force=True)
-            log.error("the disk holding %s is full (%s): writes get 503 storage_full until"
-                      " space is freed; nothing acknowledged is lost",
-                      self.path, self.space.describe())  # fmt: skip
 
     def _apply(self, conn: sqlite3.Connection, ops: list[Operation[Any]]) -> Batch | None:
         """Apply `ops` in one transaction; None when it rolled back. Raises `StorageFull`
@@ -312,8 +263,8 @@ class SQLiteEventLog(QueuedLog):
         appends = [op for op in ops if op.appends]
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if self._full_since is not None:
-                self._give_leases_time(conn)
+            if self.disk.full_since is not None:
+                self.disk.give_leases_time(conn)
             batch.start(appends, known)
             progress.stage = "applying"
             if alone:
@@ -335,21 +286,6 @@ class SQLiteEventLog(QueuedLog):
         # After a second pass the run states are read again next time (see `Known`).
         self._known = Known.after(batch, only_appends=not alone and len(appends) == len(ops))
         return batch
-
-    def _give_leases_time(self, conn: sqlite3.Connection) -> None:
-        """Add the outage to every lease that was alive when the disk filled.
-
-        Heartbeats are writes too, so none could commit while the disk was full: without
-        this, every running run's lease would expire in the outage and the first claim
-        afterwards would take it over as another attempt, spending the run's attempts on
-        the storage's fault rather than letting its own worker hand it back.
-        """
-        assert self._full_since is not None
-        conn.execute(
-            "UPDATE runs SET lease_expires_at = lease_expires_at + ?"
-            " WHERE status = 'running' AND lease_expires_at > ?",
-            (self.clock() - self._full_since, self._full_since),
-        )
 
     # -- runs ------------------------------------------------------------------
     async def get_run(self, run_id: str) -> Run:

@@ -3,8 +3,8 @@
 Same contract as the SQLite backend, same group commit: one writer task per
 process owns one connection, takes everything queued, applies it in one
 transaction, commits, and only then answers each caller and tells the commit
-listeners (commit, then notify, then send). Reads use a separate small pool
-and never hold a transaction open.
+listeners (commit, then notify, then send). Reads (storage/postgres/reads.py)
+use a separate small pool and never hold a transaction open.
 
 How the global stream stays gap-free (`read_all(after_pos)` never skips)
 -----------------------------------------------------------------------
@@ -54,7 +54,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
@@ -69,16 +69,15 @@ from storage.commits import (
     tell_observers,
     worth_isolating,
 )
-from storage.errors import RunNotFound, SteplogError, StorageClosed
+from storage.errors import SteplogError
 from storage.interface import CommitListener
-from storage.model import Event, Run
 from storage.postgres import migrations, operations
 from storage.postgres.batch import Batch, Operation
 from storage.postgres.errors import is_connection_error, is_disk_full, translate
 from storage.postgres.notify import CommitWatcher
 from storage.postgres.queries import QUERIES
-from storage.postgres.rows import event_from_record, run_from_record
-from storage.queued import STOP, QueuedLog
+from storage.postgres.reads import PostgresReads
+from storage.queued import STOP
 
 log = logging.getLogger("steplog.storage.postgres")
 
@@ -87,7 +86,7 @@ log = logging.getLogger("steplog.storage.postgres")
 SESSION_SETTINGS = {"jit": "off"}
 
 
-class PostgresEventLog(QueuedLog):
+class PostgresEventLog(PostgresReads):
     """The event log in a PostgreSQL database (group commit, hash chain, LISTEN/NOTIFY)."""
 
     ops: ClassVar[ModuleType] = operations
@@ -342,56 +341,6 @@ class PostgresEventLog(QueuedLog):
         conn, self._writer_conn = self._writer_conn, None
         if conn is not None and not conn.is_closed():
             conn.terminate()
-
-    # -- runs ------------------------------------------------------------------
-    async def get_run(self, run_id: str) -> Run:
-        rows = await self._fetch("get_run", run_id)
-        if not rows:
-            raise RunNotFound(f"no run with id {run_id!r}")
-        return run_from_record(rows[0])
-
-    async def list_runs(
-        self,
-        *,
-        status: str | None = None,
-        function: str | None = None,
-        limit: int = 100,
-        before: str | None = None,
-    ) -> list[Run]:
-        rows = await self._fetch("list_runs", status or None, function or None, before, limit)
-        return [run_from_record(row) for row in rows]
-
-    async def _claimable(self, functions: Sequence[str]) -> bool:
-        [(claimable,)] = await self._fetch("claimable", list(functions), self.clock())
-        return bool(claimable)
-
-    async def read_run(self, run_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
-        rows = await self._fetch("read_run", run_id, after_seq, limit)
-        return [event_from_record(row) for row in rows]
-
-    async def read_all(self, after_pos: int = 0, limit: int = 1000) -> list[Event]:
-        return [event_from_record(r) for r in await self._fetch("read_all", after_pos, limit)]
-
-    async def head(self) -> int:
-        [(head,)] = await self._fetch("head")
-        return int(head)
-
-    async def _stored_secret(self, key: str) -> bytes | None:
-        rows = await self._fetch("get_secret", key)
-        return bytes(rows[0][0]) if rows else None
-
-    async def run_counts(self) -> dict[str, int]:
-        rows = await self._fetch("run_counts")
-        return {status: int(count) for status, count in rows}
-
-    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        if self._closed or self._pool is None:
-            raise StorageClosed()
-        try:
-            rows: list[asyncpg.Record] = await self._pool.fetch(QUERIES[query], *args)
-        except Exception as exc:
-            raise translate(exc) from exc
-        return rows
 
     # -- wake-ups --------------------------------------------------------------
     def add_commit_listener(self, listener: CommitListener) -> None:

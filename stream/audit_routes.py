@@ -1,9 +1,10 @@
 """`GET /audit/verify` and `GET /audit/export`: the audit over HTTP (API key).
 
-Both read the SQLite file read-only through `storage.audit*` (no SQL here).
-The verification is CPU-bound for seconds on a big log, so it runs in a worker
-thread (the event loop keeps serving streams), one at a time per process so
-that a burst of requests cannot occupy every core. The export is streamed: each
+Both read the log read-only through `storage.audit` (no SQL here), on
+SQLite and PostgreSQL alike. The verification is CPU-bound for seconds on a
+big log, so it runs in a worker thread (the event loop keeps serving
+streams), one at a time per process so that a burst of requests cannot occupy
+every core. The export is streamed: each
 page is read in a worker thread and sent before the next is read, so neither
 side ever holds more than one page, and a client that goes away stops it.
 """
@@ -12,13 +13,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from quart import Blueprint, Response, current_app, request
 
-from storage.audit import db_path, verify_db
-from storage.audit_export import Export, ExportFilter
-from storage.audit_model import Anchor, AuditError, UnknownRun
+from storage.audit import Anchor, AuditError, UnknownRun, verify_log
+from storage.audit.export import FORMATS, Export, ExportFilter
 from storage.jsonenc import dumps
 from stream.auth import require_api_key
 from stream.problems import HTTPProblem
@@ -27,13 +26,10 @@ from stream.state import state
 audit = Blueprint("audit", __name__)
 
 
-def _log_file() -> Path:
+def _log_url() -> str:
     app_state = state()
     require_api_key(request, app_state.api_key)
-    try:
-        return db_path(app_state.settings.db)
-    except AuditError as exc:
-        raise HTTPProblem(501, "Audit not available", str(exc)) from None
+    return app_state.settings.db
 
 
 def _verify_lock() -> asyncio.Lock:
@@ -48,7 +44,7 @@ async def verify() -> Response:
     200 whatever the verdict (the report is the resource); `?anchor=LINE` also
     checks an anchor taken earlier.
     """
-    path = _log_file()
+    url = _log_url()
     anchor = None
     if "anchor" in request.args:
         try:
@@ -57,7 +53,7 @@ async def verify() -> Response:
             raise HTTPProblem(400, "Bad anchor", str(exc)) from None
     async with _verify_lock():
         try:
-            report = await asyncio.to_thread(verify_db, path, anchor)
+            report = await asyncio.to_thread(verify_log, url, anchor)
         except AuditError as exc:
             raise HTTPProblem(503, "Log unreadable", str(exc)) from None
     return Response(dumps(report.as_json()), content_type="application/json")
@@ -66,9 +62,11 @@ async def verify() -> Response:
 @audit.get("/audit/export")
 async def export() -> Response:
     """Events as JSONL (`application/jsonl`, verifiable offline) or CSV, streamed."""
-    path = _log_file()
+    url = _log_url()
     fmt = request.args.get("format", "jsonl")
     try:
+        if fmt not in FORMATS:
+            raise AuditError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
         filters = ExportFilter.build(
             run=request.args.get("run"),
             function=request.args.get("function"),
@@ -76,11 +74,14 @@ async def export() -> Response:
             until=request.args.get("until"),
             types=request.args.getlist("type"),
         )
-        job = await asyncio.to_thread(Export, path, filters, fmt)
+    except AuditError as exc:
+        raise HTTPProblem(400, "Bad export request", str(exc)) from None
+    try:
+        job = await asyncio.to_thread(Export, url, filters, fmt)
     except UnknownRun as exc:
         raise HTTPProblem(404, "Run not found", str(exc)) from None
     except AuditError as exc:
-        raise HTTPProblem(400, "Bad export request", str(exc)) from None
+        raise HTTPProblem(503, "Log unreadable", str(exc)) from None
     name = f"steplog-export{'-' + filters.run if filters.run else ''}.{fmt}"
     response = Response(
         _stream(job),

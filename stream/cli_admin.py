@@ -7,7 +7,6 @@ layer directly rather than to a running server.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -15,11 +14,7 @@ import click
 from stream.settings import DEFAULT_DB
 
 if TYPE_CHECKING:
-    from storage.postgres.copy import CopyReport
-
-
-def _is_postgres(url: str) -> bool:
-    return url.startswith(("postgres://", "postgresql://"))
+    from storage.copy import CopyReport
 
 
 @click.command()
@@ -30,37 +25,19 @@ def _is_postgres(url: str) -> bool:
                    "and TRUNCATE on events (so the app cannot rewrite history).")  # fmt: skip
 def migrate(db: str, app_role: str | None) -> None:
     """Create or upgrade the log's schema (run it before starting new steplog versions)."""
+    from storage.backends import backend_for
     from storage.errors import SteplogError
 
+    backend = backend_for(db)
+    if app_role and not backend.grants_roles:
+        raise click.UsageError("--app-role applies to PostgreSQL only")
     try:
-        if _is_postgres(db):
-            from storage.postgres.migrations import migrate_database
-
-            before, after = asyncio.run(migrate_database(db, app_role))
-        else:
-            if app_role:
-                raise click.UsageError("--app-role applies to PostgreSQL only")
-            before, after = None, asyncio.run(_migrate_sqlite(db))
+        done = backend.migrate(db, app_role)
     except SteplogError as exc:
         raise click.ClickException(str(exc)) from exc
-    if before == after:
-        click.echo(f"schema already at version {after}")
-    elif before is None and not _is_postgres(db):
-        click.echo(f"schema at version {after}")
-    else:
-        click.echo(f"schema migrated from version {before or 0} to {after}")
+    click.echo(done.line())
     if app_role:
         click.echo(f"granted {app_role}: SELECT, INSERT on events (no UPDATE/DELETE/TRUNCATE)")
-
-
-async def _migrate_sqlite(db: str) -> int:
-    from storage import open_log
-    from storage.sqlite import migrations
-
-    log = open_log(db)
-    await log.open()  # opening a SQLite log migrates it
-    await log.close()
-    return migrations.available()[-1][0]
 
 
 @click.group("log")
@@ -72,17 +49,18 @@ def log_group() -> None:
 @click.option("--from", "source", required=True, metavar="URL",
               help="The log to copy: sqlite:///path, a path, or postgresql://…")  # fmt: skip
 @click.option("--to", "target", required=True, metavar="URL",
-              help="An empty PostgreSQL log: postgresql://… (its schema is created).")  # fmt: skip
+              help="An empty log: postgresql://…, or a SQLite file (or sqlite:///path) that is"
+                   " new or empty (its schema is created).")  # fmt: skip
 def copy(source: str, target: str) -> None:
-    """Move a log to PostgreSQL keeping pos, seq and hashes; verify the chain on arrival.
+    """Copy a log (SQLite to PostgreSQL, PostgreSQL to SQLite, …) keeping pos, seq and
+    hashes; verify the chain on arrival.
 
     Stop every `steplog serve` and `steplog worker` using the source first.
     """
+    from storage.backends import backend_for
     from storage.errors import SteplogError
 
-    if not _is_postgres(target):
-        raise click.UsageError("--to must be a postgresql:// URL")
-    if not _is_postgres(source) and not Path(source.removeprefix("sqlite://")).is_file():
+    if not backend_for(source).exists(source):
         raise click.UsageError(f"--from: no SQLite log at {source}")
     try:
         report = asyncio.run(_copy(source, target))
@@ -96,7 +74,7 @@ def copy(source: str, target: str) -> None:
 
 async def _copy(source_url: str, target_url: str) -> CopyReport:
     from storage import open_log
-    from storage.postgres.copy import copy_log
+    from storage.copy import copy_log
 
     def progress(what: str, count: int) -> None:
         click.echo(f"  {what}: {count}", err=True)
@@ -124,9 +102,10 @@ def rotate_tokens(db: str) -> None:
     already open on an old token ends within STEPLOG_MAX_STREAM_SECONDS and is not
     let back in. New tokens: `GET /runs/{id}` with the API key, or `steplog runs show`.
     """
+    from storage.backends import backend_for
     from storage.errors import SteplogError
 
-    if not _is_postgres(db) and not Path(db.removeprefix("sqlite://")).is_file():
+    if not backend_for(db).exists(db):
         raise click.UsageError(f"--db: no SQLite log at {db}")  # not a new, empty one
     try:
         asyncio.run(_rotate(db))

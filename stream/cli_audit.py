@@ -1,10 +1,11 @@
-"""`steplog audit …` and `steplog runs show`: read the log file directly, read-only.
+"""`steplog audit …` and `steplog runs show`: read the log directly, read-only.
 
-These read the SQLite file rather than asking a server, on purpose: an auditor
-verifies the file itself (a server could only report what it believes), they
-work on a copy taken away from the machine, and they need no running server
-or API key. `runs show` reads the same way so the timeline an auditor prints
-comes from the same bytes `audit verify` checked.
+These read the log (the SQLite file, or the PostgreSQL database) rather than
+asking a server, on purpose: an auditor verifies the log itself (a server
+could only report what it believes), they work on a copy taken away from the
+machine, and they need no running server or API key. `runs show` reads the
+same way so the timeline an auditor prints comes from the same bytes
+`audit verify` checked.
 
 Exit codes: 0 all verified; 1 something is wrong with the log (the problems
 are printed); 2 the audit could not run (no such file, not a steplog log, a
@@ -23,8 +24,8 @@ import click
 from stream.settings import DEFAULT_DB
 
 if TYPE_CHECKING:
-    from storage.audit_export import Export
-    from storage.audit_model import Anchor
+    from storage.audit import Anchor
+    from storage.audit.export import Export
 
 EXIT_PROBLEMS = 1
 EXIT_CANNOT_AUDIT = 2
@@ -34,7 +35,7 @@ db_option = click.option(
     envvar="STEPLOG_DB",
     default=DEFAULT_DB,
     show_default=True,
-    help="The SQLite log file (or sqlite:///path); opened read-only.",
+    help="The log: a SQLite file (or sqlite:///path) or postgresql://… URL; opened read-only.",
 )
 
 
@@ -43,20 +44,9 @@ def _fail(message: str) -> None:
     sys.exit(EXIT_CANNOT_AUDIT)
 
 
-def _db_file(db: str) -> Path:
-    from storage.audit import db_path
-    from storage.audit_model import AuditError
-
-    try:
-        return db_path(db)
-    except AuditError as exc:
-        _fail(str(exc))
-        raise  # unreachable: _fail exits
-
-
 def _anchor(value: str | None) -> Anchor | None:
     """An anchor line, or the path of a file holding one (as `audit anchor > f` wrote it)."""
-    from storage.audit_model import Anchor, AuditError
+    from storage.audit import Anchor, AuditError
 
     if value is None:
         return None
@@ -89,20 +79,15 @@ def verify(db: str, anchor_value: str | None, export_file: Path | None, as_json:
     Exits 0 when everything verifies, 1 when the log has a problem, 2 when it
     could not be audited at all.
     """
-    from storage.audit import verify_db
-    from storage.audit_file import verify_export
-    from storage.audit_model import AuditError
+    from storage.audit import AuditError, verify_log
+    from storage.audit.file import verify_export
 
     anchor = _anchor(anchor_value)
     try:
         if export_file is not None:
             report = verify_export(export_file, anchor)
-        elif _is_postgres(db):
-            from storage.postgres.audit import verify_url
-
-            report = verify_url(db, anchor)
         else:
-            report = verify_db(_db_file(db), anchor)
+            report = verify_log(db, anchor)
     except AuditError as exc:
         _fail(str(exc))
         return
@@ -114,10 +99,6 @@ def verify(db: str, anchor_value: str | None, export_file: Path | None, as_json:
     sys.exit(0 if report.ok else EXIT_PROBLEMS)
 
 
-def _is_postgres(db: str) -> bool:
-    return db.startswith(("postgres://", "postgresql://"))
-
-
 @audit_group.command()
 @db_option
 def anchor(db: str) -> None:
@@ -126,16 +107,10 @@ def anchor(db: str) -> None:
     Later, `steplog audit verify --anchor LINE` proves the log still reaches that
     row with that hash. Verify first: an anchor vouches for what it saw.
     """
-    from storage.audit import head_anchor
-    from storage.audit_model import AuditError
+    from storage.audit import AuditError, head_anchor
 
     try:
-        if _is_postgres(db):
-            from storage.postgres.audit import head_anchor_url
-
-            click.echo(head_anchor_url(db).line())
-        else:
-            click.echo(head_anchor(_db_file(db)).line())
+        click.echo(head_anchor(db).line())
     except AuditError as exc:
         _fail(str(exc))
 
@@ -166,14 +141,14 @@ def export(
 
     Memory stays constant whatever the size: rows are read and written in pages.
     """
-    from storage.audit_export import Export, ExportFilter
-    from storage.audit_model import AuditError
+    from storage.audit import AuditError
+    from storage.audit.export import Export, ExportFilter
 
     try:
         filters = ExportFilter.build(
             run=run_id, function=function, since=since, until=until, types=types
         )
-        job = Export(_db_file(db), filters, fmt)
+        job = Export(db, filters, fmt)
     except AuditError as exc:
         _fail(str(exc))
         return
@@ -207,13 +182,12 @@ def runs_show(run_id: str, db: str, as_json: bool, url: str) -> None:
     Then a fresh view_url for the run (valid STEPLOG_TOKEN_TTL seconds), signed with
     the log's current token key.
     """
-    from storage.audit_model import AuditError
-    from storage.audit_timeline import run_timeline
+    from storage.audit import AuditError
+    from storage.audit.timeline import run_timeline
 
     try:
-        path = _db_file(db)
-        timeline = run_timeline(path, run_id)
-        link = _view_link(path, run_id, url)
+        timeline = run_timeline(db, run_id)
+        link = _view_link(db, run_id, url)
     except AuditError as exc:
         _fail(str(exc))
         return
@@ -229,7 +203,7 @@ def runs_show(run_id: str, db: str, as_json: bool, url: str) -> None:
             click.echo(f"view_url: {link[0]}  (valid until {link[1]})")
 
 
-def _view_link(path: Path, run_id: str, url: str) -> tuple[str, str] | None:
+def _view_link(db: str, run_id: str, url: str) -> tuple[str, str] | None:
     """A view_url for `run_id` and its expiry; None when the log has no token key yet."""
     import time
 
@@ -238,7 +212,7 @@ def _view_link(path: Path, run_id: str, url: str) -> tuple[str, str] | None:
     from stream.settings import Settings
     from stream.tokens import KEY_NAME, mint_for
 
-    key = stored_secret(path, KEY_NAME)
+    key = stored_secret(db, KEY_NAME)
     if key is None:
         return None
     try:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import httpx
 
+from storage.backends import log_file
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -110,8 +112,8 @@ class ServerProcess:
 
 
 def is_postgres_url(db: str) -> bool:
-    """Whether `db` names a PostgreSQL log (both schemes the CLI accepts)."""
-    return db.startswith(("postgresql://", "postgres://"))
+    """Whether `db` names a log in a shared database server (PostgreSQL), not a file."""
+    return log_file(db) is None
 
 
 def make_server(

@@ -38,7 +38,6 @@ TITLES = {
     " the idempotency key was used for another request"
     " (`reason`: `idempotency_conflict`, with `idempotency_key` and `differs`)",
     429: "Too many open streams (see Retry-After)",
-    501: "Not available with this storage backend",
     503: "Not ready / log unreadable",
 }
 
@@ -279,7 +278,7 @@ def _paths() -> dict[str, Any]:
                 "parameters": [_query("anchor", "Also check an anchor line taken earlier")],
                 "responses": {
                     "200": _json(AuditReport, "The report"),
-                    **_problems(400, 401, 403, 501, 503),
+                    **_problems(400, 401, 403, 503),
                 },
             }
         },
@@ -312,7 +311,7 @@ def _paths() -> dict[str, Any]:
                             "text/csv": {"schema": {"type": "string"}},
                         },
                     },
-                    **_problems(400, 401, 403, 404, 501),
+                    **_problems(400, 401, 403, 404, 503),
                 },
             }
         },

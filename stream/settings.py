@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from storage.backends import log_file
 from storage.errors import SteplogError
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ class Settings:
         secrets), so it stays unset: runs whose params hold a secret are then refused
         until `STEPLOG_SECRET_KEY` is set (runs without one are not affected).
         """
-        if self.secret_key is not None or _is_postgres(self.db):
+        if self.secret_key is not None or log_file(self.db) is None:
             return self
         from functions.sealing import new_key
 
@@ -147,7 +148,7 @@ class Settings:
 
     @property
     def data_dir(self) -> Path:
-        return Path(self.db.removeprefix("sqlite://")).parent
+        return (log_file(self.db) or Path(self.db)).parent
 
 
 def _flag(raw: str) -> bool:
@@ -195,12 +196,13 @@ def credential(db: str, name: str, make: Any) -> str:
     Only for an SQLite file: instances sharing a PostgreSQL log must share their
     credentials too, so there they have to be given (a file per machine would differ).
     """
-    if _is_postgres(db):
+    file = log_file(db)
+    if file is None:
         variable = "STEPLOG_" + name.upper().replace("-", "_")
         raise SteplogError(
             f"set {variable}: with a PostgreSQL log every instance must use the same one"
         )
-    directory = Path(db.removeprefix("sqlite://")).parent
+    directory = file.parent
     path = directory / name
     if path.exists():
         return path.read_text(encoding="utf-8").strip()
@@ -220,10 +222,6 @@ def credential(db: str, name: str, make: Any) -> str:
     finally:
         os.unlink(temporary)
     return value
-
-
-def _is_postgres(db: str) -> bool:
-    return db.startswith(("postgres://", "postgresql://"))
 
 
 def _new_api_key() -> str:

@@ -19,8 +19,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from storage.audit import open_readonly
-from storage.audit_model import UnknownRun
+from storage.audit.model import UnknownRun
+from storage.audit.source import AuditSource
+from storage.audit.verify import open_source
 from storage.model import TERMINAL_EVENTS
 
 PAGE = 5000
@@ -119,37 +120,40 @@ class Timeline:
         return out
 
 
-def run_timeline(path: str | Path, run_id: str) -> Timeline:
-    """The timeline of `run_id`, from one read snapshot of the log at `path`."""
-    conn = open_readonly(path)
+def run_timeline(url: str | Path, run_id: str) -> Timeline:
+    """The timeline of `run_id`, from one read snapshot of the log `url` names."""
+    source = open_source(url)
     try:
-        conn.execute("BEGIN")
-        record = conn.execute(
-            "SELECT function, status, attempt, max_attempts, last_seq, created_at, started_at,"
-            " finished_at, result, error FROM runs WHERE id = ?",
-            (run_id,),
-        ).fetchone()
-        if record is None:
-            raise UnknownRun(f"no run with id {run_id[:64]!r}")
-        function, status, attempt, max_attempts, last_seq, created, started, finished = record[:8]
-        timeline = Timeline(
-            run_id, function, status, attempt, max_attempts, last_seq, created, started, finished,
-            None if record[8] is None else json.loads(record[8]), record[9],
-        )  # fmt: skip
-        folder = _Folder(timeline)
-        after = 0
-        while rows := conn.execute(
-            "SELECT seq, type, step, message, data, attempt, at FROM events"
-            " WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (run_id, after, PAGE),
-        ).fetchall():
-            for row in rows:
-                folder.add(*row[1:])
-            after = rows[-1][0]
-        folder.finish()
-        conn.execute("COMMIT")
+        with source.snapshot():
+            return _timeline(source, run_id)
     finally:
-        conn.close()
+        source.close()
+
+
+def _timeline(source: AuditSource, run_id: str) -> Timeline:
+    record = source.fetchone(
+        "SELECT function, status, attempt, max_attempts, last_seq, created_at, started_at,"
+        " finished_at, result, error FROM runs WHERE id = ?",
+        (run_id,),
+    )
+    if record is None:
+        raise UnknownRun(f"no run with id {run_id[:64]!r}")
+    function, status, attempt, max_attempts, last_seq, created, started, finished = record[:8]
+    timeline = Timeline(
+        run_id, function, status, attempt, max_attempts, last_seq, created, started, finished,
+        None if record[8] is None else json.loads(record[8]), record[9],
+    )  # fmt: skip
+    folder = _Folder(timeline)
+    after = 0
+    while rows := source.fetchall(
+        "SELECT seq, type, step, message, data, attempt, at FROM events"
+        " WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        (run_id, after, PAGE),
+    ):
+        for row in rows:
+            folder.add(*row[1:])
+        after = rows[-1][0]
+    folder.finish()
     return timeline
 
 

@@ -31,16 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from storage import chain
-from storage.audit_chain import (
-    TERMINAL_TYPES,
-    WINDOW,
-    Row,
-    diagnose,
-    link_at,
-    position_problem,
-    seq_problem,
-)
-from storage.audit_model import (
+from storage.audit.model import (
     ANCHOR,
     CHANGED,
     EXPORT,
@@ -52,6 +43,15 @@ from storage.audit_model import (
     Problem,
     Report,
 )
+from storage.audit.scan import (
+    TERMINAL_TYPES,
+    WINDOW,
+    diagnose,
+    link_at,
+    position_problem,
+    seq_problem,
+)
+from storage.audit.source import Row
 
 FIELDS = ("pos", "run_id", "seq", "type", "step", "message", "pct", "data", "attempt", "at", "hash")
 _ROW = itemgetter(*FIELDS)

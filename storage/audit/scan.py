@@ -3,9 +3,9 @@
 Speed comes from doing as little per row in Python as possible. The source
 hands the loop pairs `(canonical_bytes, hash)` for positions 1, 2, 3…: the
 SQLite source has SQLite itself build the canonical text in C (`json_array`,
-see `storage.audit_rows`), so Python only concatenates, hashes and compares:
+see `storage.audit.sqlite`), so Python only concatenates, hashes and compares:
 no `Event` objects, no dicts, nothing kept per row or per run. Positions and
-per-run `seq` runs are checked by SQL over the indexes (`storage.audit_runs`).
+per-run `seq` runs are checked by SQL over the indexes (`storage.audit.runs`).
 Whenever a fast row does not match, the row is re-encoded with `canonical`
 below, which follows the README's rules exactly (`storage.chain`), before
 anything is reported: SQLite is an accelerator, never the judge.
@@ -13,42 +13,27 @@ anything is reported: SQLite is an accelerator, never the judge.
 The scan stops at the first broken link, since that is the position an
 auditor has to look at; `diagnose` then looks at the rows that follow to tell
 a changed row from an inserted one, a swap, or a renumbered deletion.
+
+A scan starts at pos 1 after the genesis hash, or at any later `start_pos`
+after the hash the row before it had (a log whose older rows were archived
+elsewhere is verified from the archive's last hash on).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any
 
 from storage import chain
-from storage.audit_model import CHANGED, INSERTED, MISSING, OUT_OF_ORDER, SEQ, Problem
+from storage.audit.model import CHANGED, INSERTED, MISSING, OUT_OF_ORDER, SEQ, Problem
+from storage.audit.source import AuditSource, FastRow, Row, full_rows
 from storage.model import TERMINAL_EVENTS
-
-Row = tuple[Any, ...]
-"""A full row: (pos, run_id, seq, type, step, message, pct, data, attempt, at, hash)."""
-
-FastRow = tuple[bytes, Any]
-"""(canonical UTF-8, or b"" to have Python check the row exactly; hash), pos after pos."""
 
 WINDOW = 5000
 """Rows after a broken link that `diagnose` searches for a swap partner."""
 
 TERMINAL_TYPES: frozenset[str] = frozenset(str(t) for t in TERMINAL_EVENTS)
 _TAG = chain.VERSION_TAG
-
-
-class RowSource(Protocol):
-    """Where the rows come from (the database, in one read snapshot)."""
-
-    def batches(self) -> Iterator[list[FastRow]]:
-        """Fast rows from pos 1 on, in `pos` order, in batches."""
-
-    def first_gap(self, upto: int) -> Problem | None:
-        """A missing position in 1..`upto`, as a problem, or None."""
-
-    def full_rows(self, from_pos: int, limit: int) -> list[Row]:
-        """Up to `limit` full rows from `from_pos` on, in order (for checks and diagnosis)."""
 
 
 encode_canonical = chain.encode_canonical
@@ -92,22 +77,28 @@ def link_at(prev_hash: str, row: Row, pos: int | None = None) -> str | None:
 
 
 class ChainScan:
-    """Checks that each row links to the one before it, from pos 1 on.
+    """Checks that each row links to the one before it, from `start_pos` on.
 
     After `run`, `events`/`head_pos`/`head_hash` describe the last good row.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, source: AuditSource, *, start_pos: int = 1, prev_hash: str = chain.GENESIS_HASH
+    ) -> None:
+        self.source = source
+        self.start_pos = start_pos
+        self.start_hash = prev_hash
         self.events = 0
-        self.head_hash = chain.GENESIS_HASH
+        self.head_hash = prev_hash
         self.rechecked = 0
         """Rows the fast check rejected but the exact one accepted (accelerator mismatch)."""
 
     @property
     def head_pos(self) -> int:
-        return self.events  # checked without gaps from pos 1, so the count is the pos
+        # checked without gaps from start_pos, so the count gives the pos
+        return self.start_pos - 1 + self.events
 
-    def run(self, source: RowSource) -> Problem | None:
+    def run(self, batch: int) -> Problem | None:
         """Check every row; return the first broken link, or None when all rows verify.
 
         The loop body is the whole cost of a verification, so it does nothing it
@@ -117,43 +108,70 @@ class ChainScan:
         sha256 = hashlib.sha256
         prev = self.head_hash.encode()
         count = self.events
+        first = self.start_pos
         problem: Problem | None = None
-        for batch in source.batches():
-            for text, hash_ in batch:
+        for rows in self.source.fast_batches(first, batch):
+            for text, hash_ in rows:
                 if sha256(prev + text).hexdigest() != hash_:
-                    done = count + next(i for i, row in enumerate(batch) if row[1] is hash_)
-                    problem = self._recheck(source, done + 1, prev.decode())
+                    done = count + next(i for i, row in enumerate(rows) if row[1] is hash_)
+                    problem = self._recheck(first + done, prev.decode())
                     if problem is not None:
                         count = done
                         break
                 prev = hash_.encode()
             else:
-                count += len(batch)
+                count += len(rows)
                 continue
             break
         self.events, self.head_hash = count, prev.decode()
         return problem
 
-    def _recheck(self, source: RowSource, pos: int, prev_hash: str) -> Problem | None:
+    def _recheck(self, pos: int, prev_hash: str) -> Problem | None:
         """The exact check of one row the fast path rejected; a problem if it fails too.
 
         Rows are counted, not numbered, so before blaming the row, make sure it
         really is the row at `pos`: a gap before it also shows up as a broken link.
         (A row at `pos` that links to the previous row proves there is no gap.)
         """
-        rows = source.full_rows(pos, 1)
+        source = self.source
+        rows = full_rows(source, pos, 1)
         row = rows[0] if rows and rows[0][0] == pos else None
         if row is not None and isinstance(row[10], str) and link_at(prev_hash, row) == row[10]:
             self.rechecked += 1
             return None
-        gap = source.first_gap(pos)
+        gap = first_gap(source, pos, self.start_pos)
         if gap is not None:
             return gap
         before = None
-        if pos > 1:
-            back = source.full_rows(pos - 2, 1) if pos > 2 else []
-            before = back[0][10] if back else chain.GENESIS_HASH
-        return diagnose(before, prev_hash, source.full_rows(pos, WINDOW + 1))
+        if pos > self.start_pos:
+            back = full_rows(source, pos - 2, 1) if pos - 1 > self.start_pos else []
+            before = back[0][10] if back else self.start_hash
+        return diagnose(before, prev_hash, full_rows(source, pos, WINDOW + 1))
+
+
+def first_gap(source: AuditSource, upto: int, start_pos: int = 1) -> Problem | None:
+    """The first missing position in `start_pos`..`upto`, as a problem; None when none is.
+
+    Positions are handed out one after another and never reused, so a gap means
+    rows were deleted. Only asked when something is already wrong (a link broke,
+    or the row count differs from the highest pos), so its full scan costs
+    nothing on a healthy log.
+    """
+    present = source.fetchone(
+        "SELECT count(*) FROM events WHERE pos BETWEEN ? AND ?", (start_pos, upto)
+    )[0]
+    if present == upto - start_pos + 1:
+        return None
+    if source.fetchone("SELECT 1 FROM events WHERE pos = ?", (start_pos,)) is None:
+        gap = start_pos
+    else:
+        gap = source.fetchone(
+            "SELECT e.pos + 1 FROM events e WHERE e.pos >= ? AND NOT EXISTS"
+            " (SELECT 1 FROM events n WHERE n.pos = e.pos + 1) ORDER BY e.pos LIMIT 1",
+            (start_pos,),
+        )[0]
+    after = source.fetchone("SELECT min(pos) FROM events WHERE pos > ?", (gap,))[0]
+    return position_problem(gap - 1, after)
 
 
 def position_problem(prev_pos: int, pos: Any) -> Problem:

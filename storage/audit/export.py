@@ -8,8 +8,9 @@ checkpoints. It is still a consistent snapshot: the head (`pos`, `hash`) is
 fixed when the export starts and only rows up to it are read, and rows up to
 the head never change in an append-only log.
 
-JSONL lines are built by SQLite's `json_object` (C, not Python), one event
-per line with the chain fields, framed by a header and a trailer line:
+JSONL lines are built by SQLite's `json_object` (C, not Python) on SQLite, in
+Python on PostgreSQL, one event per line with the chain fields, framed by a
+header and a trailer line:
 
     {"steplog_export": 1, "full": true, "filters": {}, "head": {"pos": P, "hash": H}, …}
     {"pos": 1, "run_id": …, "seq": 1, "type": …, "step": …, "message": …, "pct": …,
@@ -40,8 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from storage import chain
-from storage.audit import open_readonly
-from storage.audit_model import AuditError, UnknownRun
+from storage.audit.model import AuditError, UnknownRun
+from storage.audit.source import AuditSource, head
+from storage.audit.verify import open_source
 from storage.model import EVENT_TYPES
 
 FORMATS = ("jsonl", "csv")
@@ -175,7 +177,7 @@ class Export:
     """
 
     def __init__(
-        self, path: str | Path, filters: ExportFilter, fmt: str = "jsonl", *, page: int = PAGE
+        self, url: str | Path, filters: ExportFilter, fmt: str = "jsonl", *, page: int = PAGE
     ) -> None:
         if fmt not in FORMATS:
             raise AuditError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -184,27 +186,20 @@ class Export:
         self.page = page
         self.count = 0
         self._lock = threading.Lock()
-        self._conn = open_readonly(path)
+        self._source: AuditSource = open_source(url)
         try:
-            self.head_pos, self.head_hash = self._head()
-            if (
-                filters.run
-                and not self._conn.execute(
-                    "SELECT 1 FROM runs WHERE id = ?", (filters.run,)
-                ).fetchone()
+            head_pos, head_hash = head(self._source, 0)
+            self.head_pos, self.head_hash = head_pos, head_hash or chain.GENESIS_HASH
+            if filters.run and not self._source.fetchone(
+                "SELECT 1 FROM runs WHERE id = ?", (filters.run,)
             ):
                 raise UnknownRun(f"no run with id {filters.run[:64]!r}")
         except BaseException:
-            self._conn.close()
+            self._source.close()
             raise
         self._cursor = 0  # pos (or seq, when exporting one run) of the last row read
         self._last: tuple[int, str] | None = None
         self._stage = "header"
-
-    def _head(self) -> tuple[int, str]:
-        sql = "SELECT pos, hash FROM events ORDER BY pos DESC LIMIT 1"
-        row = self._conn.execute(sql).fetchone()
-        return (0, chain.GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
 
     @property
     def media_type(self) -> str:
@@ -236,7 +231,7 @@ class Export:
     def close(self) -> None:
         with self._lock:
             self._stage = "done"
-            self._conn.close()
+            self._source.close()
 
     def _header(self) -> bytes:
         if self.format == "csv":
@@ -265,16 +260,19 @@ class Export:
         by_seq = self.filters.run is not None  # one run: walk its (run_id, seq) index
         key = "e.seq" if by_seq else "e.pos"
         clauses = [f"{key} > ?", "e.pos <= ?", *clauses]
-        columns = _JSON_LINE if self.format == "jsonl" else _CSV_COLUMNS_SQL
+        in_sql = self.format == "jsonl" and self._source.builds_json
+        columns = _JSON_LINE if in_sql else _CSV_COLUMNS_SQL
         sql = (
             f"SELECT {key}, {columns} FROM events e WHERE {' AND '.join(clauses)}"
             f" ORDER BY {key} LIMIT ?"
         )
-        rows = self._conn.execute(sql, (self._cursor, self.head_pos, *args, self.page)).fetchall()
+        rows = self._source.fetchall(sql, (self._cursor, self.head_pos, *args, self.page))
         if not rows:
             return None
         self._cursor = rows[-1][0]
         self.count += len(rows)
+        if self.format == "jsonl" and not in_sql:
+            rows = [(row[0], _json_line(row[1:])) for row in rows]
         if self.format == "jsonl":
             last = json.loads(rows[-1][1])
             self._last = (last["pos"], last["hash"])
@@ -283,3 +281,11 @@ class Export:
         buffer = io.StringIO()
         csv.writer(buffer).writerows(row[1:] for row in rows)
         return buffer.getvalue().encode()
+
+
+def _json_line(columns: tuple[Any, ...]) -> str:
+    """One event's JSONL line from its columns, as SQLite's `json_object` writes it."""
+    return json.dumps(dict(zip(CSV_COLUMNS, columns, strict=True)), **_COMPACT)
+
+
+_COMPACT: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":"), "allow_nan": False}

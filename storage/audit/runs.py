@@ -1,7 +1,7 @@
 """Positions, per-run `seq` runs and run records, checked by SQL over the indexes.
 
 The chain scan only hashes; everything that needs to know which run a row
-belongs to is answered here, where SQLite does the per-row work in C over the
+belongs to is answered here, where the database does the per-row work over the
 `(run_id, seq)` index and Python only sees one row per run. That keeps the
 scan fast and the memory flat however many runs the log holds (three ordered
 streams, one row per run each, merged in step).
@@ -14,13 +14,13 @@ after rows were deleted or moved, which is exactly what these checks catch.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage.audit_chain import TERMINAL_TYPES, position_problem
-from storage.audit_model import INSERTED, RECORDS, SEQ, Problem
+from storage.audit.model import INSERTED, RECORDS, SEQ, Problem
+from storage.audit.scan import TERMINAL_TYPES
+from storage.audit.source import AuditSource, RowCursor
 
 MAX_RECORD_PROBLEMS = 5
 """Run-record disagreements listed in one report (the rest are counted)."""
@@ -29,36 +29,15 @@ _FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 _TERMINAL_SQL = ", ".join(f"'{t}'" for t in sorted(TERMINAL_TYPES))
 
 
-def below_one(conn: sqlite3.Connection) -> Problem | None:
-    """A row at pos 0 or below was never written by steplog (positions start at 1)."""
-    below = conn.execute("SELECT min(pos) FROM events WHERE pos < 1").fetchone()[0]
+def below_start(source: AuditSource, start_pos: int = 1) -> Problem | None:
+    """A row below the first position was never written by steplog (positions start at 1,
+    or after the archived part of the log)."""
+    below = source.fetchone("SELECT min(pos) FROM events WHERE pos < ?", (start_pos,))[0]
     if below is None:
         return None
-    return Problem(INSERTED, below, f"pos {below} is not one steplog writes (they start at 1)")
-
-
-def first_gap(conn: sqlite3.Connection, upto: int) -> Problem | None:
-    """The first missing position in 1..`upto`, as a problem; None when there is none.
-
-    Positions start at 1 and AUTOINCREMENT never reuses one, so a gap means rows
-    were deleted. Only asked when something is already wrong (a link broke, or
-    the row count differs from the highest pos), so its full scan costs nothing
-    on a healthy log.
-    """
-    present = conn.execute(
-        "SELECT count(*) FROM events WHERE pos BETWEEN 1 AND ?", (upto,)
-    ).fetchone()[0]
-    if present == upto:
-        return None
-    if conn.execute("SELECT 1 FROM events WHERE pos = 1").fetchone() is None:
-        gap = 1
-    else:
-        gap = conn.execute(
-            "SELECT e.pos + 1 FROM events e WHERE e.pos >= 1 AND NOT EXISTS"
-            " (SELECT 1 FROM events n WHERE n.pos = e.pos + 1) ORDER BY e.pos LIMIT 1"
-        ).fetchone()[0]
-    after = conn.execute("SELECT min(pos) FROM events WHERE pos > ?", (gap,)).fetchone()[0]
-    return position_problem(gap - 1, after)
+    return Problem(
+        INSERTED, below, f"pos {below} is not one steplog writes (they start at {start_pos})"
+    )
 
 
 @dataclass(slots=True)
@@ -75,23 +54,23 @@ class RunChecks:
             self.seq = problem
 
 
-def check_runs(conn: sqlite3.Connection) -> RunChecks:
+def check_runs(source: AuditSource) -> RunChecks:
     """Every run's `seq` run, and every run record against the log."""
     checks = RunChecks()
     records: list[str] = []
-    for run_id, stats, terminals, record in _merged(conn):
+    for run_id, stats, terminals, record in _merged(source):
         if stats is not None:
             count, lowest, highest = stats
             if count != highest or lowest != 1:
-                checks.found_seq(_locate_gap(conn, run_id))
+                checks.found_seq(_locate_gap(source, run_id))
             if terminals and terminals[0][0] != highest:
-                checks.found_seq(_after_terminal(conn, run_id, terminals[0][0]))
-        records.extend(_record_problems(conn, run_id, stats, terminals, record))
-    order = conn.execute(
+                checks.found_seq(_after_terminal(source, run_id, terminals[0][0]))
+        records.extend(_record_problems(source, run_id, stats, terminals, record))
+    order = source.fetchone(
         "SELECT f.pos, f.run_id, f.seq, e.pos FROM events e"
         " JOIN events f ON f.run_id = e.run_id AND f.seq = e.seq + 1"
         " WHERE f.pos < e.pos ORDER BY f.pos LIMIT 1"
-    ).fetchone()
+    )
     if order is not None:
         pos, run_id, seq, later = order
         checks.found_seq(
@@ -110,7 +89,7 @@ def check_runs(conn: sqlite3.Connection) -> RunChecks:
 
 
 def _record_problems(
-    conn: sqlite3.Connection,
+    source: AuditSource,
     run_id: Any,
     stats: tuple[int, int, int] | None,
     terminals: list[tuple[int, int]],
@@ -118,7 +97,7 @@ def _record_problems(
 ) -> list[str]:
     """How a run record disagrees with its events (they are written in one transaction)."""
     if record is None:
-        first = conn.execute("SELECT min(pos) FROM events WHERE run_id = ?", (run_id,)).fetchone()
+        first = source.fetchone("SELECT min(pos) FROM events WHERE run_id = ?", (run_id,))
         return [f"pos {first[0]} starts events of run {run_id!r}, which has no record"]
     last_seq, status = record
     if stats is None:
@@ -131,12 +110,11 @@ def _record_problems(
     return []
 
 
-def _locate_gap(conn: sqlite3.Connection, run_id: Any) -> Problem:
+def _locate_gap(source: AuditSource, run_id: Any) -> Problem:
     """The first row of `run_id` whose seq is not the next one (the run is known broken)."""
     expected = 1
-    for seq, pos in conn.execute(
-        "SELECT seq, pos FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
-    ):
+    rows = source.cursor("SELECT seq, pos FROM events WHERE run_id = ? ORDER BY seq", (run_id,))
+    for seq, pos in _rows(rows):
         if seq != expected:
             if expected == 1:
                 detail = f"run {run_id} starts at seq {seq}: seq 1 to {seq - 1} are missing"
@@ -151,11 +129,11 @@ def _locate_gap(conn: sqlite3.Connection, run_id: Any) -> Problem:
     return Problem(SEQ, None, f"run {run_id}'s seq run is broken")  # pragma: no cover
 
 
-def _after_terminal(conn: sqlite3.Connection, run_id: Any, ended_at: int) -> Problem:
-    row = conn.execute(
+def _after_terminal(source: AuditSource, run_id: Any, ended_at: int) -> Problem:
+    row = source.fetchone(
         "SELECT pos, seq FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT 1",
         (run_id, ended_at),
-    ).fetchone()
+    )
     return Problem(
         SEQ,
         row[0],
@@ -168,25 +146,26 @@ Stats = tuple[int, int, int]
 Merged = tuple[Any, Stats | None, list[tuple[int, int]], tuple[int, str] | None]
 
 
-def _merged(conn: sqlite3.Connection) -> Iterator[Merged]:
+def _merged(source: AuditSource) -> Iterator[Merged]:
     """Per run id, in order: (count, min seq, max seq), its terminal events, its record.
 
     Three queries sorted by run id, walked in step: one row per run in memory.
     The two over `events` use the `(run_id, seq)` index or one plain scan.
     """
+    order = source.run_order
     stats = _Peek(
-        conn.execute(
+        source.cursor(
             "SELECT run_id, count(*), min(seq), max(seq) FROM events GROUP BY run_id"
-            " ORDER BY run_id"
+            f" ORDER BY run_id{order}"
         )
     )
     ends = _Peek(
-        conn.execute(
-            f"SELECT run_id, seq, pos FROM events NOT INDEXED WHERE type IN ({_TERMINAL_SQL})"
-            " ORDER BY run_id, seq"
+        source.cursor(
+            f"SELECT run_id, seq, pos FROM events{source.scan_hint}"
+            f" WHERE type IN ({_TERMINAL_SQL}) ORDER BY run_id{order}, seq"
         )
     )
-    records = _Peek(conn.execute("SELECT id, last_seq, status FROM runs ORDER BY id"))
+    records = _Peek(source.cursor(f"SELECT id, last_seq, status FROM runs ORDER BY id{order}"))
     while True:
         heads = [row[0] for row in (stats.head, ends.head, records.head) if row is not None]
         if not heads:
@@ -207,7 +186,11 @@ def _merged(conn: sqlite3.Connection) -> Iterator[Merged]:
 
 
 def _order(value: Any) -> tuple[int, Any]:
-    """SQLite's ordering of values (numbers, then text, then blobs) as a Python key."""
+    """The databases' ordering of values (numbers, then text, then blobs) as a Python key.
+
+    Text sorts by code point, as Python compares strings: SQLite's default, and
+    what PostgreSQL's source asks for with `COLLATE "C"` (UTF-8 byte order).
+    """
     if isinstance(value, int | float):
         return (1, value)
     if isinstance(value, str):
@@ -220,7 +203,7 @@ def _order(value: Any) -> tuple[int, Any]:
 class _Peek:
     """A cursor with one row of look-ahead, taken only when its key matches."""
 
-    def __init__(self, cursor: sqlite3.Cursor) -> None:
+    def __init__(self, cursor: RowCursor) -> None:
         self.cursor = cursor
         self.head: Any = cursor.fetchone()
 
@@ -229,3 +212,9 @@ class _Peek:
             return None
         row, self.head = self.head, self.cursor.fetchone()
         return row
+
+
+def _rows(cursor: RowCursor, size: int = 1000) -> Iterator[Any]:
+    """Every row of `cursor`, one at a time, fetched `size` at a time."""
+    while rows := cursor.fetchmany(size):
+        yield from rows

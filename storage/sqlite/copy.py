@@ -1,0 +1,104 @@
+"""The SQLite side of `steplog log copy` (storage/copy.py): a copy into an empty file.
+
+The file is created (or opened) as steplog creates its logs, with the schema,
+WAL mode and owner-only permissions, and then filled in one `BEGIN IMMEDIATE`
+transaction: SQLite's write lock keeps every steplog writer out meanwhile, and
+an error anywhere rolls the file back to empty. Positions are inserted as
+they were, so AUTOINCREMENT's high-water mark ends at the copied head, as the
+audit expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from storage.copy import EVENT_COLUMNS, RUN_COLUMNS
+from storage.errors import SteplogError
+from storage.model import Event
+from storage.sqlite.log import SQLiteEventLog
+
+_RUNS = f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))})"
+_EVENTS = (
+    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+)
+_OUT_OF_STEP = (
+    "SELECT count(*) FROM runs r"
+    " WHERE r.last_seq <> (SELECT coalesce(max(e.seq), 0) FROM events e WHERE e.run_id = r.id)"
+)
+
+
+class SQLiteCopyTarget:
+    """An empty SQLite log file (created when missing) taking a copy."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn: sqlite3.Connection | None = None
+
+    async def _do(self, sql: str, args: Any = (), *, many: bool = False) -> list[Any]:
+        conn = self.conn
+        if conn is None:
+            raise SteplogError("the copy target is not open")
+
+        def run() -> list[Any]:
+            if many:
+                conn.executemany(sql, args)
+                return []
+            return conn.execute(sql, args).fetchall()
+
+        try:
+            return await asyncio.to_thread(run)
+        except sqlite3.Error as exc:
+            raise SteplogError(f"writing the copy into {self.path} failed: {exc}") from exc
+
+    async def begin(self) -> None:
+        log = SQLiteEventLog(self.path)
+        await log.open()  # creates the file as steplog does, with its schema
+        await log.close()
+        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        await self._do("PRAGMA busy_timeout = 10000")
+        await self._do("BEGIN IMMEDIATE")
+        [(runs, events)] = await self._do(
+            "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM events)"
+        )
+        if runs or events:
+            raise SteplogError(
+                f"the target already holds {runs} runs and {events} events;"
+                " copy only into an empty log"
+            )
+
+    async def put_runs(self, records: list[tuple[object, ...]]) -> None:
+        await self._do(_RUNS, records, many=True)
+
+    async def put_events(self, records: list[tuple[object, ...]]) -> None:
+        await self._do(_EVENTS, records, many=True)
+
+    async def put_secret(self, key: str, value: bytes) -> None:
+        await self._do("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    async def read_back(self, after: int, limit: int) -> list[Event]:
+        rows = await self._do(
+            f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE pos > ? ORDER BY pos LIMIT ?",
+            (after, limit),
+        )
+        return [Event(*row) for row in rows]
+
+    async def runs_out_of_step(self) -> int:
+        [(count,)] = await self._do(_OUT_OF_STEP)
+        return int(count)
+
+    async def commit(self) -> None:
+        await self._do("COMMIT")
+
+    async def abort(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        finally:
+            conn.close()

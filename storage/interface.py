@@ -1,4 +1,4 @@
-"""The storage contract: what every backend (SQLite now, PostgreSQL later) provides.
+"""The storage contract: what every backend (SQLite, PostgreSQL) provides.
 
 Kept small on purpose (procrastinate's `connector.py` is the model): the worker,
 the stream and the CLI only ever talk to an `EventLog`, so a backend passes one
@@ -156,14 +156,13 @@ class EventLog(abc.ABC):
     async def secret(self, name: str) -> bytes:
         """A random per-log secret (created on first use), e.g. to sign run tokens."""
 
+    @abc.abstractmethod
     async def rotate_secret(self, name: str) -> bytes:
         """Replace the secret `name` with a new random one and return it.
 
         What was signed with the old one (run tokens) stops verifying everywhere
-        the secret is read again (`secret`). Not abstract only so a backend written
-        before it still loads.
+        the secret is read again (`secret`).
         """
-        raise NotImplementedError(f"{type(self).__name__} cannot rotate secrets")
 
     # -- wake-ups --------------------------------------------------------------
     @abc.abstractmethod
@@ -175,16 +174,13 @@ class EventLog(abc.ABC):
         """Stop being told."""
 
     # -- operations: health checks and metrics ---------------------------------
-    # Every backend must provide these three. They are not abstract yet only so a
-    # backend written before them still loads: `/readyz` and `/metrics` treat
-    # `NotImplementedError` as "not measured".
 
+    @abc.abstractmethod
     async def run_counts(self) -> dict[str, int]:
         """How many runs are in each status (`RunStatus` values; absent means none).
 
         One cheap aggregate read, made at every `/metrics` scrape.
         """
-        raise NotImplementedError(f"{type(self).__name__} cannot count runs")
 
     def storage_state(self) -> tuple[SteplogError | None, str]:
         """What the storage's free space allows now, for `/readyz`: a `StorageFull` or
@@ -192,6 +188,7 @@ class EventLog(abc.ABC):
         A backend that does not watch its space says so."""
         return None, "not watched by this backend"
 
+    @abc.abstractmethod
     async def check_writable(self) -> None:
         """Prove the log takes a write now, or raise.
 
@@ -201,8 +198,8 @@ class EventLog(abc.ABC):
         (on PostgreSQL under the append lock, so a peer stuck holding it fails it too).
         `/readyz` calls it with a deadline.
         """
-        raise NotImplementedError(f"{type(self).__name__} cannot check writability")
 
+    @abc.abstractmethod
     def add_commit_observer(self, observer: CommitObserver) -> None:
         """Be told what each commit made by this instance added (see `CommitObserver`).
 
@@ -211,8 +208,7 @@ class EventLog(abc.ABC):
         counter, the append latency histogram and the run-transition log lines are
         counted once, by the process that wrote them.
         """
-        raise NotImplementedError(f"{type(self).__name__} cannot report its commits")
 
+    @abc.abstractmethod
     def remove_commit_observer(self, observer: CommitObserver) -> None:
         """Stop being told."""
-        raise NotImplementedError(f"{type(self).__name__} cannot report its commits")

@@ -7,23 +7,34 @@ groups, storage/writes.py defines the requests). Only the operation classes
 (how each write is done: storage/sqlite/operations.py,
 storage/postgres/operations.py) and the reads differ, so the write methods,
 the listener and observer lists and the queue live here once, and a backend
-names its operations module in `ops`.
+names its operations module in `ops`, which must provide every class of
+`Operations` (mypy checks the module against that protocol).
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Sequence
-from types import ModuleType
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Protocol
 
 from storage.errors import SteplogError, StorageClosed, StorageLow
 from storage.interface import CommitListener, CommitObserver, EventLog
 from storage.model import Event, NewEvent, Run
-from storage.writes import Pending
+from storage.writes import (
+    Append,
+    Cancel,
+    Claim,
+    CreateRun,
+    Heartbeat,
+    Pending,
+    Release,
+    RetryLater,
+    Secret,
+)
 
 log = logging.getLogger("steplog.storage")
 
@@ -40,12 +51,37 @@ class _Stop(Pending[None]):
 STOP: Pending[Any] = _Stop()
 
 
+class Operations(Protocol):
+    """The operation classes a backend provides (its `operations` module): each one a
+    write request of storage/writes.py with the backend's `apply`."""
+
+    # Read-only (properties), so that a subclass of each request satisfies its type.
+    @property
+    def AppendOp(self) -> type[Append]: ...
+    @property
+    def CreateRunOp(self) -> type[CreateRun]: ...
+    @property
+    def ClaimOp(self) -> type[Claim]: ...
+    @property
+    def HeartbeatOp(self) -> type[Heartbeat]: ...
+    @property
+    def ReleaseOp(self) -> type[Release]: ...
+    @property
+    def RetryLaterOp(self) -> type[RetryLater]: ...
+    @property
+    def CancelOp(self) -> type[Cancel]: ...
+    @property
+    def SecretOp(self) -> type[Secret]: ...
+    @property
+    def ProbeOp(self) -> Callable[[], Pending[None]]:
+        """A write that touches no run or event (`check_writable`)."""
+
+
 class QueuedLog(EventLog):
     """An `EventLog` whose writes go through one queue to one writer task."""
 
-    ops: ClassVar[ModuleType]
-    """The backend's operations module: `AppendOp`, `CreateRunOp`, `ClaimOp`,
-    `HeartbeatOp`, `ReleaseOp`, `RetryLaterOp`, `CancelOp`, `SecretOp`, `ProbeOp`."""
+    ops: ClassVar[Operations]
+    """The backend's operations module (see `Operations`)."""
 
     def __init__(self) -> None:
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -68,13 +104,13 @@ class QueuedLog(EventLog):
             await self._writer_task
 
     # -- reads a backend provides for the writes below ---------------------------
+    @abc.abstractmethod
     async def _claimable(self, functions: Sequence[str]) -> bool:
         """Whether a run of `functions` could be claimed now (one cheap read)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _stored_secret(self, key: str) -> bytes | None:
         """The `meta` value under `key`, if there is one."""
-        raise NotImplementedError
 
     # -- writes ----------------------------------------------------------------
     async def create_run(

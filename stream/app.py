@@ -95,11 +95,7 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
         await events.open()
         await state.token_key.get()  # created on first use: before the first request needs it
         for observer in (metrics.observe_commit, log_transitions):
-            try:
-                events.add_commit_observer(observer)
-            except NotImplementedError:
-                log.warning("%r reports no commits: no append metrics or run log lines", events)
-                break
+            events.add_commit_observer(observer)
         await hub.start()
         if pool is not None:
             pool.start()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -132,8 +131,7 @@ def worker(db: str, workers: int) -> None:
         await events.open()
         # The runs this process executes are logged here, one line per transition,
         # as `serve` logs its own (each process logs only the commits it made).
-        with contextlib.suppress(NotImplementedError):
-            events.add_commit_observer(log_transitions)
+        events.add_commit_observer(log_transitions)
         pool = WorkerPool(
             events,
             concurrency=settings.workers,

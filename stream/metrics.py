@@ -146,8 +146,6 @@ class Metrics:
         """
         try:
             found = await events.run_counts()
-        except NotImplementedError:
-            return
         except Exception as exc:
             log.warning("counting runs for /metrics failed: %s", exc)
             return

@@ -55,7 +55,6 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from types import ModuleType
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -77,7 +76,7 @@ from storage.postgres.errors import is_connection_error, is_disk_full, translate
 from storage.postgres.notify import CommitWatcher
 from storage.postgres.queries import QUERIES
 from storage.postgres.reads import PostgresReads
-from storage.queued import STOP
+from storage.queued import STOP, Operations
 
 log = logging.getLogger("steplog.storage.postgres")
 
@@ -89,7 +88,7 @@ SESSION_SETTINGS = {"jit": "off"}
 class PostgresEventLog(PostgresReads):
     """The event log in a PostgreSQL database (group commit, hash chain, LISTEN/NOTIFY)."""
 
-    ops: ClassVar[ModuleType] = operations
+    ops: ClassVar[Operations] = operations
 
     def __init__(
         self,

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import ModuleType
 from typing import Any, ClassVar, TypeVar
 
 import aiosqlite
@@ -39,7 +38,7 @@ from storage.commits import (
 )
 from storage.errors import RunNotFound, SteplogError, StorageClosed, StorageFull
 from storage.model import Event, Run
-from storage.queued import STOP, QueuedLog
+from storage.queued import STOP, Operations, QueuedLog
 from storage.sqlite import migrations, operations
 from storage.sqlite.batch import Batch, Known, Operation
 from storage.sqlite.errors import translate
@@ -79,7 +78,7 @@ DEFAULT_MIN_FREE = 64 * 2**20
 class SQLiteEventLog(QueuedLog):
     """The event log in one SQLite file (WAL, group commit, hash chain)."""
 
-    ops: ClassVar[ModuleType] = operations
+    ops: ClassVar[Operations] = operations
 
     def __init__(
         self,

@@ -48,7 +48,7 @@ TRIGGERS_EXPECTED = (
 GUARD = "steplog_events_append_only"
 
 _TRIGGERS_SQL = (
-    "SELECT t.tgname, t.tgtype, t.tgenabled, t.tgqual IS NULL, p.proname, p.prosrc"
+    "SELECT t.tgname, t.tgtype, t.tgenabled::text, t.tgqual IS NULL, p.proname, p.prosrc"
     " FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid"
     " WHERE t.tgrelid = 'events'::regclass AND NOT t.tgisinternal"
 )

@@ -1,11 +1,11 @@
-"""The audit against real logs: made by real runs, tampered with through SQLite itself.
+"""The audit against real logs, on SQLite and PostgreSQL: the same tampering, the same verdicts.
 
-One log is built per module by the real worker pool running real functions
-(`ticker`, plus one that writes awkward text) into a real `SQLiteEventLog`.
-Each tampering test works on a copy taken with SQLite's backup API, changes
-it the way someone with the file and the `sqlite3` shell would (dropping the
-append-only triggers first, and putting them back unless the test is about
-their absence), and checks that `verify` names the right position and kind.
+Each log is made by real runs (`tests/unit/audit_logs.py`) and tampered with
+through the database itself, as someone with its keys would; every test that
+is not about one backend's own machinery runs on both and expects the same
+position and kind. Where a backend cannot see something the other can (rows
+cut off the end leave SQLite's AUTOINCREMENT high-water mark behind;
+PostgreSQL numbers from the head and keeps none), the test says so.
 """
 
 from __future__ import annotations
@@ -15,28 +15,22 @@ import csv
 import hashlib
 import io
 import json
-import re
 import sqlite3
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib import resources
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
-from pydantic import BaseModel
 
 from functions import registry
-from functions.registry import function
 from functions.worker import WorkerPool
 from storage import EventLog, chain, open_log
-from storage.audit import head_anchor, open_readonly, verify_db
-from storage.audit_chain import canonical
-from storage.audit_export import Export, ExportFilter, parse_time
-from storage.audit_file import verify_export
-from storage.audit_model import (
+from storage.audit import AuditError, head_anchor, open_source, verify_log
+from storage.audit.export import Export, ExportFilter, parse_time
+from storage.audit.file import verify_export
+from storage.audit.model import (
     ANCHOR,
     CHANGED,
     EXPORT,
@@ -48,143 +42,82 @@ from storage.audit_model import (
     TRIGGERS,
     TRUNCATED,
     Anchor,
-    AuditError,
     Report,
     UnknownRun,
 )
-from storage.audit_rows import FAST_TEXT
-from storage.audit_timeline import run_timeline
+from storage.audit.scan import canonical
+from storage.audit.sqlite import FAST_TEXT, open_readonly
+from storage.audit.timeline import run_timeline
+from storage.postgres import testing
+from tests.conftest import require
+from tests.unit.audit_logs import Log, PostgresLog, backup, build, copy_postgres
 
 registry.load()
 
-ODD_TEXTS = [
-    'quotes " and \\ backslash',
-    "line\nbreak\r\ncarriage\ttab",
-    "control \x00 \x01 \x1f \x7f",
-    "Zoë · 東京 · emoji 🚀 · U+2028 \u2028 U+2029 \u2029",
-    "</script><script>alert(1)</script>",
-    "",
-]
+BACKENDS = ["sqlite", "postgres"]
 
 
-class Empty(BaseModel):
-    pass
-
-
-@function("audit_odd_text", params=Empty)
-async def odd_text(ctx: Any, params: Empty) -> dict[str, Any]:
-    """Writes every awkward string into message and data, with awkward pct values."""
-    async with ctx.step("odd", "odd text: ünïcödé"):
-        for i, text in enumerate(ODD_TEXTS):
-            pct = [0.125, 12.345, 33.333333, 99.995, 0.005, 100][i]
-            await ctx.progress(pct, text, {"text": text, "i": i, "at": datetime.now(UTC)})
-            await ctx.log(text, [text, None, 1.5, True])
-    return {"texts": ODD_TEXTS}
-
-
-# -- the real log -------------------------------------------------------------------------
-
-
-async def _build(path: Path) -> None:
-    events = open_log(str(path))
-    await events.open()
-    pool = WorkerPool(events, concurrency=4, poll_interval=0.02)
-    pool.start()
-    try:
-        runs = [(await events.create_run("ticker", {"count": 300, "interval_ms": 0}))[0].id
-                for _ in range(10)]  # fmt: skip
-        runs.append(
-            (await events.create_run("ticker", {"count": 50, "interval_ms": 0, "fail_at": 20}))[
-                0
-            ].id
-        )
-        runs.append((await events.create_run("audit_odd_text", {}))[0].id)
-        slow, _ = await events.create_run("ticker", {"count": 10_000, "interval_ms": 5})
-        pool.notify()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if (await events.get_run(slow.id)).last_seq > 5:
-                break
-            await asyncio.sleep(0.02)  # polling a condition against a deadline
-        await events.cancel_run(slow.id, "enough")
-        pool.cancel(slow.id)
-        runs.append(slow.id)
-        while time.monotonic() < deadline:
-            states = [await events.get_run(run_id) for run_id in runs]
-            if all(run.status.finished for run in states):
-                break
-            await asyncio.sleep(0.02)
-        else:
-            raise AssertionError("the runs did not finish within 60 s")
-    finally:
-        await pool.stop()
-        await events.close()
+def postgres_server() -> str:
+    server = testing.postgres_url_for_tests()
+    problem = asyncio.run(testing.unreachable(server))
+    require("PostgreSQL", problem is None, f"{problem} (or set STEPLOG_TEST_POSTGRES)")
+    return server
 
 
 @pytest.fixture(scope="module")
-def real_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A log of about 3,500 events from real runs (succeeded, failed, cancelled)."""
+def sqlite_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("audit") / "real.db"
-    asyncio.run(_build(path))
+    asyncio.run(build(str(path)))
     return path
 
 
-@dataclass
-class Log:
-    """A copy of the real log to tamper with, and what it held before."""
-
-    path: Path
-    rows: list[tuple[Any, ...]]
-
-    @property
-    def head(self) -> int:
-        return int(self.rows[-1][0])
-
-    def row(self, pos: int) -> tuple[Any, ...]:
-        return self.rows[pos - 1]
-
-    def sql(self, *statements: str | tuple[str, tuple[Any, ...]], triggers: bool = True) -> None:
-        """Run statements with the append-only triggers dropped; restore them if `triggers`."""
-        conn = sqlite3.connect(self.path, isolation_level=None)
-        try:
-            conn.execute("DROP TRIGGER IF EXISTS events_no_update")
-            conn.execute("DROP TRIGGER IF EXISTS events_no_delete")
-            for statement in statements:
-                sql, args = statement if isinstance(statement, tuple) else (statement, ())
-                conn.execute(sql, args)
-            if triggers:
-                for trigger in schema_triggers():
-                    conn.execute(trigger)
-        finally:
-            conn.close()
-
-
-def schema_triggers() -> list[str]:
-    sql = (resources.files("storage.sqlite") / "001_initial.sql").read_text(encoding="utf-8")
-    return re.findall(r"CREATE TRIGGER .*?END;", sql, re.S)
-
-
-def backup(source: Path, target: Path) -> None:
-    src = sqlite3.connect(source)
-    dst = sqlite3.connect(target)
+@pytest.fixture(scope="module")
+def postgres_log() -> Iterator[str]:
+    url = asyncio.run(testing.create_schema(postgres_server()))
     try:
-        src.backup(dst)
+        asyncio.run(build(url))
+        yield url
     finally:
-        src.close()
-        dst.close()
+        asyncio.run(testing.drop_schema(url))
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
-def log(real_log: Path, tmp_path: Path) -> Log:
-    path = tmp_path / "copy.db"
-    backup(real_log, path)
-    conn = sqlite3.connect(path)
-    rows = conn.execute(
-        "SELECT pos, run_id, seq, type, step, message, pct, data, attempt, at, hash"
-        " FROM events ORDER BY pos"
-    ).fetchall()
-    conn.close()
-    return Log(path, rows)
+def log(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Log]:
+    """A copy of the backend's real log, to tamper with."""
+    if backend == "sqlite":
+        path = tmp_path / "copy.db"
+        backup(request.getfixturevalue("sqlite_log"), path)
+        copy = Log(str(path))
+        copy.read_rows()
+        yield copy
+        return
+    source = request.getfixturevalue("postgres_log")
+    url = asyncio.run(testing.create_schema(postgres_server()))
+    try:
+        asyncio.run(copy_postgres(source, url))
+        pg = PostgresLog(url)
+        pg.read_rows()
+        yield pg
+    finally:
+        asyncio.run(testing.drop_schema(url))
+
+
+@pytest.fixture
+def empty_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A new, empty log of the backend."""
+    if backend == "sqlite":
+        yield str(tmp_path / "empty.db")
+        return
+    url = asyncio.run(testing.create_schema(postgres_server()))
+    try:
+        yield url
+    finally:
+        asyncio.run(testing.drop_schema(url))
 
 
 def first(report: Report) -> tuple[str, int | None]:
@@ -202,6 +135,11 @@ def middle_progress(log: Log) -> int:
     raise AssertionError("no progress row in the middle")
 
 
+def sqlite_only(log: Log) -> None:
+    if log.backend != "sqlite":
+        pytest.skip("about SQLite's own machinery")
+
+
 # -- an untouched log ---------------------------------------------------------------------
 
 
@@ -209,17 +147,18 @@ def test_untouched_log_of_real_runs_verifies(log: Log) -> None:
     assert log.head > 3000
     types = {row[3] for row in log.rows}
     assert {"run.succeeded", "run.failed", "run.cancelled", "step.failed"} <= types
-    report = verify_db(log.path)
+    report = verify_log(log.url)
     assert report.ok, report.lines()
     assert report.events == log.head
     assert (report.head_pos, report.head_hash) == (log.head, log.rows[-1][10])
     assert report.summary() == f"ok: {log.head} events, head pos {log.head} hash {log.rows[-1][10]}"
-    assert head_anchor(log.path) == Anchor(log.head, log.rows[-1][10])
+    assert head_anchor(log.url) == Anchor(log.head, log.rows[-1][10])
 
 
 def test_sqlite_builds_exactly_the_canonical_text_of_every_row(log: Log) -> None:
     """The accelerated text equals storage.chain's, for every real row (odd text included)."""
-    conn = open_readonly(log.path)
+    sqlite_only(log)
+    conn = open_readonly(log.url)
     fast = conn.execute(f"SELECT {FAST_TEXT} FROM events ORDER BY pos").fetchall()
     conn.close()
     for row, (quick,) in zip(log.rows, fast, strict=True):
@@ -228,16 +167,16 @@ def test_sqlite_builds_exactly_the_canonical_text_of_every_row(log: Log) -> None
         assert quick == b"" or quick.decode() == expected, row
 
 
-def test_an_empty_log_verifies(tmp_path: Path) -> None:
+def test_an_empty_log_verifies(empty_url: str) -> None:
     async def make() -> None:
-        events = open_log(str(tmp_path / "empty.db"))
+        events = open_log(empty_url)
         await events.open()
         await events.close()
 
     asyncio.run(make())
-    report = verify_db(tmp_path / "empty.db")
+    report = verify_log(empty_url)
     assert report.ok and report.events == 0 and report.head_hash == chain.GENESIS_HASH
-    assert head_anchor(tmp_path / "empty.db").line() == f"steplog-anchor pos=0 hash={'0' * 64}"
+    assert head_anchor(empty_url).line() == f"steplog-anchor pos=0 hash={'0' * 64}"
 
 
 # -- each kind of tampering ---------------------------------------------------------------
@@ -249,7 +188,7 @@ def test_a_changed_byte_of_data_is_named(log: Log) -> None:
     changed = data.replace('"tick":', '"tock":', 1)
     assert changed != data and len(changed) == len(data)
     log.sql(("UPDATE events SET data = ? WHERE pos = ?", (changed, pos)))
-    report = verify_db(log.path)
+    report = verify_log(log.url)
     assert first(report) == (CHANGED, pos)
     assert "content was edited" in report.problems[0].detail
     assert report.events == pos - 1
@@ -258,13 +197,13 @@ def test_a_changed_byte_of_data_is_named(log: Log) -> None:
 def test_a_changed_hash_is_named(log: Log) -> None:
     pos = middle_progress(log)
     log.sql(("UPDATE events SET hash = ? WHERE pos = ?", ("f" * 64, pos)))
-    assert first(verify_db(log.path)) == (CHANGED, pos)
+    assert first(verify_log(log.url)) == (CHANGED, pos)
 
 
 def test_a_deleted_middle_row_is_named(log: Log) -> None:
     pos = middle_progress(log)
     log.sql(("DELETE FROM events WHERE pos = ?", (pos,)))
-    report = verify_db(log.path)
+    report = verify_log(log.url)
     assert first(report) == (MISSING, pos)
     assert f"jumps from pos {pos - 1} to pos {pos + 1}" in report.problems[0].detail
 
@@ -276,57 +215,71 @@ def test_a_deleted_row_with_later_rows_renumbered_is_named(log: Log) -> None:
         ("UPDATE events SET pos = -(pos - 1) WHERE pos > ?", (pos,)),
         "UPDATE events SET pos = -pos WHERE pos < 0",
     )
-    report = verify_db(log.path)
+    report = verify_log(log.url)
     assert first(report) == (MISSING, pos)
     assert "renumbered down" in report.problems[0].detail
 
 
-def test_the_last_rows_deleted_are_caught_by_sqlite_sequence(log: Log) -> None:
+def test_the_last_rows_deleted_are_caught(log: Log) -> None:
+    """SQLite's AUTOINCREMENT still remembers the positions; on PostgreSQL the run
+    records do (the cut runs' event counts no longer match)."""
     log.sql(("DELETE FROM events WHERE pos > ?", (log.head - 3,)))
-    report = verify_db(log.path)
+    report = verify_log(log.url)
     assert report.events == log.head - 3
-    assert first(report) == (TRUNCATED, log.head - 2)
+    if log.backend == "sqlite":
+        assert first(report) == (TRUNCATED, log.head - 2)
+    else:
+        assert first(report) == (RECORDS, None)
+        assert "the log holds" in report.problems[0].detail
 
 
 def test_rows_cut_off_the_end_then_appended_after_are_missing_rows(log: Log) -> None:
-    """The writer carries on after the cut (its next row links to the last one left)."""
+    """The writer carries on after the cut (its next row links to the last one left).
+
+    SQLite never reuses a position, so the cut is a gap; PostgreSQL numbers from the
+    head, so the chain closes over it and the run records are what give it away.
+    """
 
     async def append_one() -> None:
-        events = open_log(str(log.path))
+        events = open_log(log.url)
         await events.open()
         await events.create_run("ticker", {"count": 1})
         await events.close()
 
     log.sql(("DELETE FROM events WHERE pos > ?", (log.head - 3,)))
     asyncio.run(append_one())
-    report = verify_db(log.path)
-    assert first(report) == (MISSING, log.head - 2)
-    assert f"jumps from pos {log.head - 3} to pos {log.head + 1}" in report.problems[0].detail
-    assert report.events == log.head - 3
+    report = verify_log(log.url)
+    if log.backend == "sqlite":
+        assert first(report) == (MISSING, log.head - 2)
+        assert f"jumps from pos {log.head - 3} to pos {log.head + 1}" in report.problems[0].detail
+        assert report.events == log.head - 3
+    else:
+        assert first(report) == (RECORDS, None)
+        assert report.events == log.head - 2
 
 
 def test_the_last_rows_deleted_and_covered_up_are_caught_by_an_anchor(log: Log) -> None:
     """Delete the tail and also fix up everything that betrays it: only the anchor remains."""
-    anchor = head_anchor(log.path)
-    assert verify_db(log.path, anchor).ok
+    anchor = head_anchor(log.url)
+    assert verify_log(log.url, anchor).ok
     keep = log.head - 3
     log.sql(
         ("DELETE FROM events WHERE pos > ?", (keep,)),
-        ("UPDATE sqlite_sequence SET seq = ? WHERE name = 'events'", (keep,)),
+        *log.cover_sequence(keep),
         "UPDATE runs SET last_seq = (SELECT max(seq) FROM events e WHERE e.run_id = runs.id),"
         " status = CASE WHEN EXISTS (SELECT 1 FROM events e WHERE e.run_id = runs.id"
         "   AND e.type IN ('run.succeeded', 'run.failed', 'run.cancelled'))"
         " THEN status ELSE 'running' END",
     )
-    assert verify_db(log.path).ok  # without an anchor, a clean cut cannot be seen
-    report = verify_db(log.path, anchor)
+    assert verify_log(log.url).ok  # without an anchor, a clean cut cannot be seen
+    report = verify_log(log.url, anchor)
     assert first(report) == (TRUNCATED, keep + 1)
     assert f"reached pos {log.head}" in report.problems[0].detail
 
 
 def test_a_rewritten_history_is_caught_by_an_anchor(log: Log) -> None:
     """Change a row and recompute every hash after it: only the anchor can tell."""
-    anchor = head_anchor(log.path)
+    anchor = head_anchor(log.url)
     pos = middle_progress(log)
     prev = log.row(pos - 1)[10]
     updates: list[str | tuple[str, tuple[Any, ...]]] = []
@@ -339,8 +292,8 @@ def test_a_rewritten_history_is_caught_by_an_anchor(log: Log) -> None:
                         (new[5], digest, row[0])))  # fmt: skip
         prev = digest
     log.sql(*updates)
-    assert verify_db(log.path).ok
-    assert first(verify_db(log.path, anchor)) == (ANCHOR, anchor.pos)
+    assert verify_log(log.url).ok
+    assert first(verify_log(log.url, anchor)) == (ANCHOR, anchor.pos)
 
 
 @pytest.mark.parametrize("distance", [1, 7])
@@ -353,7 +306,7 @@ def test_two_swapped_rows_are_named(log: Log, distance: int) -> None:
         ("UPDATE events SET pos = ? WHERE pos = ?", (pos, other)),
         ("UPDATE events SET pos = ? WHERE pos = -1", (other,)),
     )
-    report = verify_db(log.path)
+    report = verify_log(log.url)
     assert first(report) == (OUT_OF_ORDER, pos)
     assert f"pos {pos} and pos {other}" in report.problems[0].detail
 
@@ -372,7 +325,7 @@ def test_two_rows_with_swapped_contents_are_named(log: Log) -> None:
         (set_row, (*b[1:10], pos)),
         (set_row, (*a[1:10], other)),
     )
-    assert first(verify_db(log.path)) == (OUT_OF_ORDER, pos)
+    assert first(verify_log(log.url)) == (OUT_OF_ORDER, pos)
 
 
 @pytest.mark.parametrize("valid_hash", [True, False])
@@ -391,7 +344,7 @@ def test_a_forged_row_inserted_is_named(log: Log, valid_hash: bool) -> None:
         "UPDATE events SET pos = -pos WHERE pos < 0",
         ("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (*forged, digest)),
     )
-    report = verify_db(log.path)
+    report = verify_log(log.url)
     assert first(report) == (INSERTED, pos)
     assert f"the row at pos {pos} was inserted" in report.problems[0].detail
 
@@ -406,7 +359,7 @@ def test_a_forged_row_appended_with_a_valid_hash_is_caught_by_the_records(log: L
               "null", 1, log.rows[-1][9])  # fmt: skip
     digest = chain.link(log.rows[-1][10], chain.canonical_row(*forged))
     log.sql(("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (*forged, digest)))
-    report = verify_db(log.path)
+    report = verify_log(log.url)
     assert report.events == log.head + 1
     assert first(report) == (RECORDS, None)
     assert f"pos {log.head + 1} starts events of run 'f0rged" in report.problems[0].detail
@@ -418,7 +371,7 @@ def test_a_forged_row_continuing_a_finished_run_is_a_broken_seq_run(log: Log) ->
               last[8], last[9])  # fmt: skip
     digest = chain.link(last[10], chain.canonical_row(*forged))
     log.sql(("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (*forged, digest)))
-    report = verify_db(log.path)
+    report = verify_log(log.url)
     assert first(report) == (SEQ, log.head + 1)
     assert "ended at seq" in report.problems[0].detail
 
@@ -437,12 +390,12 @@ def test_a_deleted_row_hidden_by_recomputing_the_chain_is_a_broken_seq_run(log: 
         updates.append(("UPDATE events SET pos = ?, hash = ? WHERE pos = ?",
                         (new[0], digest, row[0])))  # fmt: skip
         prev = digest
-    updates.append(("UPDATE sqlite_sequence SET seq = ? WHERE name = 'events'", (log.head - 1,)))
+    updates.extend(log.cover_sequence(log.head - 1))
     log.sql(*updates)
     expected = next(
         row[0] - 1 for row in log.rows[pos:] if row[1] == victim[1]
     )  # the victim run's next event, now renumbered
-    report = verify_db(log.path)
+    report = verify_log(log.url)
     assert first(report) == (SEQ, expected)
     assert f"seq {victim[2]} of this run missing" in report.problems[0].detail
 
@@ -468,7 +421,7 @@ def test_reordered_events_of_a_run_under_a_recomputed_chain_are_a_broken_seq_run
              " WHERE pos = ?", (row[2], row[5], row[6], row[7], row[9], prev, number))
         )  # fmt: skip
     log.sql(*updates)
-    report = verify_db(log.path)
+    report = verify_log(log.url)
     assert first(report) == (SEQ, pos)
     assert f"has seq {seq + 1} at pos {pos}, before its seq {seq} at pos {later}" in (
         report.problems[0].detail
@@ -478,42 +431,57 @@ def test_reordered_events_of_a_run_under_a_recomputed_chain_are_a_broken_seq_run
 def test_a_row_below_pos_1_is_an_inserted_row(log: Log) -> None:
     log.sql(("INSERT INTO events SELECT 0, run_id, seq + 100000, type, step, message, pct, data,"
              " attempt, at, hash FROM events WHERE pos = 1", ()))  # fmt: skip
-    assert first(verify_db(log.path)) == (INSERTED, 0)
+    assert first(verify_log(log.url)) == (INSERTED, 0)
 
 
 def test_dropped_triggers_are_reported(log: Log) -> None:
     log.sql(triggers=False)
-    report = verify_db(log.path)
+    report = verify_log(log.url)
     assert first(report) == (TRIGGERS, None)
-    assert "events_no_update is missing" in report.problems[0].detail
-    assert "events_no_delete is missing" in report.problems[0].detail
+    for name in log.triggers:
+        assert f"{name} is missing" in report.problems[0].detail
     assert report.events == log.head  # the chain itself still verifies
 
 
-def test_an_altered_trigger_is_reported(log: Log) -> None:
-    log.sql(
-        "CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT 1; END",
-        schema_triggers()[0],
-        triggers=False,
-    )
-    report = verify_db(log.path)
+def test_a_disabled_trigger_is_reported(log: Log) -> None:
+    if log.backend != "postgres":
+        pytest.skip("SQLite triggers cannot be disabled, only dropped")
+
+    async def disable() -> None:
+        conn = await asyncpg.connect(log.url)
+        try:
+            await conn.execute("ALTER TABLE events DISABLE TRIGGER events_no_truncate")
+        finally:
+            await conn.close()
+
+    asyncio.run(disable())
+    report = verify_log(log.url)
     assert first(report) == (TRIGGERS, None)
-    assert "events_no_delete was altered" in report.problems[0].detail
-    assert "events_no_update" not in report.problems[0].detail
+    assert "events_no_truncate is disabled" in report.problems[0].detail
+
+
+def test_an_altered_trigger_is_reported(log: Log) -> None:
+    altered = log.alter_a_trigger()
+    report = verify_log(log.url)
+    assert first(report) == (TRIGGERS, None)
+    assert f"{altered} was altered" in report.problems[0].detail
+    untouched = [name for name in log.triggers if name != altered]
+    assert not any(name in report.problems[0].detail for name in untouched)
 
 
 def test_an_edited_run_record_is_reported(log: Log) -> None:
     run_id = log.rows[-1][1]
     log.sql(("UPDATE runs SET last_seq = last_seq + 2 WHERE id = ?", (run_id,)))
-    report = verify_db(log.path)
+    report = verify_log(log.url)
     assert first(report) == (RECORDS, None)
     assert run_id in report.problems[0].detail
 
 
 def test_a_blob_in_a_row_is_a_changed_row_not_a_crash(log: Log) -> None:
+    sqlite_only(log)  # PostgreSQL's data column is text: it cannot hold a BLOB
     pos = middle_progress(log)
     log.sql(("UPDATE events SET data = ? WHERE pos = ?", (b'{"tick":1}', pos)))
-    assert first(verify_db(log.path)) == (CHANGED, pos)
+    assert first(verify_log(log.url)) == (CHANGED, pos)
 
 
 def test_a_bad_anchor_line_is_refused() -> None:
@@ -525,10 +493,18 @@ def test_a_bad_anchor_line_is_refused() -> None:
 
 def test_not_a_log_is_refused(tmp_path: Path) -> None:
     with pytest.raises(AuditError, match="no SQLite log"):
-        verify_db(tmp_path / "nothing.db")
+        verify_log(tmp_path / "nothing.db")
     sqlite3.connect(tmp_path / "other.db").execute("CREATE TABLE t (x)").connection.close()
     with pytest.raises(AuditError, match="not a steplog log"):
-        verify_db(tmp_path / "other.db")
+        verify_log(tmp_path / "other.db")
+
+
+def test_not_a_postgres_log_is_refused() -> None:
+    server = postgres_server()
+    with pytest.raises(AuditError, match="not a steplog log"):
+        verify_log(testing.with_search_path(server, "steplog_test_none"))
+    with pytest.raises(AuditError, match="cannot read the PostgreSQL log"):
+        verify_log("postgresql://nobody@127.0.0.1:1/none")
 
 
 # -- read-only ----------------------------------------------------------------------------
@@ -545,30 +521,39 @@ def _fingerprint(path: Path) -> dict[str, tuple[int, str]]:
 
 
 def test_the_audit_writes_nothing(log: Log, tmp_path: Path) -> None:
-    before = _fingerprint(log.path)
-    assert verify_db(log.path, head_anchor(log.path)).ok
-    for chunk in Export(log.path, ExportFilter(), "jsonl"):
+    if log.backend == "postgres":
+        source = open_source(log.url)  # a read-only session: the database refuses writes
+        try:
+            with pytest.raises(AuditError, match="read-only"):
+                source.fetchone("INSERT INTO meta VALUES ('x', 'y')")
+        finally:
+            source.close()
+        return
+    path = Path(log.url)
+    before = _fingerprint(path)
+    assert verify_log(log.url, head_anchor(log.url)).ok
+    for chunk in Export(log.url, ExportFilter(), "jsonl"):
         assert chunk
-    run_timeline(log.path, log.rows[0][1])
+    run_timeline(log.url, log.rows[0][1])
     # The database and its WAL are byte for byte untouched. A reader may need the WAL
     # index (-shm) and, for a WAL file with no -wal yet, SQLite opens an empty one.
-    after = _fingerprint(log.path)
-    assert after.pop(log.path.name) == before.pop(log.path.name)
+    after = _fingerprint(path)
+    assert after.pop(path.name) == before.pop(path.name)
     for name, (_, digest) in after.items():
         if name.endswith("-wal"):
             assert before.get(name, (0, EMPTY))[1] == digest
-    assert set(after) - set(before) <= {f"{log.path.name}-wal", f"{log.path.name}-shm"}
-    conn = open_readonly(log.path)
+    assert set(after) - set(before) <= {f"{path.name}-wal", f"{path.name}-shm"}
+    conn = open_readonly(log.url)
     with pytest.raises(sqlite3.OperationalError, match=r"readonly|read-only|query_only"):
         conn.execute("INSERT INTO meta VALUES ('x', 'y')")
     assert conn.total_changes == 0
     conn.close()
 
 
-async def test_verify_while_a_writer_appends(tmp_path: Path) -> None:
+async def test_verify_while_a_writer_appends(empty_url: str) -> None:
     """A live log verifies from a consistent snapshot while runs keep committing."""
-    path = tmp_path / "live.db"
-    events: EventLog = open_log(str(path))
+    path = empty_url
+    events: EventLog = open_log(path)
     await events.open()
     pool = WorkerPool(events, concurrency=2, poll_interval=0.02)
     pool.start()
@@ -581,7 +566,7 @@ async def test_verify_while_a_writer_appends(tmp_path: Path) -> None:
         while overlapped < 3:
             assert time.monotonic() < deadline, "the writer never appended during a verify"
             head_before = await events.head()
-            report = await asyncio.to_thread(verify_db, path)
+            report = await asyncio.to_thread(verify_log, path)
             head_after = await events.head()
             assert report.ok, report.lines()
             assert head_before <= report.head_pos <= head_after
@@ -591,14 +576,14 @@ async def test_verify_while_a_writer_appends(tmp_path: Path) -> None:
     finally:
         await pool.stop()
         await events.close()
-    assert verify_db(path).ok
+    assert (await asyncio.to_thread(verify_log, path)).ok
 
 
 # -- export and offline verification ------------------------------------------------------
 
 
 def export_file(log: Log, path: Path, fmt: str = "jsonl", **filters: Any) -> Path:
-    job = Export(log.path, ExportFilter.build(**filters), fmt, page=700)
+    job = Export(log.url, ExportFilter.build(**filters), fmt, page=700)
     with path.open("wb") as handle:
         for chunk in job:
             handle.write(chunk)
@@ -618,9 +603,9 @@ def test_a_full_export_verifies_offline(log: Log, tmp_path: Path) -> None:
         event = json.loads(line)
         assert tuple(event[k] for k in ("pos", "run_id", "seq", "type", "step", "message",
                                         "pct", "data", "attempt", "at", "hash")) == row  # fmt: skip
-    report = verify_export(out, head_anchor(log.path))
+    report = verify_export(out, head_anchor(log.url))
     assert report.ok, report.lines()
-    assert report.summary() == verify_db(log.path).summary()
+    assert report.summary() == verify_log(log.url).summary()
 
 
 def test_filtered_exports_verify_row_by_row(log: Log, tmp_path: Path) -> None:
@@ -659,7 +644,7 @@ def test_an_export_cut_short_is_caught_offline(log: Log, tmp_path: Path) -> None
     (tmp_path / "short.jsonl").write_text("\n".join(lines[:-5]), encoding="utf-8")
     report = verify_export(tmp_path / "short.jsonl")
     assert first(report) == (EXPORT, None) and "without its trailer" in report.problems[0].detail
-    anchor = head_anchor(log.path)
+    anchor = head_anchor(log.url)
     (tmp_path / "old.jsonl").write_bytes(out.read_bytes())
     later = Anchor(anchor.pos + 5, "a" * 64)  # an anchor taken after more events were written
     assert first(verify_export(tmp_path / "old.jsonl", later)) == (TRUNCATED, log.head + 1)
@@ -675,13 +660,13 @@ def test_csv_export_holds_every_matching_event(log: Log, tmp_path: Path) -> None
 
 def test_export_refuses_bad_filters(log: Log) -> None:
     with pytest.raises(UnknownRun):
-        Export(log.path, ExportFilter.build(run="nope"))
+        Export(log.url, ExportFilter.build(run="nope"))
     with pytest.raises(AuditError, match="unknown event type"):
         ExportFilter.build(types=["step.bogus"])
     with pytest.raises(AuditError, match="ISO-8601"):
         ExportFilter.build(since="yesterday")
     with pytest.raises(AuditError, match="unknown format"):
-        Export(log.path, ExportFilter(), "xml")
+        Export(log.url, ExportFilter(), "xml")
     assert parse_time("2026-11-25") == "2026-11-25T00:00:00.000000Z"
     assert parse_time("2026-11-25T23:30:00+02:00") == "2026-11-25T21:30:00.000000Z"
 
@@ -695,7 +680,7 @@ def _run_of(log: Log, predicate: Callable[[tuple[Any, ...]], bool]) -> str:
 
 def test_timeline_of_a_succeeded_run(log: Log) -> None:
     run_id = _run_of(log, lambda row: row[3] == "run.succeeded")
-    timeline = run_timeline(log.path, run_id)
+    timeline = run_timeline(log.url, run_id)
     steps = [entry for entry in timeline.entries if entry.kind == "step"]
     assert [(s.name, s.outcome, s.attempt) for s in steps] == [("tick", "completed", 1)]
     assert steps[0].start and steps[0].end and steps[0].duration_ms is not None
@@ -709,12 +694,12 @@ def test_timeline_of_a_succeeded_run(log: Log) -> None:
 
 
 def test_timeline_of_a_failed_and_a_cancelled_run(log: Log) -> None:
-    failed = run_timeline(log.path, _run_of(log, lambda row: row[3] == "run.failed"))
+    failed = run_timeline(log.url, _run_of(log, lambda row: row[3] == "run.failed"))
     step = next(entry for entry in failed.entries if entry.kind == "step")
     assert step.outcome == "failed" and "tick 20" in (step.detail or "")
     assert failed.lines()[-1].startswith("ended: failed")
 
-    cancelled = run_timeline(log.path, _run_of(log, lambda row: row[3] == "run.cancelled"))
+    cancelled = run_timeline(log.url, _run_of(log, lambda row: row[3] == "run.cancelled"))
     assert cancelled.status == "cancelled"
     assert cancelled.as_json()["ended"]["type"] == "run cancelled"
     step = next(entry for entry in cancelled.entries if entry.kind == "step")
@@ -723,4 +708,4 @@ def test_timeline_of_a_failed_and_a_cancelled_run(log: Log) -> None:
 
 def test_timeline_of_an_unknown_run(log: Log) -> None:
     with pytest.raises(UnknownRun):
-        run_timeline(log.path, "0" * 28)
+        run_timeline(log.url, "0" * 28)

@@ -1,14 +1,18 @@
 """The audit over HTTP and from the command line, against a real `steplog serve`.
 
-The log is written by real runs on a real server; the CLI runs as a real
-subprocess (`python -m stream …`) reading the server's database file, also
+The log is written by real runs on a real server, on SQLite and on PostgreSQL
+(every test not about the SQLite file itself runs on both); the CLI runs as a
+real subprocess (`python -m stream …`) reading the server's log directly, also
 while the server keeps appending to it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import itertools
 import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -18,9 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from storage.audit import verify_db
-from storage.audit_file import verify_export
+from storage.audit import verify_log
+from storage.audit.file import verify_export
+from storage.postgres import testing
 from stream.launcher import ServerProcess, make_server
+from tests.conftest import require
 from tests.integration.helpers import (
     assert_problem,
     client,
@@ -31,11 +37,19 @@ from tests.integration.helpers import (
 )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     """One server whose log holds eight finished ticker runs (about 2,000 events)."""
+    url = None
+    if request.param == "postgres":
+        found = testing.postgres_url_for_tests()
+        problem = asyncio.run(testing.unreachable(found))
+        require("PostgreSQL", problem is None, f"{problem} (or set STEPLOG_TEST_POSTGRES)")
+        url = asyncio.run(testing.create_schema(found))
     running = make_server(
-        tmp_path_factory.mktemp("audit-http"), ping_interval=1, poll_interval=0.2
+        tmp_path_factory.mktemp("audit-http"), db=url, ping_interval=1, poll_interval=0.2
     ).start()
     try:
         runs = [start_run(running, count=250, interval_ms=0)["run_id"] for _ in range(8)]
@@ -44,9 +58,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield running
     finally:
         running.stop()
+        if url is not None:
+            asyncio.run(testing.drop_schema(url))
 
 
-def steplog(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def sqlite_only(server: ServerProcess) -> None:
+    if server.db_url is not None:
+        pytest.skip("about the SQLite file itself")
+
+
+def steplog(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real CLI as a user would, in its own process."""
     return subprocess.run(
         [sys.executable, "-m", "stream", *args],
@@ -54,6 +77,7 @@ def steplog(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
         text=True,
         timeout=timeout,
         check=False,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -101,7 +125,7 @@ def test_export_over_http_is_streamed_and_verifies_offline(
                 handle.write(chunk)
     offline = verify_export(out)
     assert offline.ok, offline.lines()
-    online = verify_db(server.db)
+    online = verify_log(server.database)
     assert offline.head_pos <= online.head_pos
     assert offline.events == offline.head_pos
 
@@ -136,29 +160,30 @@ def test_filtered_and_csv_exports_over_http(server: ServerProcess, tmp_path: Pat
 
 
 def test_cli_verify_anchor_export_and_offline_verify(server: ServerProcess, tmp_path: Path) -> None:
-    verified = steplog("audit", "verify", "--db", str(server.db))
+    verified = steplog("audit", "verify", "--db", server.database)
     assert verified.returncode == 0, verified.stderr
     assert re.fullmatch(r"ok: \d+ events, head pos \d+ hash [0-9a-f]{64}\n", verified.stdout)
 
-    anchored = steplog("audit", "anchor", "--db", str(server.db))
+    anchored = steplog("audit", "anchor", "--db", server.database)
     assert anchored.returncode == 0, anchored.stderr
     line = anchored.stdout.strip()
     assert line.startswith("steplog-anchor pos=")
     (tmp_path / "anchor.txt").write_text(line + "\n")
 
     out = tmp_path / "export.jsonl"
-    exported = steplog("audit", "export", "--db", str(server.db), "-o", str(out))
+    exported = steplog("audit", "export", "--db", server.database, "-o", str(out))
     assert exported.returncode == 0, exported.stderr
     offline = steplog("audit", "verify", "--file", str(out), "--anchor", line)
     assert offline.returncode == 0, offline.stdout + offline.stderr
     assert offline.stdout.startswith("ok: ")
     again = steplog(
-        "audit", "verify", "--db", str(server.db), "--anchor", str(tmp_path / "anchor.txt")
+        "audit", "verify", "--db", server.database, "--anchor", str(tmp_path / "anchor.txt")
     )
     assert again.returncode == 0, again.stdout + again.stderr
 
 
 def test_cli_names_the_tampering_and_exits_non_zero(server: ServerProcess, tmp_path: Path) -> None:
+    sqlite_only(server)  # every tampering case runs on both backends in tests/unit/test_audit.py
     copy = tmp_path / "copy.db"
     source, target = sqlite3.connect(server.db), sqlite3.connect(copy)
     source.backup(target)
@@ -190,12 +215,13 @@ def _fingerprint(db: Path) -> dict[str, str]:
 
 
 def test_verify_on_a_live_log_succeeds_and_writes_nothing(server: ServerProcess) -> None:
+    sqlite_only(server)  # PostgreSQL: tests/unit/test_audit.py verifies while a writer appends
     # Idle server, database open: the verifier changes not one byte and commits nothing.
     observer = sqlite3.connect(f"file:{server.db}?mode=ro", uri=True, isolation_level=None)
     try:
         version = observer.execute("PRAGMA data_version").fetchone()[0]
         before = _fingerprint(server.db)
-        assert steplog("audit", "verify", "--db", str(server.db)).returncode == 0
+        assert steplog("audit", "verify", "--db", server.database).returncode == 0
         assert _fingerprint(server.db) == before
         assert observer.execute("PRAGMA data_version").fetchone()[0] == version
     finally:
@@ -210,7 +236,7 @@ def test_verify_on_a_live_log_succeeds_and_writes_nothing(server: ServerProcess)
         def verify_while_writing() -> bool:
             nonlocal overlapped
             head_before = db_head(server.db)
-            result = steplog("audit", "verify", "--db", str(server.db))
+            result = steplog("audit", "verify", "--db", server.database)
             head_after = db_head(server.db)
             assert result.returncode == 0, result.stdout + result.stderr
             match = re.fullmatch(
@@ -227,13 +253,13 @@ def test_verify_on_a_live_log_succeeds_and_writes_nothing(server: ServerProcess)
         with client(server) as http:
             http.post(f"/runs/{run_id}/cancel")
         wait_for_status(server, run_id, "cancelled")
-    assert steplog("audit", "verify", "--db", str(server.db)).returncode == 0
+    assert steplog("audit", "verify", "--db", server.database).returncode == 0
 
 
 def test_runs_show_prints_the_timeline_and_runs_still_lists(server: ServerProcess) -> None:
     run_id = start_run(server, count=3, interval_ms=0)["run_id"]
     wait_for_status(server, run_id, "succeeded")
-    shown = steplog("runs", "show", run_id, "--db", str(server.db), "--url", server.url)
+    shown = steplog("runs", "show", run_id, "--db", server.database, "--url", server.url)
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
     assert lines[0].startswith(f"run {run_id} · ticker · succeeded · attempt 1 of ")
@@ -249,7 +275,7 @@ def test_runs_show_prints_the_timeline_and_runs_still_lists(server: ServerProces
     assert opened.status_code == 200 and opened.json()["id"] == run_id, opened.text
 
     shown_json = steplog(
-        "runs", "show", run_id, "--db", str(server.db), "--json", "--url", "https://steplog.test/"
+        "runs", "show", run_id, "--db", server.database, "--json", "--url", "https://steplog.test/"
     )
     as_json = json.loads(shown_json.stdout)
     assert as_json["ended"]["type"] == "run succeeded"
@@ -257,9 +283,33 @@ def test_runs_show_prints_the_timeline_and_runs_still_lists(server: ServerProces
     assert as_json["view_url"].startswith(f"https://steplog.test/runs/{run_id}?token=")
     assert as_json["token_expires_at"].endswith("Z")
 
-    listed = steplog("runs", "--url", server.url, "--db", str(server.db))
+    listed = steplog(
+        "runs", "--url", server.url, "--db", server.database,
+        env={"STEPLOG_API_KEY": server.api_key},
+    )  # fmt: skip
     assert listed.returncode == 0, listed.stderr
     assert run_id in listed.stdout
 
-    unknown = steplog("runs", "show", "0" * 28, "--db", str(server.db))
+    unknown = steplog("runs", "show", "0" * 28, "--db", server.database)
     assert unknown.returncode == 2 and "no run with id" in unknown.stderr
+
+
+def test_log_copy_both_ways_keeps_the_chain(server: ServerProcess, tmp_path: Path) -> None:
+    """The server's log copied to the other backend and back verifies with the same head."""
+    original = steplog("audit", "anchor", "--db", server.database).stdout.strip()
+    url = asyncio.run(testing.create_schema(testing.postgres_url_for_tests()))
+    try:
+        if server.db_url is None:  # SQLite → PostgreSQL → SQLite
+            hops = [server.database, url, f"sqlite://{tmp_path / 'back.db'}"]
+        else:  # PostgreSQL → SQLite → PostgreSQL
+            hops = [server.database, str(tmp_path / "hop.db"), url]
+        for source, target in itertools.pairwise(hops):
+            done = steplog("log", "copy", "--from", source, "--to", target)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "chain verified on arrival" in done.stdout
+            anchored = steplog("audit", "verify", "--db", target, "--anchor", original)
+            assert anchored.returncode == 0, anchored.stdout + anchored.stderr
+        again = steplog("log", "copy", "--from", hops[0], "--to", hops[1])
+        assert again.returncode == 1 and "copy only into an empty log" in again.stderr
+    finally:
+        asyncio.run(testing.drop_schema(url))

@@ -120,6 +120,9 @@ class ExportFilter:
         if unknown:
             known = ", ".join(sorted(EVENT_TYPES))
             raise AuditError(f"unknown event type(s) {', '.join(unknown)}; known: {known}")
+        for name, value in (("run", run), ("function", function)):
+            if value and "\x00" in value:  # no id or name holds one (PostgreSQL text cannot)
+                raise AuditError(f"the {name} filter holds a NUL character")
         return cls(
             run=run or None,
             function=function or None,

@@ -29,15 +29,12 @@ _FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 _TERMINAL_SQL = ", ".join(f"'{t}'" for t in sorted(TERMINAL_TYPES))
 
 
-def below_start(source: AuditSource, start_pos: int = 1) -> Problem | None:
-    """A row below the first position was never written by steplog (positions start at 1,
-    or after the archived part of the log)."""
-    below = source.fetchone("SELECT min(pos) FROM events WHERE pos < ?", (start_pos,))[0]
+def below_one(source: AuditSource) -> Problem | None:
+    """A row at pos 0 or below was never written by steplog (positions start at 1)."""
+    below = source.fetchone("SELECT min(pos) FROM events WHERE pos < 1")[0]
     if below is None:
         return None
-    return Problem(
-        INSERTED, below, f"pos {below} is not one steplog writes (they start at {start_pos})"
-    )
+    return Problem(INSERTED, below, f"pos {below} is not one steplog writes (they start at 1)")
 
 
 @dataclass(slots=True)

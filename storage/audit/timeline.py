@@ -122,6 +122,8 @@ class Timeline:
 
 def run_timeline(url: str | Path, run_id: str) -> Timeline:
     """The timeline of `run_id`, from one read snapshot of the log `url` names."""
+    if "\x00" in run_id:  # no run id holds one (and PostgreSQL text cannot)
+        raise UnknownRun(f"no run with id {run_id[:64]!r}")
     source = open_source(url)
     try:
         with source.snapshot():

@@ -152,6 +152,7 @@ def test_filtered_and_csv_exports_over_http(server: ServerProcess, tmp_path: Pat
         assert_problem(http.get("/audit/export", params={"since": "last week"}), 400)
         assert_problem(http.get("/audit/export", params={"format": "xml"}), 400)
         assert_problem(http.get("/audit/export", params={"run": "0" * 28}), 404)
+        assert_problem(http.get("/audit/export", params={"function": "a\x00b"}), 400)
     with client(server, auth=False) as http:
         assert_problem(http.get("/audit/export"), 401)
 

@@ -27,7 +27,7 @@ import pytest
 from functions import registry
 from functions.worker import WorkerPool
 from storage import EventLog, chain, open_log
-from storage.audit import AuditError, head_anchor, open_source, verify_log
+from storage.audit import AuditError, head_anchor, open_source, verify, verify_log
 from storage.audit.export import Export, ExportFilter, parse_time
 from storage.audit.file import verify_export
 from storage.audit.model import (
@@ -709,3 +709,28 @@ def test_timeline_of_a_failed_and_a_cancelled_run(log: Log) -> None:
 def test_timeline_of_an_unknown_run(log: Log) -> None:
     with pytest.raises(UnknownRun):
         run_timeline(log.url, "0" * 28)
+
+
+# -- a log verified from a later start (its older rows archived elsewhere) -----------------
+
+
+def test_a_scan_from_a_later_start_checks_only_what_follows(log: Log) -> None:
+    """From pos k after the hash of pos k - 1: the same verdicts, positions and head."""
+    start = log.head // 3
+    before = log.row(start - 1)[10]
+    source = open_source(log.url)
+    try:
+        report = verify(source, start_pos=start, prev_hash=before)
+        assert report.ok, report.lines()
+        assert (report.events, report.head_pos) == (log.head - start + 1, log.head)
+        wrong = verify(source, start_pos=start, prev_hash=chain.GENESIS_HASH)
+        assert first(wrong)[0] == CHANGED and first(wrong)[1] == start
+    finally:
+        source.close()
+    pos = middle_progress(log)
+    log.sql(("UPDATE events SET message = 'forged' WHERE pos = ?", (pos,)))
+    source = open_source(log.url)
+    try:
+        assert first(verify(source, start_pos=start, prev_hash=before)) == (CHANGED, pos)
+    finally:
+        source.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ class SQLiteCopyTarget:
             raise SteplogError(f"writing the copy into {self.path} failed: {exc}") from exc
 
     async def begin(self) -> None:
+        if self.path.is_file() and self.path.stat().st_size and not _is_steplog(self.path):
+            raise SteplogError(f"{self.path} is another database, not a steplog log")
         log = SQLiteEventLog(self.path)
         await log.open()  # creates the file as steplog does, with its schema
         await log.close()
@@ -102,3 +105,16 @@ class SQLiteCopyTarget:
                 conn.execute("ROLLBACK")
         finally:
             conn.close()
+
+
+def _is_steplog(path: Path) -> bool:
+    """Whether the file is a steplog log (never add steplog's tables to another database)."""
+    try:
+        conn = sqlite3.connect(f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro", uri=True)
+        try:
+            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return False
+    return {"events", "runs"} <= names

@@ -314,3 +314,19 @@ def test_log_copy_both_ways_keeps_the_chain(server: ServerProcess, tmp_path: Pat
         assert again.returncode == 1 and "copy only into an empty log" in again.stderr
     finally:
         asyncio.run(testing.drop_schema(url))
+
+
+def test_log_copy_never_writes_into_another_database(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE notes (x)")
+    conn.commit()
+    conn.close()
+    source = tmp_path / "source.db"
+    made = steplog("migrate", "--db", str(source))
+    assert made.returncode == 0, made.stderr
+    refused = steplog("log", "copy", "--from", str(source), "--to", str(other))
+    assert refused.returncode == 1 and "not a steplog log" in refused.stderr
+    conn = sqlite3.connect(other)
+    assert [row[0] for row in conn.execute("SELECT name FROM sqlite_master")] == ["notes"]
+    conn.close()

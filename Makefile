@@ -38,7 +38,7 @@ test: install
 	$(BIN)/python -m pytest
 
 bench: install
-	$(BIN)/steplog bench
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

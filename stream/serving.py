@@ -28,9 +28,9 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config, Sockets
 from quart import Quart
 
-from stream import idle_close, protocol_errors, request_heads
 from stream.app import begin_shutdown
-from stream.metrics import Metrics
+from stream.http.metrics import Metrics
+from stream.middleware import idle_close, protocol_errors, request_heads
 from stream.settings import Settings
 
 log = logging.getLogger("steplog.serve")
@@ -87,7 +87,7 @@ def hypercorn_config(settings: Settings) -> Config:
     config.graceful_timeout = settings.graceful_timeout
     config.keep_alive_timeout = KEEP_ALIVE_SECONDS
     # No read_timeout: it would cut SSE streams, whose clients send nothing. Slow
-    # request heads have their own deadline and cap (stream.request_heads).
+    # request heads have their own deadline and cap (stream.middleware.request_heads).
     config.read_timeout = None
     config.backlog = BACKLOG
     config.include_server_header = False

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from storage.postgres import testing
-from stream.launcher import ServerProcess, make_server
+from tests.support import postgres as testing
+from tests.support.launcher import ServerProcess, make_server
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 

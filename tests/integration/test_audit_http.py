@@ -20,7 +20,6 @@ import pytest
 
 from storage.audit import verify_db
 from storage.audit_file import verify_export
-from stream.launcher import ServerProcess, make_server
 from tests.integration.helpers import (
     assert_problem,
     client,
@@ -29,6 +28,7 @@ from tests.integration.helpers import (
     wait_for_status,
     wait_until,
 )
+from tests.support.launcher import ServerProcess, make_server
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ import asyncpg
 import pytest
 
 from storage import EventType, NewEvent, open_log
-from storage.postgres import testing
 from tests.conftest import require
+from tests.support import postgres as testing
 
 
 @pytest.fixture

@@ -320,3 +320,7 @@ from stream.cli_audit import audit_group, runs_show  # noqa: E402  (audit: cli_a
 
 main.add_command(audit_group)
 runs_cmd.add_command(runs_show)
+
+from stream.cli_archive import archive_cmd  # noqa: E402  (retention: cli_archive.py)
+
+log_group.add_command(archive_cmd)

@@ -29,10 +29,15 @@ import re
 import sqlite3
 import time
 import urllib.parse
-from importlib import resources
 from pathlib import Path
 
 from storage import audit_runs, chain
+from storage.archive.audit_hook import (
+    archived_prefix,
+    check_records,
+    prefix_note,
+    rows_in_prefix,
+)
 from storage.audit_chain import ChainScan
 from storage.audit_model import (
     ANCHOR,
@@ -42,12 +47,6 @@ from storage.audit_model import (
     AuditError,
     Problem,
     Report,
-)
-from storage.archive.audit_hook import (
-    archived_prefix,
-    check_records,
-    prefix_note,
-    rows_in_prefix,
 )
 from storage.audit_rows import DatabaseRows
 

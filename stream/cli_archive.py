@@ -54,7 +54,7 @@ def parse_cutoff(before: str | None, keep_days: float | None, now: float) -> flo
               help="SQLite file (or sqlite:///path) or postgresql://… URL (on PostgreSQL,"
                    " a role allowed to archive: `steplog migrate --archiver-role`).")  # fmt: skip
 @click.option("--before", metavar="DATE",
-              help="Archive runs that ended before this date (ISO 8601; UTC unless given).")  # fmt: skip
+              help="Archive runs that ended before DATE (ISO 8601; UTC unless given).")  # fmt: skip
 @click.option("--keep-days", type=float, metavar="N",
               help="Archive runs that ended more than N days ago.")  # fmt: skip
 @click.option("--to", "directory", type=click.Path(file_okay=False, path_type=Path),

@@ -134,7 +134,8 @@ async def archive(
                 f"the live log does not verify ({problem.line()}); nothing was archived:"
                 " run `steplog audit verify`"
             )
-        written = await asyncio.to_thread(write_segment, folder, rows, prefix.last_hash, iso(clock()))
+        now = iso(clock())
+        written = await asyncio.to_thread(write_segment, folder, rows, prefix.last_hash, now)
         await asyncio.to_thread(_read_back, folder, written, rows)
         record = await store.commit(written, str(folder))
         log.info(

@@ -30,7 +30,8 @@ def merge(report: Report, records: list[SegmentRecord], directory: Path) -> Repo
             f" {directory}, then the live log from pos {checked.last_pos + 1}"
         )
     else:
-        report.note = f"the archive in {directory} stopped verifying at segment {checked.segments + 1}"
+        failed = checked.segments + 1
+        report.note = f"the archive in {directory} stopped verifying at segment {failed}"
     return report
 
 

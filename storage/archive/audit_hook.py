@@ -87,7 +87,9 @@ def check_records(conn: sqlite3.Connection, prefix: Prefix) -> Problem | None:
         except ValueError:
             data = {}
         if not isinstance(data, dict) or (
-            data.get("segment"), data.get("manifest_sha256"), data.get("last_hash")
+            data.get("segment"),
+            data.get("manifest_sha256"),
+            data.get("last_hash"),
         ) != (record.segment, record.manifest_sha256, record.last_hash):
             return Problem(
                 ANCHOR,

@@ -102,9 +102,7 @@ class SQLiteArchive:
         return record
 
     async def records(self) -> list[SegmentRecord]:
-        rows = await self.log._read(
-            f"SELECT {COLUMNS} FROM archive_segments ORDER BY last_pos", ()
-        )
+        rows = await self.log._read(f"SELECT {COLUMNS} FROM archive_segments ORDER BY last_pos", ())
         return [SegmentRecord(*row) for row in rows]
 
     async def run_segment(self, run_id: str) -> SegmentRecord | None:

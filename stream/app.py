@@ -28,6 +28,7 @@ from stream.pages import STATIC, pages
 from stream.problems import HTTPProblem, problem
 from stream.protocol_errors import HeadLimit
 from stream.request_end import RequestEnd
+from stream.retention import install as install_retention
 from stream.settings import Settings
 from stream.sse_routes import streams
 from stream.state import AppState
@@ -104,6 +105,8 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
         if pool is not None:
             pool.start()
         log.info("steplog serving with %r, %d workers", events, settings.workers)
+
+    install_retention(app, settings, events)  # STEPLOG_RETENTION_DAYS (stream/retention.py)
 
     @app.after_serving
     async def shutdown() -> None:

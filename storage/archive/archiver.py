@@ -108,9 +108,12 @@ async def archive(
     prefix = await store.prefix()
     result.removed_stale = await asyncio.to_thread(remove_uncommitted, folder, prefix.last_pos)
     cutoff_iso = iso(cutoff)
+    # Only what was written before this pass: each segment adds the archive's own events
+    # (a finished run), which would otherwise be archived in turn, forever.
+    head = await store.head()
     while max_segments is None or len(result.segments) < max_segments:
         prefix = await store.prefix()
-        cut = await plan(store, prefix.last_pos, cutoff_iso, max_events)
+        cut = await plan(store, prefix.last_pos, cutoff_iso, max_events, head)
         result.blocked_by = cut.blocked_by
         if cut.last_pos is None:
             break
@@ -147,9 +150,9 @@ async def archive(
     return result
 
 
-async def plan(store: ArchiveStore, start: int, cutoff_iso: str, max_events: int) -> Cut:
-    """The cut for the next segment, widening the window only when one run is longer."""
-    head = await store.head()
+async def plan(store: ArchiveStore, start: int, cutoff_iso: str, max_events: int, head: int) -> Cut:
+    """The cut for the next segment, at most at `head`; the window widens only when one
+    run is longer than it."""
     window = max_events
     while True:
         end = min(start + window, head)

@@ -36,6 +36,7 @@ from storage.archive.segment import (
     ArchiveError,
     Manifest,
     Row,
+    file_sha256,
     prepare_directory,
     read_rows,
     remove_uncommitted,

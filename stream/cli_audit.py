@@ -230,11 +230,22 @@ def runs_show(run_id: str, db: str, as_json: bool, url: str) -> None:
     except AuditError as exc:
         _fail(str(exc))
         return
+    from storage.archive.audit_hook import archived_run
+
+    archived = archived_run(path, run_id)
     if as_json:
         body = timeline.as_json()
+        if archived is not None:
+            body["archived"] = archived.as_json()
         if link is not None:
             body["view_url"], body["token_expires_at"] = link
         click.echo(json.dumps(body, ensure_ascii=False))
+    elif archived is not None:  # its events left the live log: say where they went
+        click.echo(timeline.lines()[0])
+        click.echo(
+            f"archived: its events are in {archived.segment} in {archived.directory}"
+            f" (pos {archived.first_pos} to {archived.last_pos}); the view_url replays them"
+        )
     else:
         for line in timeline.lines():
             click.echo(line)

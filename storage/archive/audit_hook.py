@@ -98,3 +98,21 @@ def check_records(conn: sqlite3.Connection, prefix: Prefix) -> Problem | None:
                 f" event at pos {record.event_pos}: the archive records were altered",
             )
     return None
+
+
+def archived_run(path: object, run_id: str) -> SegmentRecord | None:
+    """The segment holding `run_id`'s events (for `steplog runs show`), read-only."""
+    from storage.audit import open_readonly
+
+    conn = open_readonly(path)  # type: ignore[arg-type]
+    try:
+        if not has_archive(conn):
+            return None
+        row = conn.execute(
+            f"SELECT {COLUMNS} FROM archive_segments WHERE segment ="
+            " (SELECT archived_segment FROM runs WHERE id = ?)",
+            (run_id,),
+        ).fetchone()
+    finally:
+        conn.close()
+    return None if row is None else SegmentRecord(*row)

@@ -54,6 +54,15 @@ def test_an_archived_run_is_viewable_and_replays_from_its_segment(
     assert replayed.status_code == 200
     assert replayed.text == live_stream  # the same frames, ending after the terminal event
 
+    shown = subprocess.run(
+        [sys.executable, "-m", "stream", "runs", "show", run_id, "--db", str(server.db)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (
+        shown.returncode == 0
+        and f"archived: its events are in {run['archived']['segment']}" in shown.stdout
+    )
+
     # The segments moved away: a clear 410 naming where they went.
     shutil.move(tmp_path / "s" / "archive", tmp_path / "moved")
     with client(server) as http:

@@ -29,10 +29,15 @@ import re
 import sqlite3
 import time
 import urllib.parse
-from importlib import resources
 from pathlib import Path
 
 from storage import audit_runs, chain
+from storage.archive.audit_hook import (
+    archived_prefix,
+    check_records,
+    prefix_note,
+    rows_in_prefix,
+)
 from storage.audit_chain import ChainScan
 from storage.audit_model import (
     ANCHOR,
@@ -133,24 +138,29 @@ def verify_db(path: str | Path, anchor: Anchor | None = None, *, batch: int = BA
         conn.execute("BEGIN")  # one read transaction: every query sees the same snapshot
         report.add(check_triggers(conn))
         max_pos = _head(conn)[0]
-        scan = ChainScan()
-        broken = scan.run(DatabaseRows(conn, batch))
-        if broken is None and scan.events != max_pos:  # rows linked across a gap
-            broken = audit_runs.first_gap(conn, max_pos)
-            scan.events = 0 if broken is None or broken.pos is None else broken.pos - 1
-            scan.head_hash = _hash_at(conn, scan.events)
+        prefix = archived_prefix(conn)  # positions 1..prefix.last_pos are in segments
+        report.note = prefix_note(prefix)
+        scan = ChainScan(prefix.last_pos, prefix.last_hash)
+        broken = scan.run(DatabaseRows(conn, batch, prefix.last_pos))
+        if broken is None and scan.head_pos != max_pos:  # rows linked across a gap
+            broken = audit_runs.first_gap(conn, max_pos, prefix.last_pos)
+            end = prefix.last_pos if broken is None or broken.pos is None else broken.pos - 1
+            scan.events = end - prefix.last_pos
+            scan.head_hash = _hash_at(conn, end) if end > prefix.last_pos else prefix.last_hash
         runs = audit_runs.check_runs(conn)
         report.events, report.head_pos, report.head_hash = (
             scan.events,
             scan.head_pos,
             scan.head_hash,
         )
-        first = [p for p in (broken, audit_runs.below_one(conn)) if p is not None]
+        below = audit_runs.below_one(conn) or rows_in_prefix(conn, prefix)
+        first = [p for p in (broken, below) if p is not None]
         if runs.seq is not None and all(_before(runs.seq, p) for p in first):
             first.append(runs.seq)
         if first:
             report.add(min(first, key=lambda p: p.pos if p.pos is not None else 0))
         report.add(check_sequence(conn, max_pos))
+        report.add(check_records(conn, prefix))
         if anchor is not None:
             report.add(check_anchor(conn, anchor, max_pos))
         if not first:
@@ -181,14 +191,19 @@ def _before(problem: Problem, other: Problem) -> bool:
 
 
 def _expected_triggers() -> dict[str, str]:
-    """The trigger statements exactly as the schema migration defines them."""
-    sql = (resources.files("storage.sqlite") / "001_initial.sql").read_text(encoding="utf-8")
+    """The trigger statements exactly as the newest schema migration defining each has them
+    (004_archive.sql redefines `events_no_delete` to let archived positions go)."""
+    from storage.sqlite.migrations import available
+
     found = {}
-    for name in TRIGGER_NAMES:
-        match = re.search(rf"CREATE TRIGGER {name}\b.*?\bEND;", sql, re.S)
-        if match is None:  # pragma: no cover - the schema file ships with the package
-            raise AuditError(f"the schema no longer defines {name}")
-        found[name] = _normalise(match.group(0))
+    for _number, sql in available():
+        for name in TRIGGER_NAMES:
+            match = re.search(rf"CREATE TRIGGER {name}\b.*?\bEND;", sql, re.S)
+            if match is not None:
+                found[name] = _normalise(match.group(0))
+    missing = set(TRIGGER_NAMES) - set(found)
+    if missing:  # pragma: no cover - the schema files ship with the package
+        raise AuditError(f"the schema no longer defines {sorted(missing)}")
     return found
 
 

@@ -97,15 +97,19 @@ class ChainScan:
     After `run`, `events`/`head_pos`/`head_hash` describe the last good row.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, after: int = 0, prev_hash: str = chain.GENESIS_HASH) -> None:
+        self.after = after
+        """The scan starts at pos `after + 1`, linking to `prev_hash`: 0 and the genesis
+        hash, or the archived prefix (storage/archive/) when positions 1..after are gone."""
         self.events = 0
-        self.head_hash = chain.GENESIS_HASH
+        self.start_hash = prev_hash
+        self.head_hash = prev_hash
         self.rechecked = 0
         """Rows the fast check rejected but the exact one accepted (accelerator mismatch)."""
 
     @property
     def head_pos(self) -> int:
-        return self.events  # checked without gaps from pos 1, so the count is the pos
+        return self.after + self.events  # checked without gaps, so the count gives the pos
 
     def run(self, source: RowSource) -> Problem | None:
         """Check every row; return the first broken link, or None when all rows verify.
@@ -122,7 +126,7 @@ class ChainScan:
             for text, hash_ in batch:
                 if sha256(prev + text).hexdigest() != hash_:
                     done = count + next(i for i, row in enumerate(batch) if row[1] is hash_)
-                    problem = self._recheck(source, done + 1, prev.decode())
+                    problem = self._recheck(source, self.after + done + 1, prev.decode())
                     if problem is not None:
                         count = done
                         break
@@ -150,9 +154,9 @@ class ChainScan:
         if gap is not None:
             return gap
         before = None
-        if pos > 1:
-            back = source.full_rows(pos - 2, 1) if pos > 2 else []
-            before = back[0][10] if back else chain.GENESIS_HASH
+        if pos - 1 > self.after:  # the hash two rows back, when it is in the scanned range
+            back = source.full_rows(pos - 2, 1) if pos - 2 > self.after else []
+            before = back[0][10] if back else self.start_hash
         return diagnose(before, prev_hash, source.full_rows(pos, WINDOW + 1))
 
 

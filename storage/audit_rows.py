@@ -42,15 +42,17 @@ class DatabaseRows:
     highest pos, is the count compared with the positions (`first_gap`).
     """
 
-    def __init__(self, conn: sqlite3.Connection, batch: int) -> None:
+    def __init__(self, conn: sqlite3.Connection, batch: int, after: int = 0) -> None:
         self.conn = conn
         self.batch = batch
+        self.after = after
+        """Rows from pos `after + 1` on (past the archived prefix, see storage/archive/)."""
 
     def batches(self) -> Iterator[list[FastRow]]:
         done = 0  # rows handed out so far
         try:
             cursor = self.conn.execute(
-                f"SELECT {FAST_TEXT}, hash FROM events WHERE pos >= 1 ORDER BY pos"
+                f"SELECT {FAST_TEXT}, hash FROM events WHERE pos > ? ORDER BY pos", (self.after,)
             )
             while rows := cursor.fetchmany(self.batch):
                 yield rows
@@ -62,14 +64,14 @@ class DatabaseRows:
             return
         # A value SQLite cannot put in JSON (a BLOB): carry on with Python doing the encoding.
         cursor = self.conn.execute(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE pos >= 1 ORDER BY pos LIMIT -1 OFFSET ?",
-            (done,),
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE pos > ? ORDER BY pos LIMIT -1 OFFSET ?",
+            (self.after, done),
         )
         while full := cursor.fetchmany(self.batch):
             yield [fast_row(row) for row in full]
 
     def first_gap(self, upto: int) -> Problem | None:
-        return first_gap(self.conn, upto)
+        return first_gap(self.conn, upto, self.after)
 
     def full_rows(self, from_pos: int, limit: int) -> list[Row]:
         return self.conn.execute(

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from storage.archive.audit_hook import live_runs_query
 from storage.audit_chain import TERMINAL_TYPES, position_problem
 from storage.audit_model import INSERTED, RECORDS, SEQ, Problem
 
@@ -37,8 +38,9 @@ def below_one(conn: sqlite3.Connection) -> Problem | None:
     return Problem(INSERTED, below, f"pos {below} is not one steplog writes (they start at 1)")
 
 
-def first_gap(conn: sqlite3.Connection, upto: int) -> Problem | None:
-    """The first missing position in 1..`upto`, as a problem; None when there is none.
+def first_gap(conn: sqlite3.Connection, upto: int, after: int = 0) -> Problem | None:
+    """The first missing position in `after + 1`..`upto`, as a problem; None when there is
+    none. (`after` is the archived prefix: positions up to it are in segments.)
 
     Positions start at 1 and AUTOINCREMENT never reuses one, so a gap means rows
     were deleted. Only asked when something is already wrong (a link broke, or
@@ -46,16 +48,17 @@ def first_gap(conn: sqlite3.Connection, upto: int) -> Problem | None:
     on a healthy log.
     """
     present = conn.execute(
-        "SELECT count(*) FROM events WHERE pos BETWEEN 1 AND ?", (upto,)
+        "SELECT count(*) FROM events WHERE pos BETWEEN ? AND ?", (after + 1, upto)
     ).fetchone()[0]
-    if present == upto:
+    if present == upto - after:
         return None
-    if conn.execute("SELECT 1 FROM events WHERE pos = 1").fetchone() is None:
-        gap = 1
+    if conn.execute("SELECT 1 FROM events WHERE pos = ?", (after + 1,)).fetchone() is None:
+        gap = after + 1
     else:
         gap = conn.execute(
-            "SELECT e.pos + 1 FROM events e WHERE e.pos >= 1 AND NOT EXISTS"
-            " (SELECT 1 FROM events n WHERE n.pos = e.pos + 1) ORDER BY e.pos LIMIT 1"
+            "SELECT e.pos + 1 FROM events e WHERE e.pos > ? AND NOT EXISTS"
+            " (SELECT 1 FROM events n WHERE n.pos = e.pos + 1) ORDER BY e.pos LIMIT 1",
+            (after,),
         ).fetchone()[0]
     after = conn.execute("SELECT min(pos) FROM events WHERE pos > ?", (gap,)).fetchone()[0]
     return position_problem(gap - 1, after)
@@ -186,7 +189,7 @@ def _merged(conn: sqlite3.Connection) -> Iterator[Merged]:
             " ORDER BY run_id, seq"
         )
     )
-    records = _Peek(conn.execute("SELECT id, last_seq, status FROM runs ORDER BY id"))
+    records = _Peek(conn.execute(live_runs_query(conn)))  # archived runs have no live events
     while True:
         heads = [row[0] for row in (stats.head, ends.head, records.head) if row is not None]
         if not heads:

@@ -27,6 +27,7 @@ from stream.logs import RequestLog, log_transitions
 from stream.middleware.protocol_errors import HeadLimit
 from stream.middleware.request_end import RequestEnd
 from stream.openapi.document import openapi
+from stream.retention import install as install_retention
 from stream.settings import Settings
 from stream.sse.hub import TailHub
 from stream.sse.routes import streams
@@ -104,6 +105,8 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
         if pool is not None:
             pool.start()
         log.info("steplog serving with %r, %d workers", events, settings.workers)
+
+    install_retention(app, settings, events)  # STEPLOG_RETENTION_DAYS (stream/retention.py)
 
     @app.after_serving
     async def shutdown() -> None:

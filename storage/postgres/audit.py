@@ -17,6 +17,7 @@ import time
 import asyncpg
 
 from storage import chain
+from storage.archive.audit_hook import prefix_note
 from storage.audit_model import (
     ANCHOR,
     CHANGED,
@@ -29,6 +30,7 @@ from storage.audit_model import (
     Problem,
     Report,
 )
+from storage.postgres.archive import read_prefix
 from storage.postgres.log import SESSION_SETTINGS
 
 TRIGGERS_EXPECTED = ("events_no_update_or_delete", "events_no_truncate")
@@ -69,12 +71,15 @@ async def verify(url: str, anchor: Anchor | None = None) -> Report:
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             report.add(await _check_triggers(conn))
-            prev_hash, prev_pos, count = chain.GENESIS_HASH, 0, 0
+            prefix = await read_prefix(conn)  # positions up to it are in archive segments
+            report.note = prefix_note(prefix)
+            prev_hash, prev_pos, count = prefix.last_hash, prefix.last_pos, 0
             last_seq: dict[str, int] = {}
             first: Problem | None = None
             async for row in conn.cursor(
                 "SELECT pos, run_id, seq, type, step, message, pct, data, attempt, at, hash"
-                " FROM events ORDER BY pos",
+                " FROM events WHERE pos > $1 ORDER BY pos",
+                prefix.last_pos,
                 prefetch=BATCH,
             ):
                 pos, run_id, seq = row["pos"], row["run_id"], row["seq"]

@@ -28,7 +28,10 @@ def _is_postgres(url: str) -> bool:
 @click.option("--app-role", default=None, metavar="ROLE",
               help="PostgreSQL only: grant ROLE what steplog needs, and revoke UPDATE, DELETE "
                    "and TRUNCATE on events (so the app cannot rewrite history).")  # fmt: skip
-def migrate(db: str, app_role: str | None) -> None:
+@click.option("--archiver-role", default=None, metavar="ROLE",
+              help="PostgreSQL only: grant ROLE what `steplog log archive` needs, the only"
+                   " DELETE on events (limited to archived positions by a trigger).")  # fmt: skip
+def migrate(db: str, app_role: str | None, archiver_role: str | None = None) -> None:
     """Create or upgrade the log's schema (run it before starting new steplog versions)."""
     from storage.errors import SteplogError
 
@@ -51,6 +54,21 @@ def migrate(db: str, app_role: str | None) -> None:
         click.echo(f"schema migrated from version {before or 0} to {after}")
     if app_role:
         click.echo(f"granted {app_role}: SELECT, INSERT on events (no UPDATE/DELETE/TRUNCATE)")
+    if archiver_role:
+        _grant_archiver(db, archiver_role)
+
+
+def _grant_archiver(db: str, role: str) -> None:
+    from storage.errors import SteplogError
+    from storage.postgres.archive import grant_archiver_role
+
+    if not _is_postgres(db):
+        raise click.UsageError("--archiver-role applies to PostgreSQL only")
+    try:
+        asyncio.run(grant_archiver_role(db, role))
+    except SteplogError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"granted {role}: SELECT, INSERT, DELETE on events (archived positions only)")
 
 
 async def _migrate_sqlite(db: str) -> int:

@@ -82,8 +82,17 @@ def audit_group() -> None:
                    " prove nothing up to it was rewritten, nothing after it cut off.")  # fmt: skip
 @click.option("--file", "export_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Verify this JSONL export offline instead of the database.")  # fmt: skip
+@click.option("--archive", "archive_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also verify the archive segments in this directory, with the live log"
+                   " continuing from them.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(db: str, anchor_value: str | None, export_file: Path | None, as_json: bool) -> None:
+def verify(
+    db: str,
+    anchor_value: str | None,
+    export_file: Path | None,
+    as_json: bool,
+    archive_dir: Path | None = None,
+) -> None:
     """Walk the hash chain; print `ok: …` or name the first bad position and what is wrong.
 
     Exits 0 when everything verifies, 1 when the log has a problem, 2 when it
@@ -97,6 +106,10 @@ def verify(db: str, anchor_value: str | None, export_file: Path | None, as_json:
     try:
         if export_file is not None:
             report = verify_export(export_file, anchor)
+        elif archive_dir is not None:
+            from storage.archive.audit import verify_with_archive
+
+            report = verify_with_archive(db, archive_dir, anchor)
         elif _is_postgres(db):
             from storage.postgres.audit import verify_url
 
@@ -217,11 +230,22 @@ def runs_show(run_id: str, db: str, as_json: bool, url: str) -> None:
     except AuditError as exc:
         _fail(str(exc))
         return
+    from storage.archive.audit_hook import archived_run
+
+    archived = archived_run(path, run_id)
     if as_json:
         body = timeline.as_json()
+        if archived is not None:
+            body["archived"] = archived.as_json()
         if link is not None:
             body["view_url"], body["token_expires_at"] = link
         click.echo(json.dumps(body, ensure_ascii=False))
+    elif archived is not None:  # its events left the live log: say where they went
+        click.echo(timeline.lines()[0])
+        click.echo(
+            f"archived: its events are in {archived.segment} in {archived.directory}"
+            f" (pos {archived.first_pos} to {archived.last_pos}); the view_url replays them"
+        )
     else:
         for line in timeline.lines():
             click.echo(line)

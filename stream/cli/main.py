@@ -295,7 +295,7 @@ def runs_cmd(
         )
 
 
-from stream.cli.admin import (  # noqa: E402  (operator chores: cli_admin.py)
+from stream.cli.admin import (  # noqa: E402  (operator chores: admin.py)
     log_group,
     migrate,
     secret_key_group,
@@ -307,7 +307,11 @@ main.add_command(log_group)
 main.add_command(tokens_group)
 main.add_command(secret_key_group)
 
-from stream.cli.audit import audit_group, runs_show  # noqa: E402  (audit: cli_audit.py)
+from stream.cli.audit import audit_group, runs_show  # noqa: E402  (audit: audit.py)
 
 main.add_command(audit_group)
 runs_cmd.add_command(runs_show)
+
+from stream.cli.archive import archive_cmd  # noqa: E402  (retention: archive.py)
+
+log_group.add_command(archive_cmd)

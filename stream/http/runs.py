@@ -21,6 +21,7 @@ from storage.jsonenc import dumps
 from storage.runids import is_run_id
 from storage.timefmt import iso
 from storage.validate import json_text
+from stream.http.archived import archived_json, archived_source
 from stream.http.auth import holds_api_key, require_api_key, require_run_access
 from stream.http.json_depth import MAX_JSON_DEPTH, too_deep
 from stream.http.metrics import metrics
@@ -296,7 +297,8 @@ async def get_run(run_id: str) -> Response:
 
     if wants_html():
         return await page("run.html")
-    body = run_json(await find_run(run_id))
+    run = await find_run(run_id)
+    body = run_json(run) | await archived_json(state().events, run)
     if holds_api_key(request, state().api_key):
         body.update(await _links(run_id))
     return _json_response(body)
@@ -308,7 +310,8 @@ async def run_log(run_id: str) -> Response:
     run = await find_run(run_id)
     after = int_arg("after", 0, 0, 2**62)
     limit = int_arg("limit", 1000, 1, 5000)
-    events = await state().events.read_run(run.id, after, limit)
+    source = await archived_source(state().events, state().settings, run) or state().events
+    events = await source.read_run(run.id, after, limit)
     body = ",".join(envelope(event) for event in events)
     return Response(
         f'{{"run_id":"{run.id}","last_seq":{run.last_seq},"events":[{body}]}}',

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 
 from quart import Blueprint, Response, request
 
+from stream.http.archived import archived_source
 from stream.http.auth import COOKIE, bearer, is_api_key, require_api_key
 from stream.http.problems import HTTPProblem
 from stream.http.runs import find_run
@@ -99,9 +100,10 @@ async def run_events(run_id: str) -> Response:
         # reconnect is then answered 401 token_expired, so a link stops at its expiry.
         left = expires_at - app_state.clock()
         sub.deadline = min(sub.deadline, app_state.hub.clock() + left)
+    source = await archived_source(app_state.events, settings, run)  # archived: its segment
     return _event_stream(
         run_stream(
-            app_state.events,
+            source or app_state.events,  # type: ignore[arg-type]
             app_state.hub,
             sub,
             run.id,

@@ -120,6 +120,7 @@ def run_benchmarks(quick: bool = False) -> str:
         rows.extend(memory)
         rows.extend(bench_postgres(root, plan, console))
     rows.extend(audit_rows(quick))
+    rows.extend(archive_rows(quick))
     elapsed = time.perf_counter() - started
     machine = _machine_note(load_before, elapsed)
     console.log(machine)
@@ -133,6 +134,16 @@ def audit_rows(quick: bool) -> list[Row]:
     return [
         Row(name, figure, target, None if met == "—" else met == "yes")
         for name, figure, target, met in audit_benchmarks(quick=quick)
+    ]
+
+
+def archive_rows(quick: bool) -> list[Row]:
+    """The archive's figures (throughput, live log size before/after: tests/bench/archive.py)."""
+    from tests.bench.archive import archive_benchmarks
+
+    return [
+        Row(name, figure, target, None if met == "—" else met == "yes")
+        for name, figure, target, met in archive_benchmarks(quick=quick)
     ]
 
 

@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +53,7 @@ from storage.audit_model import (
 )
 from storage.audit_rows import FAST_TEXT
 from storage.audit_timeline import run_timeline
+from storage.sqlite import migrations
 
 registry.load()
 
@@ -160,8 +160,13 @@ class Log:
 
 
 def schema_triggers() -> list[str]:
-    sql = (resources.files("storage.sqlite") / "001_initial.sql").read_text(encoding="utf-8")
-    return re.findall(r"CREATE TRIGGER .*?END;", sql, re.S)
+    """The append-only triggers on `events` as the newest migration defining each has them
+    (004_archive.sql redefines events_no_delete), update first."""
+    found: dict[str, str] = {}
+    for _number, sql in migrations.available():
+        for trigger in re.findall(r"CREATE TRIGGER (events_no_\w+)\b.*?END;", sql, re.S):
+            found[trigger] = re.search(rf"CREATE TRIGGER {trigger}\b.*?END;", sql, re.S).group(0)  # type: ignore[union-attr]
+    return [found["events_no_update"], found["events_no_delete"]]
 
 
 def backup(source: Path, target: Path) -> None:

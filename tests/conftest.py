@@ -40,6 +40,22 @@ def require_binary(name: str, path: str | None = None) -> str:
 ServerFactory = Callable[..., ServerProcess]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_config_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Servers and CLIs the tests start keep their per-user config away from the user's.
+
+    `steplog serve` records itself in `$XDG_CONFIG_HOME/steplog/config.json`; subprocesses
+    inherit this variable, so no test run rewrites the real `~/.config/steplog`.
+    """
+    before = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config-home"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_CONFIG_HOME", None)
+    else:
+        os.environ["XDG_CONFIG_HOME"] = before
+
+
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
     """A fresh schema on the test PostgreSQL server (`STEPLOG_TEST_POSTGRES`), as a URL

@@ -61,7 +61,9 @@ def _anchor(value: str | None) -> Anchor | None:
     if value is None:
         return None
     text = value
-    if not value.lstrip().startswith("steplog-anchor") and Path(value).is_file():
+    if not value.lstrip().startswith("steplog-anchor"):
+        if not Path(value).is_file():
+            _fail(f"--anchor: file not found: {value} (give the anchor line, or its file)")
         text = Path(value).read_text(encoding="utf-8").strip()
     try:
         return Anchor.parse(text)
@@ -124,6 +126,8 @@ def verify(
     else:
         for line in report.lines():
             click.echo(line, err=line.startswith("note:"))
+        if anchor is not None and report.ok:
+            click.echo(f"anchor matched: pos {anchor.pos} still has hash {anchor.hash}")
     sys.exit(0 if report.ok else EXIT_PROBLEMS)
 
 

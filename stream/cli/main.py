@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
-import sys
 from typing import Any
 
 import click
 
-from stream.settings import DEFAULT_DB, DEFAULT_TOKEN_TTL, Settings, credential
-
-DEFAULT_URL = "http://127.0.0.1:8000"
+from stream.cli.errors import EXIT_CODES_HELP, CliError
+from stream.settings import DEFAULT_DB, DEFAULT_TOKEN_TTL, Settings
 
 
 class _Steplog(click.Group):
@@ -26,12 +23,20 @@ class _Steplog(click.Group):
         try:
             return super().invoke(ctx)
         except SteplogError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise CliError(str(exc)) from exc
 
 
-@click.group(cls=_Steplog, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_Steplog, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP
+)
 def main() -> None:
-    """Run webhook-triggered jobs and stream every step live from a durable event log."""
+    """Run webhook-triggered jobs and stream every step live from a durable event log.
+
+    The commands that talk to a server (trigger, tail, runs) use --url /
+    STEPLOG_URL and find the API key in STEPLOG_API_KEY, else beside the
+    database (--db / STEPLOG_DB), else in the per-user file that `steplog serve`
+    and `steplog login` write ($XDG_CONFIG_HOME/steplog/config.json).
+    """
 
 
 @main.command()
@@ -92,7 +97,17 @@ def serve(
         raise click.ClickException(str(exc)) from None
     _configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
-    asyncio.run(serve_app(app, settings))
+
+    def on_ready(url: str) -> None:
+        """Tell the CLI on this machine where this server and its key file are."""
+        if settings.api_key or settings.db.startswith(("postgres://", "postgresql://")):
+            return  # a key from the environment: the CLI gets it the same way
+        from stream.cli.config import remember_server
+
+        with contextlib.suppress(OSError):  # a read-only home is no reason not to serve
+            remember_server(url, settings.data_dir / "api-key")
+
+    asyncio.run(serve_app(app, settings, on_ready))
 
 
 @main.command()
@@ -161,140 +176,6 @@ def _configure_logging(level: str, fmt: str | None = None) -> None:
     configure(level, fmt or os.environ.get("STEPLOG_LOG_FORMAT") or "text")
 
 
-def _client_settings(db: str) -> tuple[str, str]:
-    """The API key the CLI uses: STEPLOG_API_KEY, else the one `serve` keeps beside the db."""
-    key = os.environ.get("STEPLOG_API_KEY") or credential(db, "api-key", _missing_key)
-    return key, db
-
-
-def _missing_key() -> str:
-    raise click.ClickException("no API key: set STEPLOG_API_KEY or run `steplog serve` first")
-
-
-def _parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint="-p")
-        try:
-            params[key] = json.loads(value)
-        except ValueError:
-            params[key] = value
-    return params
-
-
-url_option = click.option("--url", envvar="STEPLOG_URL", default=DEFAULT_URL, show_default=True)
-db_option = click.option(
-    "--db",
-    envvar="STEPLOG_DB",
-    default=DEFAULT_DB,
-    show_default=True,
-    help="Where `serve` keeps its API key, when STEPLOG_API_KEY is unset.",
-)
-
-
-@main.command()
-@click.argument("function")
-@click.option("-p", "--param", "params", multiple=True, help="key=value (value parsed as JSON).")
-@click.option("--follow", is_flag=True, help="Then tail the run until it ends.")
-@url_option
-@db_option
-def trigger(function: str, params: tuple[str, ...], follow: bool, url: str, db: str) -> None:
-    """Start a run of FUNCTION and print its id and stream URL."""
-    import httpx
-
-    key, _ = _client_settings(db)
-    response = httpx.post(
-        f"{url}/runs",
-        json={"function": function, "params": _parse_params(params)},
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=30,
-    )
-    body = response.json()
-    if response.status_code >= 400:
-        raise click.ClickException(f"{body.get('title')}: {body.get('detail')}")
-    click.echo(json.dumps(body, ensure_ascii=False))
-    if follow:
-        sys.exit(_tail(url, key, body["run_id"], 0, as_json=False))
-
-
-@main.command()
-@click.argument("run_id")
-@click.option("--from", "from_seq", default=0, type=int, help="Resume after this seq.")
-@click.option("--json", "as_json", is_flag=True, help="Print one event envelope per line.")
-@url_option
-@db_option
-def tail(run_id: str, from_seq: int, as_json: bool, url: str, db: str) -> None:
-    """Follow a run's events until it ends; exit 0 succeeded, 1 failed, 2 cancelled."""
-    key, _ = _client_settings(db)
-    sys.exit(_tail(url, key, run_id, from_seq, as_json=as_json))
-
-
-def _tail(url: str, key: str, run_id: str, from_seq: int, *, as_json: bool) -> int:
-    """Follow a run: JSON lines, a live rich view on a terminal, or plain lines when piped."""
-    from rich.live import Live
-
-    from stream.cli.client import follow_run
-    from stream.cli.tailview import RunView, make_console
-
-    console = make_console()
-    view = RunView(run_id)
-    live = None if as_json or not console.is_terminal else Live(view.render(), console=console)
-
-    def show(envelope: dict[str, Any], raw: str) -> None:
-        if as_json:
-            click.echo(raw)
-            return
-        view.apply(envelope)
-        if live is not None:
-            live.update(view.render())
-        else:
-            click.echo(view.line(envelope))
-
-    if live is not None:
-        live.start()
-    try:
-        outcome = asyncio.run(follow_run(url, key, run_id, from_seq, show))
-    finally:
-        if live is not None:
-            live.stop()
-    return {"completed": 0, "failed": 1, "cancelled": 2}.get(outcome, 1)
-
-
-@main.group("runs", invoke_without_command=True)
-@click.option("--status", default=None)
-@click.option("--function", default=None)
-@click.option("--limit", default=20, show_default=True, type=int)
-@url_option
-@db_option
-@click.pass_context
-def runs_cmd(
-    ctx: click.Context, status: str | None, function: str | None, limit: int, url: str, db: str
-) -> None:
-    """List recent runs (`runs show RUN_ID` prints one run's timeline)."""
-    if ctx.invoked_subcommand is not None:
-        return
-    import httpx
-
-    key, _ = _client_settings(db)
-    query = {k: v for k, v in {"status": status, "function": function}.items() if v}
-    response = httpx.get(
-        f"{url}/runs",
-        params={**query, "limit": limit},
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=30,
-    )
-    body = response.json()
-    if response.status_code >= 400:
-        raise click.ClickException(f"{body.get('title')}: {body.get('detail')}")
-    for run in body["runs"]:
-        click.echo(
-            f"{run['id']}  {run['status']:<9}  {run['function']:<10}  attempt {run['attempt']}"
-            f"  events {run['last_seq']:<6}  {run['created_at']}"
-        )
-
-
 from stream.cli.admin import (  # noqa: E402  (operator chores: admin.py)
     log_group,
     migrate,
@@ -310,8 +191,14 @@ main.add_command(secret_key_group)
 from stream.cli.audit import audit_group, runs_show  # noqa: E402  (audit: audit.py)
 
 main.add_command(audit_group)
-runs_cmd.add_command(runs_show)
 
+from stream.cli.commands import login, runs_cmd, tail, trigger  # noqa: E402  (talk to a server)
+
+runs_cmd.add_command(runs_show)
+main.add_command(trigger)
+main.add_command(tail)
+main.add_command(runs_cmd)
+main.add_command(login)
 from stream.cli.archive import archive_cmd  # noqa: E402  (retention: archive.py)
 
 log_group.add_command(archive_cmd)

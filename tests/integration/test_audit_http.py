@@ -239,7 +239,9 @@ def test_runs_show_prints_the_timeline_and_runs_still_lists(server: ServerProces
     assert lines[0].startswith(f"run {run_id} · ticker · succeeded · attempt 1 of ")
     step = next(line for line in lines if " tick " in line)
     assert "completed (3 events)" in step and " ms" in step
-    assert lines[-2].startswith('ended: succeeded, result {"ticks": 3} at ')
+    ended = lines.index("result:") - 1
+    assert lines[ended].startswith("ended: succeeded at ")
+    assert lines[ended + 1 : -1] == ["result:", "{", '  "ticks": 3', "}"]
     # Last, a fresh link to the run's page, signed with the log's token key: it works.
     link = re.fullmatch(r"view_url: (\S+)  \(valid until (\S+Z)\)", lines[-1])
     assert link is not None, lines[-1]

@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 
 export STEPLOG_CHROMIUM ?= /usr/bin/chromium
 
+# `make run PORT=8001` or `STEPLOG_PORT=8001 make run`.
+PORT ?= $(or $(STEPLOG_PORT),8000)
+
 .PHONY: install system-deps run test bench lint format clean
 
 install: $(STAMP) system-deps
@@ -32,13 +35,14 @@ system-deps:
 	fi
 
 run: install
-	$(BIN)/steplog serve --host 127.0.0.1 --port 8000 --db data/steplog.db --demo
+	@echo "the steplog command: source $(VENV)/bin/activate (or run $(BIN)/steplog)"
+	$(BIN)/steplog serve --host 127.0.0.1 --port $(PORT) --db data/steplog.db --demo
 
 test: install
 	$(BIN)/python -m pytest
 
 bench: install
-	$(BIN)/steplog bench
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

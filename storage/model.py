@@ -21,6 +21,8 @@ class EventType(enum.StrEnum):
     RUN_SUCCEEDED = "run.succeeded"
     RUN_FAILED = "run.failed"
     RUN_CANCELLED = "run.cancelled"
+    ARCHIVE_SEGMENT = "archive.segment"
+    """Written only by the archiver (storage/archive/): a segment left the live log."""
 
 
 EVENT_TYPES: frozenset[str] = frozenset(EventType)

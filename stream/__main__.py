@@ -1,5 +1,5 @@
 """`python -m stream` is `steplog`."""
 
-from stream.cli import main
+from stream.cli.main import main
 
 main()

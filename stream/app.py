@@ -17,21 +17,22 @@ from werkzeug.exceptions import HTTPException
 from functions import registry
 from functions.worker import WorkerPool
 from storage import EventLog, SteplogError, open_log
-from stream.api import api
-from stream.audit_routes import audit
-from stream.health import health
-from stream.hub import TailHub
+from stream.http.audit import audit
+from stream.http.health import health
+from stream.http.metrics import Metrics, exposition
+from stream.http.problems import HTTPProblem, problem
+from stream.http.runs import api
+from stream.http.tokens import TokenKey
 from stream.logs import RequestLog, log_transitions
-from stream.metrics import Metrics, exposition
-from stream.openapi import openapi
-from stream.pages import STATIC, pages
-from stream.problems import HTTPProblem, problem
-from stream.protocol_errors import HeadLimit
-from stream.request_end import RequestEnd
+from stream.middleware.protocol_errors import HeadLimit
+from stream.middleware.request_end import RequestEnd
+from stream.openapi.document import openapi
+from stream.retention import install as install_retention
 from stream.settings import Settings
-from stream.sse_routes import streams
+from stream.sse.hub import TailHub
+from stream.sse.routes import streams
 from stream.state import AppState
-from stream.tokens import TokenKey
+from stream.web.pages import STATIC, pages
 
 log = logging.getLogger("steplog.app")
 
@@ -100,6 +101,8 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
         if pool is not None:
             pool.start()
         log.info("steplog serving with %r, %d workers", events, settings.workers)
+
+    install_retention(app, settings, events)  # STEPLOG_RETENTION_DAYS (stream/retention.py)
 
     @app.after_serving
     async def shutdown() -> None:

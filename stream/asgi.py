@@ -6,9 +6,9 @@ the same lines in the same format (`STEPLOG_LOG_FORMAT`).
 
 from __future__ import annotations
 
-from stream import idle_close, protocol_errors, request_heads
 from stream.app import create_app
 from stream.logs import configure
+from stream.middleware import idle_close, protocol_errors, request_heads
 from stream.settings import Settings
 
 settings = Settings.from_env()

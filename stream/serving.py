@@ -24,18 +24,27 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
+from hypercorn.utils import wrap_app
 from quart import Quart
 
-from stream import idle_close, protocol_errors, request_heads
+from storage.errors import SteplogError
 from stream.app import begin_shutdown
-from stream.metrics import Metrics
+from stream.http.metrics import Metrics
+from stream.middleware import idle_close, protocol_errors, request_heads
 from stream.settings import Settings
 
 log = logging.getLogger("steplog.serve")
 
 ExceptionHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]
+OnReady = Callable[[str], None]
+"""Called with the URL being served once the server accepts connections."""
+
+
+class CannotListen(SteplogError):
+    """The address could not be bound (in use, not ours, no such host): nothing was started."""
+
 
 KEEP_ALIVE_SECONDS = 75.0
 """Above nginx's upstream keep-alive (60 s), so nginx, not us, closes idle upstream
@@ -87,7 +96,7 @@ def hypercorn_config(settings: Settings) -> Config:
     config.graceful_timeout = settings.graceful_timeout
     config.keep_alive_timeout = KEEP_ALIVE_SECONDS
     # No read_timeout: it would cut SSE streams, whose clients send nothing. Slow
-    # request heads have their own deadline and cap (stream.request_heads).
+    # request heads have their own deadline and cap (stream.middleware.request_heads).
     config.read_timeout = None
     config.backlog = BACKLOG
     config.include_server_header = False
@@ -95,8 +104,14 @@ def hypercorn_config(settings: Settings) -> Config:
     return config
 
 
-async def serve(app: Quart, settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully (see the module docstring)."""
+async def serve(app: Quart, settings: Settings, on_ready: OnReady | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully (see the module docstring).
+
+    The address is bound before anything else starts (the log, the workers): a
+    port in use is one line and a non-zero exit, not a half-started server.
+    """
+    config = hypercorn_config(settings)
+    sockets = bind(config, settings)
     metrics: Metrics = app.extensions["steplog.metrics"]
     idle_close.install()
     protocol_errors.install()
@@ -116,6 +131,12 @@ async def serve(app: Quart, settings: Settings) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
 
     async def shutdown_trigger() -> None:
+        # Hypercorn calls this once the app has started and the sockets accept.
+        url = served_url(settings, sockets)
+        log.info("steplog serving on %s (log: %s)", url, settings.db)
+        log.info("open %s/ in a browser; %s", url, key_location(settings))
+        if on_ready is not None:
+            on_ready(url)
         await stop.wait()
         try:
             async with asyncio.timeout(settings.graceful_timeout):
@@ -123,9 +144,46 @@ async def serve(app: Quart, settings: Settings) -> None:
         except TimeoutError:
             log.warning("stopping the workers took longer than the graceful timeout")
 
-    config = hypercorn_config(settings)
-    log.info("steplog serving on http://%s:%d (log: %s)", settings.host, settings.port, settings.db)
-    await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+    wrapped = wrap_app(app, config.wsgi_max_body_size, None)  # type: ignore[arg-type]
+    await worker_serve(wrapped, config, sockets=sockets, shutdown_trigger=shutdown_trigger)
+
+
+def bind(config: Config, settings: Settings) -> Sockets:
+    """The listening sockets, or `CannotListen` saying what to do instead."""
+    try:
+        return config.create_sockets()
+    except OSError as exc:
+        where = f"{settings.host}:{settings.port}"
+        if exc.errno == errno.EADDRINUSE:
+            message = f"port {settings.port} is in use — pass --port or set STEPLOG_PORT"
+        elif exc.errno == errno.EACCES:
+            message = f"not allowed to listen on {where} — use a port above 1023"
+        elif isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            message = f"cannot listen on {where}: no such local address — check --host"
+        else:
+            message = f"cannot listen on {where}: {exc.strerror or exc}"
+        raise CannotListen(message) from None
+
+
+def served_url(settings: Settings, sockets: Sockets) -> str:
+    """The URL to open: the bound port (right for --port 0) on a host a browser can use."""
+    host = settings.host
+    port = settings.port
+    for sock in sockets.insecure_sockets:
+        port = sock.getsockname()[1]
+        break
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def key_location(settings: Settings) -> str:
+    """Where the API key is, for the start-up line: the file or the variable, never the key."""
+    if settings.api_key:
+        return "the API key is the one in STEPLOG_API_KEY"
+    return f"the API key is in {(settings.data_dir / 'api-key').absolute()}"
 
 
 def _connection_errors_are_not_errors(metrics: Metrics) -> ExceptionHandler:

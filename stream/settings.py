@@ -63,6 +63,10 @@ class Settings:
     body_timeout: float = 30.0
     # A full disk (README "Operations", "Disk"): below this many MB free, new runs get 503.
     min_free_mb: float = 64.0
+    # Retention (README "Operations", "Retention"): unset = never archive automatically.
+    retention_days: float | None = None
+    archive_dir: str | None = None
+    """Where segments go; default `<the database's directory>/archive`."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -84,6 +88,8 @@ class Settings:
                 raise ValueError(f"STEPLOG_{name.upper()} must be a positive number of seconds")
         if not self.min_free_mb >= 0:
             raise ValueError("STEPLOG_MIN_FREE_MB must be a number of MB, 0 or more")
+        if self.retention_days is not None and not 0 <= self.retention_days <= 100_000:
+            raise ValueError("STEPLOG_RETENTION_DAYS must be a number of days, 0 or more")
         if self.secret_key is not None:
             from functions.sealing import parse_keys
 
@@ -147,6 +153,13 @@ class Settings:
         return int(self.min_free_mb * 2**20)
 
     @property
+    def archive_path(self) -> Path:
+        """Where archive segments are written and looked for."""
+        if self.archive_dir:
+            return Path(self.archive_dir)
+        return Path("archive") if log_file(self.db) is None else self.data_dir / "archive"
+
+    @property
     def data_dir(self) -> Path:
         return (log_file(self.db) or Path(self.db)).parent
 
@@ -187,6 +200,8 @@ _FIELDS: dict[str, Callable[[str], Any]] = {
     "max_pending_headers": int,
     "body_timeout": float,
     "min_free_mb": float,
+    "retention_days": float,
+    "archive_dir": str,
 }
 
 

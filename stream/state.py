@@ -11,9 +11,9 @@ from quart import current_app
 from functions.sealing import Sealer
 from functions.worker import WorkerPool
 from storage import EventLog
-from stream.hub import TailHub
+from stream.http.tokens import TokenKey
 from stream.settings import Settings
-from stream.tokens import TokenKey
+from stream.sse.hub import TailHub
 
 
 @dataclass(slots=True)

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from storage.postgres import testing
-from stream.launcher import ServerProcess, make_server
+from tests.support import postgres as testing
+from tests.support.launcher import ServerProcess, make_server
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -38,6 +38,22 @@ def require_binary(name: str, path: str | None = None) -> str:
 
 
 ServerFactory = Callable[..., ServerProcess]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_config_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Servers and CLIs the tests start keep their per-user config away from the user's.
+
+    `steplog serve` records itself in `$XDG_CONFIG_HOME/steplog/config.json`; subprocesses
+    inherit this variable, so no test run rewrites the real `~/.config/steplog`.
+    """
+    before = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config-home"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_CONFIG_HOME", None)
+    else:
+        os.environ["XDG_CONFIG_HOME"] = before
 
 
 @pytest.fixture

@@ -51,22 +51,36 @@ class RunChecks:
             self.seq = problem
 
 
-def check_runs(source: AuditSource) -> RunChecks:
-    """Every run's `seq` run, and every run record against the log."""
+def check_runs(source: AuditSource, start_pos: int = 1, live_runs: str = "") -> RunChecks:
+    """Every run's `seq` run from `start_pos` on, and every run record against the log.
+
+    Bounded like the chain scan: rows before `start_pos` are checked elsewhere. A run
+    the range starts in the middle of must have its earlier events right before it,
+    still in the log (rows are only ever moved out with their whole run, see
+    storage/archive/); one whose first events are nowhere is missing them. Only the
+    records `live_runs` selects (an SQL condition on `runs`; empty: all) are compared.
+    """
     checks = RunChecks()
     records: list[str] = []
-    for run_id, stats, terminals, record in _merged(source):
+    for run_id, stats, terminals, record in _merged(source, start_pos, live_runs):
+        first = 1
         if stats is not None:
             count, lowest, highest = stats
-            if count != highest or lowest != 1:
-                checks.found_seq(_locate_gap(source, run_id))
+            if lowest != 1 and _continues(source, run_id, lowest, start_pos):
+                first = lowest
+            if count != highest - first + 1 or lowest != first:
+                checks.found_seq(_locate_gap(source, run_id, first, start_pos))
             if terminals and terminals[0][0] != highest:
                 checks.found_seq(_after_terminal(source, run_id, terminals[0][0]))
+        elif start_pos > 1 and _has_rows_before(source, run_id, start_pos):
+            continue  # a run wholly before the range: checked with what holds it
         records.extend(_record_problems(source, run_id, stats, terminals, record))
+    bound = "" if start_pos <= 1 else " AND e.pos >= ? AND f.pos >= ?"
     order = source.fetchone(
         "SELECT f.pos, f.run_id, f.seq, e.pos FROM events e"
         " JOIN events f ON f.run_id = e.run_id AND f.seq = e.seq + 1"
-        " WHERE f.pos < e.pos ORDER BY f.pos LIMIT 1"
+        f" WHERE f.pos < e.pos{bound} ORDER BY f.pos LIMIT 1",
+        () if start_pos <= 1 else (start_pos, start_pos),
     )
     if order is not None:
         pos, run_id, seq, later = order
@@ -83,6 +97,24 @@ def check_runs(source: AuditSource) -> RunChecks:
         shown.append(f"and {len(records) - MAX_RECORD_PROBLEMS} more disagreements")
     checks.records = [Problem(RECORDS, None, detail) for detail in shown]
     return checks
+
+
+def _continues(source: AuditSource, run_id: Any, lowest: int, start_pos: int) -> bool:
+    """Whether `run_id`'s events before seq `lowest` sit before `start_pos`, in the log."""
+    if start_pos <= 1:
+        return False
+    row = source.fetchone(
+        "SELECT count(*) FROM events WHERE run_id = ? AND seq < ? AND pos < ?",
+        (run_id, lowest, start_pos),
+    )
+    return bool(row is not None and row[0] == lowest - 1)
+
+
+def _has_rows_before(source: AuditSource, run_id: Any, start_pos: int) -> bool:
+    row = source.fetchone(
+        "SELECT 1 FROM events WHERE run_id = ? AND pos < ? LIMIT 1", (run_id, start_pos)
+    )
+    return row is not None
 
 
 def _record_problems(
@@ -107,10 +139,11 @@ def _record_problems(
     return []
 
 
-def _locate_gap(source: AuditSource, run_id: Any) -> Problem:
-    """The first row of `run_id` whose seq is not the next one (the run is known broken)."""
-    expected = 1
-    rows = source.cursor("SELECT seq, pos FROM events WHERE run_id = ? ORDER BY seq", (run_id,))
+def _locate_gap(source: AuditSource, run_id: Any, expected: int, start_pos: int) -> Problem:
+    """The first row of `run_id` whose seq is not the next one (the run is known broken),
+    from seq `expected` at `start_pos` on."""
+    bound, args = ("", (run_id,)) if start_pos <= 1 else (" AND pos >= ?", (run_id, start_pos))
+    rows = source.cursor(f"SELECT seq, pos FROM events WHERE run_id = ?{bound} ORDER BY seq", args)
     for seq, pos in _rows(rows):
         if seq != expected:
             if expected == 1:
@@ -143,26 +176,34 @@ Stats = tuple[int, int, int]
 Merged = tuple[Any, Stats | None, list[tuple[int, int]], tuple[int, str] | None]
 
 
-def _merged(source: AuditSource) -> Iterator[Merged]:
+def _merged(source: AuditSource, start_pos: int, live_runs: str) -> Iterator[Merged]:
     """Per run id, in order: (count, min seq, max seq), its terminal events, its record.
 
     Three queries sorted by run id, walked in step: one row per run in memory.
     The two over `events` use the `(run_id, seq)` index or one plain scan.
     """
     order = source.run_order
+    # From pos 1 the whole table (a row below 1 is reported on its own); else the range.
+    where, args = ("", ()) if start_pos <= 1 else (" WHERE pos >= ?", (start_pos,))
     stats = _Peek(
         source.cursor(
-            "SELECT run_id, count(*), min(seq), max(seq) FROM events GROUP BY run_id"
-            f" ORDER BY run_id{order}"
+            f"SELECT run_id, count(*), min(seq), max(seq) FROM events{where} GROUP BY run_id"
+            f" ORDER BY run_id{order}",
+            args,
         )
     )
     ends = _Peek(
         source.cursor(
             f"SELECT run_id, seq, pos FROM events{source.scan_hint}"
-            f" WHERE type IN ({_TERMINAL_SQL}) ORDER BY run_id{order}, seq"
+            f" WHERE type IN ({_TERMINAL_SQL}){where.replace(' WHERE', ' AND')}"
+            f" ORDER BY run_id{order}, seq",
+            args,
         )
     )
-    records = _Peek(source.cursor(f"SELECT id, last_seq, status FROM runs ORDER BY id{order}"))
+    chosen = f" WHERE {live_runs}" if live_runs else ""
+    records = _Peek(
+        source.cursor(f"SELECT id, last_seq, status FROM runs{chosen} ORDER BY id{order}")
+    )
     while True:
         heads = [row[0] for row in (stats.head, ends.head, records.head) if row is not None]
         if not heads:

@@ -55,7 +55,12 @@ class AuditSource(Protocol):
     """Whether `storage.audit.export` may have the database write its JSONL lines."""
 
     def snapshot(self) -> AbstractContextManager[None]:
-        """One read snapshot: every query inside sees the same committed state."""
+        """One read snapshot: every query inside sees the same committed state. A snapshot
+        taken inside another joins it (so a caller can read before `verify` and be sure
+        `verify` sees the same state)."""
+
+    def has_table(self, name: str) -> bool:
+        """Whether the log has table `name` (older schemas lack newer tables)."""
 
     def cursor(self, sql: str, args: Sequence[Any] = ()) -> RowCursor:
         """Rows of `sql`, fetched as they are read (inside `snapshot` only)."""

@@ -32,7 +32,6 @@ import re
 import sqlite3
 import urllib.parse
 from collections.abc import Iterator, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +83,27 @@ class SQLiteSource:
     def __init__(self, path: str | Path) -> None:
         self.label = str(path)
         self.conn = open_readonly(path)
+        self._depth = 0
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
-        self.conn.execute("BEGIN")  # one read transaction: every query sees the same snapshot
+        """One read transaction (every query sees the same snapshot); a nested call joins
+        the one already open."""
+        if self._depth == 0:
+            self.conn.execute("BEGIN")
+        self._depth += 1
         try:
             yield
         finally:
-            self.conn.execute("COMMIT")
+            self._depth -= 1
+            if self._depth == 0:
+                self.conn.execute("COMMIT")
+
+    def has_table(self, name: str) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None
 
     def cursor(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, tuple(args))
@@ -162,14 +174,19 @@ class SQLiteSource:
 
 
 def _expected_triggers() -> dict[str, str]:
-    """The trigger statements exactly as the schema migration defines them."""
-    sql = (resources.files("storage.sqlite") / "001_initial.sql").read_text(encoding="utf-8")
+    """The trigger statements exactly as the newest schema migration defining each has them
+    (004_archive.sql redefines `events_no_delete` to let archived positions go)."""
+    from storage.sqlite.migrations import available
+
     found = {}
-    for name in TRIGGER_NAMES:
-        match = re.search(rf"CREATE TRIGGER {name}\b.*?\bEND;", sql, re.S)
-        if match is None:  # pragma: no cover - the schema file ships with the package
-            raise AuditError(f"the schema no longer defines {name}")
-        found[name] = _normalise(match.group(0))
+    for _number, sql in available():
+        for name in TRIGGER_NAMES:
+            match = re.search(rf"CREATE TRIGGER {name}\b.*?\bEND;", sql, re.S)
+            if match is not None:
+                found[name] = _normalise(match.group(0))
+    missing = set(TRIGGER_NAMES) - set(found)
+    if missing:  # pragma: no cover - the schema files ship with the package
+        raise AuditError(f"the schema no longer defines {sorted(missing)}")
     return found
 
 

@@ -85,7 +85,7 @@ class Timeline:
         took = _between(self.started_at or self.created_at, self.finished_at)
         out = [
             f"run {self.run_id} · {self.function} · {self.status} · attempt {self.attempt}"
-            f" of {self.max_attempts} · {self.events} events",
+            f" of {self.max_attempts} · {_count(self.events, 'event')}",
             f"created {self.created_at} · started {self.started_at or '-'}"
             f" · finished {self.finished_at or '-'}"
             + (f" · took {_duration(took)}" if took is not None else ""),
@@ -98,7 +98,7 @@ class Timeline:
             name = entry.name if entry.kind == "step" else f"[{entry.name}]"
             outcome = entry.outcome if entry.kind == "step" else ""
             if entry.kind == "step" and entry.events:
-                outcome += f" ({entry.events} events)"
+                outcome += f" ({_count(entry.events, 'event')})"
             if entry.detail:
                 outcome = f"{outcome}: {entry.detail}" if outcome else entry.detail
             duration = "" if entry.duration_ms is None else _duration(entry.duration_ms / 1000)
@@ -112,12 +112,17 @@ class Timeline:
             out.append(f"not ended: the run is {self.status}")
         else:
             how = self.status
-            if self.result is not None:
-                how += f", result {json.dumps(self.result, ensure_ascii=False)}"
             if self.error:
                 how += f", error: {self.error}"
             out.append(f"ended: {how} at {ending.start}")
+            if self.result is not None:  # pretty: a profile's fields one per line
+                out.append("result:")
+                out.extend(json.dumps(self.result, ensure_ascii=False, indent=2).splitlines())
         return out
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def run_timeline(url: str | Path, run_id: str) -> Timeline:

@@ -26,10 +26,12 @@ the genesis hash).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from storage import chain
 from storage.audit import runs
+from storage.audit.hooks import AuditHook
 from storage.audit.model import ANCHOR, TRUNCATED, Anchor, Problem, Report
 from storage.audit.scan import ChainScan, first_gap
 from storage.audit.source import AuditSource, hash_at, head
@@ -46,10 +48,19 @@ def open_source(url: str | Path) -> AuditSource:
 
 
 def verify_log(url: str | Path, anchor: Anchor | None = None, *, batch: int = BATCH) -> Report:
-    """Open the log `url` names, verify it (see `verify`), close it."""
+    """Open the log `url` names, verify it (see `verify`), close it.
+
+    A log may have moved its oldest runs into archive segments: the archive
+    knows where the live log starts and what its records must agree with, so
+    it runs the verification (`storage.archive.audit.verify_live`), from the
+    archived prefix on, with its checks as hooks. A log never archived is
+    verified from pos 1 exactly as without it.
+    """
+    from storage.archive.audit import verify_live
+
     source = open_source(url)
     try:
-        return verify(source, anchor, batch=batch)
+        return verify_live(source, anchor, batch=batch)
     finally:
         source.close()
 
@@ -81,6 +92,7 @@ def verify(
     *,
     start_pos: int = 1,
     prev_hash: str = chain.GENESIS_HASH,
+    hooks: Sequence[AuditHook] = (),
     batch: int = BATCH,
 ) -> Report:
     """Verify the log in one read snapshot; never writes.
@@ -89,6 +101,8 @@ def verify(
     a `seq` run: nothing after it can be trusted, so nothing after it is
     reported), plus what is wrong regardless of position: the triggers, the
     end of the log (the positions handed out, the anchor), and the run records.
+    Everything from `start_pos` on is checked, linking to `prev_hash`; `hooks`
+    add the checks of whoever moved the rows before it (`storage.audit.hooks`).
     """
     started = time.perf_counter()
     report = Report(source=source.label)
@@ -101,20 +115,26 @@ def verify(
             broken = first_gap(source, max_pos, start_pos)
             scan.events = 0 if broken is None or broken.pos is None else broken.pos - start_pos
             scan.head_hash = (hash_at(source, scan.head_pos) if scan.events else None) or prev_hash
-        checks = runs.check_runs(source)
+        live_runs = " AND ".join(f"({sql})" for hook in hooks if (sql := hook.live_runs()))
+        checks = runs.check_runs(source, start_pos, live_runs)
         report.events, report.head_pos, report.head_hash = (
             scan.events,
             scan.head_pos,
             scan.head_hash,
         )
-        # Rows below `start_pos` belong to the part checked elsewhere (an archive); only a
-        # position below 1 is one steplog never writes.
-        first = [p for p in (broken, runs.below_one(source)) if p is not None]
+        # Rows below `start_pos` belong to the part checked elsewhere (an archive): only a
+        # position below 1, which steplog never writes, or what a hook finds is reported.
+        found = [broken, runs.below_one(source), *(hook.broken(source) for hook in hooks)]
+        first = [p for p in found if p is not None]
         if checks.seq is not None and all(_before(checks.seq, p) for p in first):
             first.append(checks.seq)
         if first:
             report.add(min(first, key=lambda p: p.pos if p.pos is not None else 0))
         report.add(check_assigned(source, max_pos))
+        for hook in hooks:
+            for problem in hook.problems(source):
+                report.add(problem)
+            report.note = hook.note or report.note
         if anchor is not None:
             report.add(check_anchor(source, anchor, max_pos))
         if not first:

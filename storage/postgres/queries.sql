@@ -221,6 +221,17 @@ GRANT SELECT, INSERT ON events TO {role};
 REVOKE UPDATE, DELETE, TRUNCATE ON events FROM {role};
 GRANT SELECT, INSERT, UPDATE ON runs, meta TO {role};
 GRANT SELECT ON schema_version TO {role};
+GRANT SELECT ON archive_segments TO {role};
+
+-- grant_archiver_role --
+-- `steplog migrate --archiver-role ROLE`: the app's grants plus what archiving needs, the
+-- one role that may DELETE events (the trigger still limits it to archived positions).
+GRANT USAGE ON SCHEMA {schema} TO {role};
+GRANT SELECT, INSERT, DELETE ON events TO {role};
+REVOKE UPDATE, TRUNCATE ON events FROM {role};
+GRANT SELECT, INSERT, UPDATE ON runs, meta TO {role};
+GRANT SELECT ON schema_version TO {role};
+GRANT SELECT, INSERT ON archive_segments TO {role};
 
 -- runs_out_of_step --
 -- Runs whose last_seq disagrees with their events (`steplog log copy` checks none do).

@@ -30,9 +30,9 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.launcher import free_port
-from stream.sse_parser import ParsedEvent, SSEParser
+from stream.sse.parser import ParsedEvent, SSEParser
 from tests.integration.helpers import ROOT, wait_until
+from tests.support.launcher import free_port
 
 SNIPPET = ROOT / "infra" / "nginx.conf"
 NGINX = "/usr/sbin/nginx"

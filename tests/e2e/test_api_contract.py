@@ -34,8 +34,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from stream.app import create_app
-from stream.openapi import document
-from stream.problems import PROBLEM_TYPE
+from stream.http.problems import PROBLEM_TYPE
+from stream.openapi.document import document
 from stream.settings import Settings
 from tests.conftest import ServerFactory
 

@@ -17,8 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from stream.launcher import free_port
-from stream.sse_parser import SSEParser
+from stream.sse.parser import SSEParser
 from tests.conftest import ServerFactory
 from tests.e2e.conftest import NginxFactory
 from tests.e2e.nginx import Follower, Received
@@ -30,6 +29,7 @@ from tests.integration.helpers import (
     wait_for_status,
     wait_until,
 )
+from tests.support.launcher import free_port
 
 pytestmark = pytest.mark.needs("nginx")
 

@@ -26,12 +26,12 @@ from typing import Any
 import httpx
 import pytest
 
-from stream.launcher import ServerProcess
-from stream.sse_parser import ParsedEvent, SSEParser
+from stream.sse.parser import ParsedEvent, SSEParser
 from tests.conftest import ServerFactory
 from tests.e2e.conftest import NginxFactory
 from tests.e2e.nginx import metric
 from tests.integration.helpers import ROOT, assert_contiguous, stop_processes, wait_until
+from tests.support.launcher import ServerProcess
 
 pytestmark = pytest.mark.needs("nginx")
 

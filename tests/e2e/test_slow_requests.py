@@ -18,7 +18,6 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.launcher import free_port
 from tests.conftest import ServerFactory
 from tests.e2e.nginx import (
     Follower,
@@ -38,6 +37,7 @@ from tests.integration.helpers import (
     stop_processes,
     wait_until,
 )
+from tests.support.launcher import free_port
 
 HEADER_TIMEOUT = 2.0
 MARGIN = 10.0

@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 from playwright.async_api import Browser, Page, expect
 
-from stream.launcher import ServerProcess
-from stream.tokens import mint
+from stream.http.tokens import mint
 from tests.conftest import ServerFactory
 from tests.integration.helpers import token_key
+from tests.support.launcher import ServerProcess
 
 LONG = 30_000  # ms: generous deadlines for a loaded 2-core machine
 

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from stream.launcher import ServerProcess
 from tests.conftest import ServerFactory
 from tests.integration.helpers import ROOT
+from tests.support.launcher import ServerProcess
 
 ECHO_MODULE = "tests.integration.echo_functions"
 

@@ -2,7 +2,7 @@
 
 Nothing here fakes the server: webhooks are signed with the `standardwebhooks`
 library exactly as a sender would, streams are read over a real socket and
-parsed with the WHATWG parser (`stream.sse_parser`), and every wait is a
+parsed with the WHATWG parser (`stream.sse.parser`), and every wait is a
 condition polled against a deadline, never a fixed sleep.
 """
 
@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 import httpx
 from standardwebhooks import Webhook
 
-from stream.launcher import ServerProcess
-from stream.sse_parser import ParsedEvent, SSEParser
+from stream.sse.parser import ParsedEvent, SSEParser
+from tests.support.launcher import ServerProcess
 
 T = TypeVar("T")
 

@@ -21,9 +21,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.launcher import ServerProcess
 from tests.conftest import ServerFactory
 from tests.integration.helpers import ROOT, get_run, start_run, wait_for_status, wait_until
+from tests.support.launcher import ServerProcess
 
 FLOOD_MODULE = "tests.integration.flood_functions"
 WARM_UP = 100

@@ -24,8 +24,6 @@ import pytest
 
 from storage.audit import verify_log
 from storage.audit.file import verify_export
-from storage.postgres import testing
-from stream.launcher import ServerProcess, make_server
 from tests.conftest import require
 from tests.integration.helpers import (
     assert_problem,
@@ -35,6 +33,8 @@ from tests.integration.helpers import (
     wait_for_status,
     wait_until,
 )
+from tests.support import postgres as testing
+from tests.support.launcher import ServerProcess, make_server
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -266,7 +266,9 @@ def test_runs_show_prints_the_timeline_and_runs_still_lists(server: ServerProces
     assert lines[0].startswith(f"run {run_id} · ticker · succeeded · attempt 1 of ")
     step = next(line for line in lines if " tick " in line)
     assert "completed (3 events)" in step and " ms" in step
-    assert lines[-2].startswith('ended: succeeded, result {"ticks": 3} at ')
+    ended = lines.index("result:") - 1
+    assert lines[ended].startswith("ended: succeeded at ")
+    assert lines[ended + 1 : -1] == ["result:", "{", '  "ticks": 3', "}"]
     # Last, a fresh link to the run's page, signed with the log's token key: it works.
     link = re.fullmatch(r"view_url: (\S+)  \(valid until (\S+Z)\)", lines[-1])
     assert link is not None, lines[-1]

@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from stream.launcher import ServerProcess
-from stream.sse_parser import ParsedEvent, SSEParser
+from stream.sse.parser import ParsedEvent, SSEParser
 from tests.conftest import ServerFactory
 from tests.integration.helpers import (
     ROOT,
@@ -31,6 +30,7 @@ from tests.integration.helpers import (
     wait_for_status,
 )
 from tests.jsonstrict import strict_loads
+from tests.support.launcher import ServerProcess
 
 MODULE = "tests.integration.value_functions"
 ENDED = ("succeeded", "failed", "cancelled")

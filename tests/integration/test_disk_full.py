@@ -23,7 +23,6 @@ from typing import Any
 import httpx
 import pytest
 
-from stream.launcher import ServerProcess, free_port
 from tests.conftest import IN_CI, require
 from tests.integration.helpers import (
     ROOT,
@@ -35,6 +34,7 @@ from tests.integration.helpers import (
     wait_for_status,
     wait_until,
 )
+from tests.support.launcher import ServerProcess, free_port
 
 VOLUME = "8m"
 MIN_FREE_MB = 2

@@ -26,8 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from stream.json_depth import MAX_JSON_DEPTH
-from stream.launcher import ServerProcess, free_port
+from stream.http.json_depth import MAX_JSON_DEPTH
 from tests.integration.helpers import (
     PROBLEM_JSON,
     ROOT,
@@ -44,6 +43,7 @@ from tests.integration.helpers import (
     wait_until,
     webhook_secret,
 )
+from tests.support.launcher import ServerProcess, free_port
 
 # --- raw HTTP/1.1 on a socket ---------------------------------------------------------------
 

@@ -34,7 +34,7 @@ import pytest
 
 from storage import Event, EventType, NewEvent, chain
 from storage.postgres.log import PostgresEventLog
-from stream.hub import Subscriber, TailHub
+from stream.sse.hub import Subscriber, TailHub
 from tests.integration.helpers import ROOT
 
 TOTAL_EVENTS = int(os.environ.get("STEPLOG_PG_STRESS_EVENTS", "100000"))

@@ -18,7 +18,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from storage import RunStatus
 from storage.postgres.queries import QUERIES
-from stream.launcher import ServerProcess
 from tests.conftest import ServerFactory
 from tests.integration.helpers import (
     assert_contiguous,
@@ -28,6 +27,7 @@ from tests.integration.helpers import (
     wait_for_status,
     wait_until,
 )
+from tests.support.launcher import ServerProcess
 
 
 def metrics(server: ServerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stream.launcher import free_port
-from stream.sse_parser import SSEParser
+from stream.sse.parser import SSEParser
 from tests.integration.helpers import ROOT, stop_processes
+from tests.support.launcher import free_port
 
 API_KEY = "slk_test_postgres"
 WEBHOOK_SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="

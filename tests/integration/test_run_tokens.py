@@ -16,8 +16,7 @@ from datetime import datetime
 
 import httpx
 
-from stream.launcher import ServerProcess
-from stream.tokens import mint
+from stream.http.tokens import mint
 from tests.conftest import ServerFactory
 from tests.integration.helpers import (
     ROOT,
@@ -29,6 +28,7 @@ from tests.integration.helpers import (
     wait_for_status,
     wait_until,
 )
+from tests.support.launcher import ServerProcess
 
 
 def fresh_links(server: ServerProcess, run_id: str) -> dict[str, str]:

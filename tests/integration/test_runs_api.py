@@ -13,8 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from stream.launcher import ServerProcess
-from stream.tokens import mint
+from stream.http.tokens import mint
 from tests.integration.helpers import (
     LINK_FIELDS,
     assert_nothing_written,
@@ -31,6 +30,7 @@ from tests.integration.helpers import (
     token_key,
     wait_for_status,
 )
+from tests.support.launcher import ServerProcess
 
 
 def test_post_runs_with_api_key_starts_a_run(server: ServerProcess) -> None:

@@ -27,7 +27,6 @@ import pytest
 from cryptography.fernet import Fernet
 from unidecode import unidecode
 
-from stream.launcher import ServerProcess, free_port, make_server
 from tests.conftest import ServerFactory, require_binary
 from tests.integration.helpers import (
     ROOT,
@@ -42,6 +41,7 @@ from tests.integration.helpers import (
     wait_for_status,
     wait_until,
 )
+from tests.support.launcher import ServerProcess, free_port, make_server
 
 AS_OF = "2026-01-01"
 DEMO_DATA = json.loads((ROOT / "stream/demo/profiles.json").read_text(encoding="utf-8"))

@@ -22,7 +22,6 @@ from cryptography.fernet import Fernet
 
 from functions.sealing import new_key
 from storage.jsonenc import canonical
-from stream.launcher import ServerProcess, free_port
 from tests.conftest import ServerFactory, require_binary
 from tests.integration.helpers import (
     ROOT,
@@ -35,6 +34,7 @@ from tests.integration.helpers import (
     stop_processes,
     wait_for_status,
 )
+from tests.support.launcher import ServerProcess, free_port
 
 LOGIN = {"username": "zoe.reader", "password": "correct-horse-battery-staple"}
 UNREADABLE = (

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from stream.sse_parser import SSEParser
+from stream.sse.parser import SSEParser
 from tests.conftest import ServerFactory
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from stream.launcher import ServerProcess
 from tests.integration.helpers import (
     assert_contiguous,
     at_least,
@@ -22,6 +21,7 @@ from tests.integration.helpers import (
     start_run,
     wait_for_status,
 )
+from tests.support.launcher import ServerProcess
 
 NON_ASCII = "Zoë — 東京 🚀"
 CONTROL = "tab\there\x00nul\x07bell\x1besc\x7fdel\u2028ls\u2029ps\x85nel"

@@ -6,8 +6,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from stream.launcher import ServerProcess
-from stream.sse_parser import ParsedEvent, SSEParser
+from stream.sse.parser import ParsedEvent, SSEParser
 from tests.integration.helpers import (
     ENVELOPE_KEYS,
     assert_contiguous,
@@ -21,6 +20,7 @@ from tests.integration.helpers import (
     wait_for_status,
     wait_until,
 )
+from tests.support.launcher import ServerProcess
 
 EVENT_NAMES = {"run.succeeded": "completed", "run.failed": "failed", "run.cancelled": "cancelled"}
 """The SSE `event:` of each terminal event type; every other event is `progress`."""

@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 
-from stream.launcher import ServerProcess
 from tests.integration.helpers import (
     assert_nothing_written,
     assert_problem,
@@ -32,6 +31,7 @@ from tests.integration.helpers import (
     webhook_secret,
     without_links,
 )
+from tests.support.launcher import ServerProcess
 
 TICKS = json_bytes({"count": 3, "interval_ms": 0})
 

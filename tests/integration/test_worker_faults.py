@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import pytest
 
-from stream.launcher import ServerProcess
 from tests.conftest import ServerFactory
 from tests.integration.helpers import (
     ROOT,
@@ -29,6 +28,7 @@ from tests.integration.helpers import (
     wait_for_status,
     wait_until,
 )
+from tests.support.launcher import ServerProcess
 
 FAULT_MODULE = "tests.integration.fault_functions"
 

@@ -18,7 +18,6 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from storage import open_log
 from storage.audit.postgres import dollar_params
 from storage.backends import log_file
 from storage.copy import copy_log
+from storage.sqlite import migrations
 
 ODD_TEXTS = [
     'quotes " and \\ backslash',
@@ -97,8 +97,13 @@ async def build(url: str) -> None:
 
 
 def schema_triggers() -> list[str]:
-    sql = (resources.files("storage.sqlite") / "001_initial.sql").read_text(encoding="utf-8")
-    return re.findall(r"CREATE TRIGGER .*?END;", sql, re.S)
+    """The append-only triggers on `events` as the newest migration defining each has them
+    (004_archive.sql redefines events_no_delete), update first."""
+    found: dict[str, str] = {}
+    for _number, sql in migrations.available():
+        for match in re.finditer(r"CREATE TRIGGER (events_no_\w+)\b.*?END;", sql, re.S):
+            found[match.group(1)] = match.group(0)
+    return [found["events_no_update"], found["events_no_delete"]]
 
 
 @dataclass

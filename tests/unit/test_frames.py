@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from storage.envelope import envelope
 from storage.model import Event
-from stream.frames import replay_frames, run_frame
-from stream.sse_parser import parse
+from stream.sse.frames import replay_frames, run_frame
+from stream.sse.parser import parse
 
 
 def make(seq: int, type: str, message: str | None) -> Event:

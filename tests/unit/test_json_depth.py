@@ -1,4 +1,4 @@
-"""`stream.json_depth.too_deep` against the parser it protects.
+"""`stream.http.json_depth.too_deep` against the parser it protects.
 
 The guarantee: when the scan passes a body, Python's JSON parser never nests
 deeper than the limit on it, valid or not. The parser's real depth is measured
@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream import json_depth
-from stream.json_depth import MAX_JSON_DEPTH, too_deep
+from stream.http import json_depth
+from stream.http.json_depth import MAX_JSON_DEPTH, too_deep
 
 
 class _DepthProbe(json.JSONDecoder):

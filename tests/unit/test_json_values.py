@@ -2,7 +2,7 @@
 
 A property test over the path an append takes, without a database: the checks
 on the caller's side (storage/validate.py), the numbering and hashing
-(storage/numbering.py) and the SSE frames (stream/frames.py). Every value is
+(storage/numbering.py) and the SSE frames (stream/sse/frames.py). Every value is
 either refused with an `InvalidEvent` that names the field and prints, or
 every `data:` line of its frames is JSON that a strict parser (JavaScript's
 `JSON.parse`) reads, holding what `JSON.stringify` would have written, and
@@ -29,8 +29,8 @@ from storage.jsonenc import dumps
 from storage.model import NewEvent, RunStatus
 from storage.numbering import Numbering, RunState
 from storage.validate import event_data
-from stream.frames import global_frame, replay_frames, run_frame
-from stream.sse_parser import parse
+from stream.sse.frames import global_frame, replay_frames, run_frame
+from stream.sse.parser import parse
 from tests.jsonstrict import strict_loads
 
 RUN = "r" * 28

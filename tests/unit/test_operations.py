@@ -13,10 +13,10 @@ from functions import registry
 from functions.worker import WorkerPool
 from storage import Event, EventLog, NewEvent, RunStatus
 from stream.app import create_app
-from stream.hub import LIFETIME, SHUTDOWN, StreamRefused, TailHub
-from stream.metrics import Metrics
+from stream.http.metrics import Metrics
 from stream.settings import Settings
-from stream.streaming import run_stream
+from stream.sse.body import run_stream
+from stream.sse.hub import LIFETIME, SHUTDOWN, StreamRefused, TailHub
 
 registry.load()
 

@@ -27,7 +27,7 @@ from functions.sealing import (
     parse_keys,
     seal_params,
 )
-from stream.cli import main
+from stream.cli.main import main
 from stream.settings import Settings
 
 LOGIN = {"username": "zoe.reader", "password": "correct-horse-battery-staple"}

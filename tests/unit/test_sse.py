@@ -1,4 +1,4 @@
-"""Tests for the SSE encoder (stream.sse) and the WHATWG test parser (stream.sse_parser)."""
+"""Tests for the SSE encoder (stream.sse.encoder) and the WHATWG test parser (stream.sse.parser)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.sse import EVENT_STREAM_HEADERS, encode_comment, encode_event, encode_retry
-from stream.sse_parser import ParsedEvent, SSEParser, parse
+from stream.sse.encoder import EVENT_STREAM_HEADERS, encode_comment, encode_event, encode_retry
+from stream.sse.parser import ParsedEvent, SSEParser, parse
 
 # Text that leans on the characters that matter for framing, plus anything else.
 _TRICKY = ["\r", "\n", "\x00", " ", ":", "\ufeff", "\u2028", "\u2029", "\x85", "😀"]

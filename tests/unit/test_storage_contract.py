@@ -80,7 +80,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
     import asyncpg
 
-    from storage.postgres import testing
+    from tests.support import postgres as testing
 
     server = testing.postgres_url_for_tests()
     problem = await testing.unreachable(server)

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from storage import open_log
-from stream.tokens import TokenKey, Verdict, check, expiry, mint, mint_for
+from stream.http.tokens import TokenKey, Verdict, check, expiry, mint, mint_for
 
 KEY = secrets.token_bytes(32)
 RUN = "0190f0c0a0b0c0d0e0f000112233"

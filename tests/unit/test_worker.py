@@ -20,8 +20,8 @@ from functions.errors import backoff
 from functions.registry import function
 from functions.worker import WorkerPool
 from storage import EventLog, EventType, InvalidEvent, RunStatus, open_log
-from storage.postgres import testing
 from tests.conftest import require
+from tests.support import postgres as testing
 from tests.unit.conftest import finished, wait_for
 
 registry.load()

@@ -1,0 +1,21 @@
+"""`python -m tests.bench` (what `make bench` runs): print the benchmark table.
+
+The benchmarks live with the tests, not in the runtime package: they start real
+servers through the test launcher and are not something a deployment needs.
+"""
+
+from __future__ import annotations
+
+import click
+
+from tests.bench.run import run_benchmarks
+
+
+@click.command()
+@click.option("--quick", is_flag=True, help="Smaller workloads, for a smoke run.")
+def bench(quick: bool) -> None:
+    """Measure appends, replay, fan-out and memory against real servers; print a table."""
+    click.echo(run_benchmarks(quick=quick))
+
+
+bench()

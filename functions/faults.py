@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from functions.errors import LogUnavailable
 from storage import InvalidEvent, SteplogError, StorageFull
 from storage.jsonenc import dumps
-from storage.validate import storable
+from storage.writer.validate import storable
 
 
 def describe(exc: BaseException) -> str:

@@ -50,13 +50,13 @@ class EventLog(abc.ABC):
         """Insert a queued run and its `run.queued` event in one transaction.
 
         `fingerprint` is the request's idempotency fingerprint when the caller takes it
-        itself (`storage.idempotency.fingerprint`, over params before they were
+        itself (`storage.writer.idempotency.fingerprint`, over params before they were
         transformed for storage); by default it is taken over `params`.
 
         Returns `(run, created)`; with an idempotency key already used by the same
         request (same function, same params in any key order), the existing run and
         `False` (never a second run). The same key with another function or other
-        params raises `IdempotencyConflict` and writes nothing (storage/idempotency.py).
+        params raises `IdempotencyConflict` and writes nothing (storage/writer/idempotency.py).
         The run comes from the transaction itself, not from a read after it.
         """
 

@@ -108,7 +108,7 @@ class Run:
     updated_at: str
     idempotency_key: str | None = None
     idempotency_fingerprint: str | None = None
-    """A hash of the params a keyed run was created with (storage/idempotency.py)."""
+    """A hash of the params a keyed run was created with (storage/writer/idempotency.py)."""
     lease_owner: str | None = None
     lease_expires_at: float | None = None
     started_at: str | None = None

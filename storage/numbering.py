@@ -24,7 +24,7 @@ from storage.errors import InvalidEvent, LeaseLost, RunFinished, RunNotFound
 from storage.jsonenc import dumps
 from storage.model import EVENT_TYPES, STATUS_OF_TERMINAL, Event, NewEvent, RunStatus
 from storage.timefmt import iso
-from storage.validate import storable
+from storage.writer.validate import storable
 
 Ending = tuple[str, str | None, str | None]
 """How a run ended, for its projection: (status, result as JSON text, error)."""
@@ -82,7 +82,7 @@ class Numbering:
         """Validate (fencing), number and hash one event; the backend writes it at its flush.
 
         `data` is `new.data` already checked and encoded by the caller (an `Append`
-        is: storage/validate.py), outside the writer; None for the log's own events.
+        is: storage/writer/validate.py), outside the writer; None for the log's own events.
         """
         if new.type not in EVENT_TYPES:
             raise InvalidEvent(f"unknown event type {new.type!r}")

@@ -25,7 +25,7 @@ from storage.model import RunStatus
 from storage.numbering import Numbering, RunState
 from storage.postgres.errors import is_connection_error, translate
 from storage.postgres.queries import QUERIES
-from storage.writes import Pending
+from storage.writer.writes import Pending
 
 T = TypeVar("T")
 

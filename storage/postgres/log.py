@@ -60,14 +60,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from storage.commits import (
-    Progress,
-    appended_runs,
-    next_group,
-    tell_listeners,
-    tell_observers,
-    worth_isolating,
-)
 from storage.errors import SteplogError
 from storage.interface import CommitListener
 from storage.postgres import migrations, operations
@@ -76,7 +68,15 @@ from storage.postgres.errors import is_connection_error, is_disk_full, translate
 from storage.postgres.notify import CommitWatcher
 from storage.postgres.queries import QUERIES
 from storage.postgres.reads import PostgresReads
-from storage.queued import STOP, Operations
+from storage.writer.commits import (
+    Progress,
+    appended_runs,
+    next_group,
+    tell_listeners,
+    tell_observers,
+    worth_isolating,
+)
+from storage.writer.queued import STOP, Operations
 
 log = logging.getLogger("steplog.storage.postgres")
 
@@ -253,7 +253,7 @@ class PostgresEventLog(PostgresReads):
         more on a fresh connection instead of failing every caller. A transaction
         that failed otherwise while applying the operations is run once more with
         a savepoint per operation, so whatever one of them did wrong fails only
-        its caller (see storage/commits.py).
+        its caller (see storage/writer/commits.py).
         """
         reconnected = alone = False
         while True:

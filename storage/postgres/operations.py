@@ -1,6 +1,6 @@
 """The writes the PostgreSQL writer knows, each applied inside a group-commit batch.
 
-The requests and their parameters are shared with SQLite (storage/writes.py);
+The requests and their parameters are shared with SQLite (storage/writer/writes.py);
 each operation here mirrors its SQLite twin (storage/sqlite/operations.py)
 statement for statement; the SQL lives in queries.sql.
 """
@@ -17,13 +17,22 @@ from storage.postgres.batch import Batch, Operation, RunState
 from storage.postgres.queries import QUERIES
 from storage.postgres.rows import run_from_record
 from storage.runids import new_run_id
-from storage.writes import Append, Cancel, Claim, CreateRun, Heartbeat, Release, RetryLater, Secret
+from storage.writer.writes import (
+    Append,
+    Cancel,
+    Claim,
+    CreateRun,
+    Heartbeat,
+    Release,
+    RetryLater,
+    Secret,
+)
 
 
 def refuse_nul(field: str, value: str | None) -> None:
     """PostgreSQL text cannot hold NUL: refused when the request is built, so it fails
     only its caller. (Text a worker hands over is made storable instead: see
-    `storage.validate.storable`.)"""
+    `storage.writer.validate.storable`.)"""
     if value is not None and "\x00" in value:
         raise InvalidEvent(f"{field} contains NUL (U+0000), which PostgreSQL text cannot hold")
 

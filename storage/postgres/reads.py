@@ -17,7 +17,7 @@ from storage.model import Event, Run
 from storage.postgres.errors import translate
 from storage.postgres.queries import QUERIES
 from storage.postgres.rows import event_from_record, run_from_record
-from storage.queued import QueuedLog
+from storage.writer.queued import QueuedLog
 
 
 class PostgresReads(QueuedLog):

@@ -17,7 +17,7 @@ from storage.errors import SteplogError
 from storage.model import RunStatus
 from storage.numbering import Numbering, RunState
 from storage.sqlite.errors import is_disk_full
-from storage.writes import Pending
+from storage.writer.writes import Pending
 
 T = TypeVar("T")
 

@@ -28,7 +28,15 @@ from typing import Any, ClassVar, TypeVar
 import aiosqlite
 
 from storage import chain
-from storage.commits import (
+from storage.errors import RunNotFound, SteplogError, StorageClosed, StorageFull
+from storage.model import Event, Run
+from storage.sqlite import migrations, operations
+from storage.sqlite.batch import Batch, Known, Operation
+from storage.sqlite.errors import translate
+from storage.sqlite.fullness import DiskWatch
+from storage.sqlite.rows import EVENT_COLUMNS, RUN_COLUMNS, run_from_row
+from storage.sqlite.space import FreeSpace
+from storage.writer.commits import (
     Progress,
     appended_runs,
     next_group,
@@ -36,15 +44,7 @@ from storage.commits import (
     tell_observers,
     worth_isolating,
 )
-from storage.errors import RunNotFound, SteplogError, StorageClosed, StorageFull
-from storage.model import Event, Run
-from storage.queued import STOP, Operations, QueuedLog
-from storage.sqlite import migrations, operations
-from storage.sqlite.batch import Batch, Known, Operation
-from storage.sqlite.errors import translate
-from storage.sqlite.fullness import DiskWatch
-from storage.sqlite.rows import EVENT_COLUMNS, RUN_COLUMNS, run_from_row
-from storage.sqlite.space import FreeSpace
+from storage.writer.queued import STOP, Operations, QueuedLog
 
 log = logging.getLogger("steplog.storage")
 
@@ -217,7 +217,7 @@ class SQLiteEventLog(QueuedLog):
 
         Should it fail otherwise while applying them, it is rolled back and they are
         applied once more, each in a savepoint of its own, so whatever one of them did
-        wrong fails only its caller (see storage/commits.py).
+        wrong fails only its caller (see storage/writer/commits.py).
         """
         known, self._known = self._known, None  # whatever happens, it is rebuilt or dropped
         progress = Progress()

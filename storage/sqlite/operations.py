@@ -1,6 +1,6 @@
 """The writes the SQLite writer knows, each applied inside a group-commit batch.
 
-The requests and their parameters are shared with PostgreSQL (storage/writes.py);
+The requests and their parameters are shared with PostgreSQL (storage/writer/writes.py);
 what is here is how SQLite applies each one, on the writer thread.
 """
 
@@ -14,7 +14,16 @@ from storage.model import Event, Run, RunStatus
 from storage.runids import new_run_id
 from storage.sqlite.batch import Batch, Operation, RunState
 from storage.sqlite.rows import RUN_COLUMNS, run_from_row
-from storage.writes import Append, Cancel, Claim, CreateRun, Heartbeat, Release, RetryLater, Secret
+from storage.writer.writes import (
+    Append,
+    Cancel,
+    Claim,
+    CreateRun,
+    Heartbeat,
+    Release,
+    RetryLater,
+    Secret,
+)
 
 
 class AppendOp(Append, Operation[Event]):

@@ -16,11 +16,11 @@ from functions import registry
 from functions.sealing import REVEAL_SECRETS, SealingRefused, mask_sealed, seal_params
 from storage import IdempotencyConflict, Run, RunNotFound, RunStatus, SteplogError
 from storage.envelope import envelope
-from storage.idempotency import fingerprint
 from storage.jsonenc import dumps
 from storage.runids import is_run_id
 from storage.timefmt import iso
-from storage.validate import json_text
+from storage.writer.idempotency import fingerprint
+from storage.writer.validate import json_text
 from stream.http.archived import archived_json, archived_source
 from stream.http.auth import holds_api_key, require_api_key, require_run_access
 from stream.http.json_depth import MAX_JSON_DEPTH, too_deep

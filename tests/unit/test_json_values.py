@@ -1,7 +1,7 @@
 """Whatever Python value a function hands the log, a browser can read what is sent.
 
 A property test over the path an append takes, without a database: the checks
-on the caller's side (storage/validate.py), the numbering and hashing
+on the caller's side (storage/writer/validate.py), the numbering and hashing
 (storage/numbering.py) and the SSE frames (stream/sse/frames.py). Every value is
 either refused with an `InvalidEvent` that names the field and prints, or
 every `data:` line of its frames is JSON that a strict parser (JavaScript's
@@ -28,7 +28,7 @@ from storage.errors import InvalidEvent
 from storage.jsonenc import dumps
 from storage.model import NewEvent, RunStatus
 from storage.numbering import Numbering, RunState
-from storage.validate import event_data
+from storage.writer.validate import event_data
 from stream.sse.frames import global_frame, replay_frames, run_frame
 from stream.sse.parser import parse
 from tests.jsonstrict import strict_loads

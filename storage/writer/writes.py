@@ -3,7 +3,7 @@
 A caller builds one of these, queues it for its log's single writer task and
 awaits its future, which resolves only once the transaction that applied it
 has committed. Building one checks and encodes what the caller hands over
-(storage/validate.py), so a value no transaction could write is refused to its
+(storage/writer/validate.py), so a value no transaction could write is refused to its
 caller, there and then, and never joins a group commit. Every backend takes
 the same requests with the same parameters, so they are defined once here; a
 backend's operation class (storage/sqlite/operations.py,
@@ -18,9 +18,9 @@ import secrets
 import time
 from typing import Any, Generic, TypeVar
 
-from storage.idempotency import check_replay, fingerprint
 from storage.model import Event, NewEvent, Run
-from storage.validate import event_data, json_text, storable, text
+from storage.writer.idempotency import check_replay, fingerprint
+from storage.writer.validate import event_data, json_text, storable, text
 
 T = TypeVar("T")
 
@@ -76,7 +76,7 @@ class CreateRun(Pending[tuple[Run, bool]]):
     """Create a queued run, or find the one holding `idempotency_key`: (run, created).
 
     A run found under the key is only handed back for a replay of the request that
-    created it (`storage.idempotency.check_replay`); otherwise `IdempotencyConflict`.
+    created it (`storage.writer.idempotency.check_replay`); otherwise `IdempotencyConflict`.
     The fingerprint is taken here, from the params as the caller gave them, unless the
     caller took it itself (`request_fingerprint`: params it stores transformed, such as
     sealed secrets, must be fingerprinted before that).

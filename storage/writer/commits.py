@@ -6,7 +6,7 @@ None touches the database; each backend's writer does the transaction in
 between (storage/sqlite/log.py, storage/postgres/log.py).
 
 One bad operation must not fail the others of its group commit. Values no
-transaction could write are refused before they are queued (storage/validate.py);
+transaction could write are refused before they are queued (storage/writer/validate.py);
 should an operation fail in the transaction all the same, for whatever reason,
 the writer rolls back and applies the group once more with a savepoint per
 operation, so the one at fault fails alone and the others commit. That second
@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from storage.interface import CommitListener, CommitObserver
 from storage.model import Event
-from storage.writes import Append, Pending
+from storage.writer.writes import Append, Pending
 
 P = TypeVar("P", bound=Pending[Any])
 

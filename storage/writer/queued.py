@@ -2,8 +2,8 @@
 
 Both backends take writes the same way: a caller queues an operation for the
 log's one writer task and awaits its future, which resolves once the
-transaction that applied it has committed (storage/commits.py takes the
-groups, storage/writes.py defines the requests). Only the operation classes
+transaction that applied it has committed (storage/writer/commits.py takes the
+groups, storage/writer/writes.py defines the requests). Only the operation classes
 (how each write is done: storage/sqlite/operations.py,
 storage/postgres/operations.py) and the reads differ, so the write methods,
 the listener and observer lists and the queue live here once, and a backend
@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Protocol
 from storage.errors import SteplogError, StorageClosed, StorageLow
 from storage.interface import CommitListener, CommitObserver, EventLog
 from storage.model import Event, NewEvent, Run
-from storage.writes import (
+from storage.writer.writes import (
     Append,
     Cancel,
     Claim,
@@ -53,7 +53,7 @@ STOP: Pending[Any] = _Stop()
 
 class Operations(Protocol):
     """The operation classes a backend provides (its `operations` module): each one a
-    write request of storage/writes.py with the backend's `apply`."""
+    write request of storage/writer/writes.py with the backend's `apply`."""
 
     # Read-only (properties), so that a subclass of each request satisfies its type.
     @property

@@ -292,10 +292,10 @@ async def get_run(run_id: str) -> Response:
     a link that expired is replaced); asked with a run token, it does not, or a
     token could renew itself forever.
     """
-    from stream.web.pages import page, wants_html
+    from stream.web.pages import run_page, wants_html
 
     if wants_html():
-        return await page("run.html")
+        return await run_page(run_id)
     body = run_json(await find_run(run_id))
     if holds_api_key(request, state().api_key):
         body.update(await _links(run_id))

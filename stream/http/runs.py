@@ -327,3 +327,28 @@ async def cancel_run(run_id: str) -> Response:
     if cancelled and app_state.pool is not None:
         app_state.pool.cancel(run.id)
     return _json_response(run_json(await app_state.events.get_run(run.id)))
+
+
+@api.post("/runs/<run_id>/rerun")
+async def rerun(run_id: str) -> Response:
+    """A new run of the same function with the same params (the stream view's Re-run).
+
+    API key only. The params are copied as stored, so a secret stays sealed and is
+    never shown to or re-entered by the caller; the new run is answered like POST /runs.
+    """
+    app_state = state()
+    require_api_key(request, app_state.api_key)
+    run = await find_run(run_id)
+    spec = registry.get(run.function)
+    new, _ = await app_state.events.create_run(
+        run.function, run.params, idempotency_key=None, max_attempts=spec.max_attempts
+    )
+    if app_state.pool is not None:
+        app_state.pool.notify()
+    body = {
+        "run_id": new.id,
+        "status": new.status.value,
+        "rerun_of": run.id,
+        **await _links(new.id),
+    }
+    return _json_response(body, 202, {"Location": f"/runs/{new.id}"})

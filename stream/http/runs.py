@@ -7,6 +7,7 @@ leaves no run and no event behind.
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -53,7 +54,22 @@ def run_json(run: Run) -> dict[str, Any]:
         "result": run.result,
         "error": run.error,
         "steps": list(_plan(run.function)),
+        "trigger": trigger_of(run.idempotency_key),
     }
+
+
+def trigger_of(key: str | None) -> str:
+    """How a run was started, read from its idempotency key's namespace.
+
+    Webhooks always carry one (`webhook:`), a re-run gets `rerun:`, the stream view's
+    form sends `form-…` keys; any other API call reads as `api`.
+    """
+    if key is None:
+        return "api"
+    namespace, _, value = key.partition(":")
+    if namespace == "api" and value.startswith("form-"):
+        return "form"
+    return namespace if namespace in {"webhook", "rerun"} else "api"
 
 
 def _plan(function: str) -> tuple[str, ...]:
@@ -266,6 +282,7 @@ async def list_runs() -> Response:
         "runs": [run_json(r) for r in runs],
         "head": head,
         "functions": registry.names(),
+        "counts": await app_state.events.run_counts(),
     }
     if app_state.settings.demo:
         host = app_state.settings.host
@@ -340,8 +357,12 @@ async def rerun(run_id: str) -> Response:
     require_api_key(request, app_state.api_key)
     run = await find_run(run_id)
     spec = registry.get(run.function)
+    # A fresh key: never a replay of another request, and the run reads as a re-run.
     new, _ = await app_state.events.create_run(
-        run.function, run.params, idempotency_key=None, max_attempts=spec.max_attempts
+        run.function,
+        run.params,
+        idempotency_key=f"rerun:{run.id}:{secrets.token_hex(8)}",
+        max_attempts=spec.max_attempts,
     )
     if app_state.pool is not None:
         app_state.pool.notify()

@@ -228,4 +228,7 @@ async def test_rerun_needs_the_api_key(server: ServerProcess) -> None:
         unknown = await client.post(f"/runs/{'0' * 28}/rerun", headers=server.headers)
         assert unknown.status_code == 404
         made = await client.post(f"/runs/{run['run_id']}/rerun", headers=server.headers)
-        assert made.status_code == 202 and made.json()["rerun_of"] == run["run_id"]
+        assert made.status_code == 202
+        record = await client.get(f"/runs/{made.json()['run_id']}", headers=server.headers)
+        assert record.json()["trigger"] == "rerun"
+        assert record.json()["params"] == {**record.json()["params"], "count": 1}

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 export STEPLOG_CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install system-deps run test bench lint format clean
+.PHONY: install system-deps run test bench lint format clean screenshots
 
 install: $(STAMP) system-deps
 
@@ -39,6 +39,10 @@ test: install
 
 bench: install
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+# The stream view's screenshots in docs/, taken from the real pages in Chromium.
+screenshots: install
+	$(BIN)/python -m tests.e2e.screenshots --out docs
 
 lint: install
 	$(BIN)/ruff check .

@@ -45,7 +45,7 @@ async def login(page: Page, server: ServerProcess) -> None:
 
 async def shoot(browser: Browser, server: ServerProcess, out: Path) -> list[Path]:
     made: list[Path] = []
-    desktop = await browser.new_context(viewport={"width": 1200, "height": 1000})
+    desktop = await browser.new_context(viewport={"width": 1280, "height": 1000})
     page = await desktop.new_page()
     await login(page, server)
 

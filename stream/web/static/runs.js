@@ -49,6 +49,12 @@ function actionButtons(run) {
   );
 }
 
+/** Today's runs by time alone; older ones by date and time. */
+function when(date) {
+  const time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  return date.toDateString() === new Date().toDateString() ? time : `${date.toLocaleDateString()} ${time}`;
+}
+
 function row(run) {
   const started = run.started_at ? new Date(run.started_at) : null;
   const pct = run.pct ?? (run.status === "succeeded" ? 100 : 0);
@@ -67,7 +73,7 @@ function row(run) {
       el("span", { text: `${Math.round(pct)}%` }),
     ),
     el("td", { class: "num", text: run.attempt }),
-    el("td", { class: "when" }, started ? el("time", { datetime: run.started_at, title: started.toLocaleString(), text: `${started.toLocaleDateString()} ${started.toLocaleTimeString()}` }) : "–", started ? el("span", { class: "muted ago", text: ` ${fmtAgo(Date.now() - started)}` }) : null),
+    el("td", { class: "when" }, started ? el("time", { datetime: run.started_at, title: started.toLocaleString(), text: when(started) }) : "–", started ? el("span", { class: "muted ago", text: ` ${fmtAgo(Date.now() - started)}` }) : null),
     el("td", { class: "num nowrap", "data-duration": run.id, text: duration(run) }),
     actionButtons(run),
   );

@@ -12,7 +12,7 @@ export STEPLOG_CHROMIUM ?= /usr/bin/chromium
 # `make run PORT=8001` or `STEPLOG_PORT=8001 make run`.
 PORT ?= $(or $(STEPLOG_PORT),8000)
 
-.PHONY: install system-deps run test bench lint format clean
+.PHONY: install system-deps run test bench lint format clean screenshots
 
 install: $(STAMP) system-deps
 
@@ -43,6 +43,10 @@ test: install
 
 bench: install
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+# The stream view's screenshots in docs/, taken from the real pages in Chromium.
+screenshots: install
+	$(BIN)/python -m tests.e2e.screenshots --out docs
 
 lint: install
 	$(BIN)/ruff check .

@@ -104,6 +104,7 @@ async def archive(
 ) -> ArchiveResult:
     """Archive every whole run that ended before `cutoff` (a Unix time) into `directory`."""
     started = time.perf_counter()
+    await store.check_allowed()
     folder = await asyncio.to_thread(prepare_directory, directory)
     result = ArchiveResult()
     prefix = await store.prefix()

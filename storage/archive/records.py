@@ -86,6 +86,10 @@ def segment_event_data(manifest: Manifest, directory: str, digest: str) -> dict[
 class ArchiveStore(Protocol):
     """A backend's side of archiving, over an open log."""
 
+    async def check_allowed(self) -> None:
+        """`ArchiveNotAllowed` when this connection's role may not archive; checked before
+        any segment is written, so a role without the grants costs nothing."""
+
     async def prefix(self) -> Prefix:
         """The archived prefix as the live log records it."""
 

@@ -45,6 +45,11 @@ class ArchiveError(SteplogError):
     """Archiving or reading an archive could not be done; nothing was removed."""
 
 
+class ArchiveNotAllowed(ArchiveError):
+    """The database role may not archive (PostgreSQL: no DELETE on events): a matter of
+    configuration, not a passing failure, so retention says it once rather than hourly."""
+
+
 def segment_name(first_pos: int, last_pos: int) -> str:
     """`segment-000000000001-000000050000.jsonl.gz`: sorts by position as text."""
     return f"segment-{first_pos:012d}-{last_pos:012d}.jsonl.gz"

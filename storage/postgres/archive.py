@@ -29,7 +29,7 @@ from storage.archive.records import (
     SegmentRecord,
     segment_event_data,
 )
-from storage.archive.segment import ArchiveError, Manifest, Row
+from storage.archive.segment import ArchiveError, ArchiveNotAllowed, Manifest, Row
 from storage.audit_model import Anchor, AuditError, Report
 from storage.model import RunStatus
 from storage.numbering import RunState
@@ -53,6 +53,10 @@ PREFIX = (
     "SELECT last_pos, last_hash, (SELECT count(*) FROM archive_segments) FROM archive_segments"
     " ORDER BY last_pos DESC LIMIT 1"
 )
+ALLOWED = (
+    "SELECT current_user, has_table_privilege('events', 'DELETE'),"
+    " has_table_privilege('archive_segments', 'INSERT')"
+)
 ROWS = (
     "SELECT pos, run_id, seq, type, step, message, pct, data, attempt, at, hash FROM events"
     " WHERE pos BETWEEN $1 AND $2 ORDER BY pos"
@@ -73,6 +77,19 @@ class PostgresArchive:
             return list(await pool.fetch(sql, *args))
         except asyncpg.PostgresError as exc:
             raise ArchiveError(f"PostgreSQL refused: {exc}") from None
+
+    async def check_allowed(self) -> None:
+        """The role must hold what `steplog migrate --archiver-role` grants; the app role
+        of `--app-role` does not, on purpose."""
+        [row] = await self._rows(ALLOWED)
+        if not (row[1] and row[2]):
+            raise ArchiveNotAllowed(
+                f"the PostgreSQL role {row[0]} may not archive (it has no DELETE on events):"
+                f" grant it with `steplog migrate --archiver-role {row[0]}` run by the schema's"
+                " owner, or archive through a role that has it (`steplog log archive --db"
+                " URL`; for retention in `steplog serve`, set STEPLOG_ARCHIVE_DB to that"
+                " role's URL); nothing was removed"
+            )
 
     async def prefix(self) -> Prefix:
         rows = await self._rows(PREFIX)

@@ -79,6 +79,9 @@ class SQLiteArchive:
     def __init__(self, log: SQLiteEventLog) -> None:
         self.log = log
 
+    async def check_allowed(self) -> None:
+        """Whoever can write the SQLite file can archive it (the trigger still guards)."""
+
     async def prefix(self) -> Prefix:
         rows = await self.log._read(PREFIX, ())
         return Prefix(*rows[0]) if rows else Prefix()

@@ -18,7 +18,7 @@ async def test_a_run_cannot_append_an_archive_segment_event(log: EventLog) -> No
     assert claimed is not None and claimed.id == run.id
     head = await log.head()
     forged = {"segment": "segment-000000000001-000000000009.jsonl.gz", "first_pos": 1}
-    with pytest.raises(InvalidEvent, match="'archive.segment' is reserved"):
+    with pytest.raises(InvalidEvent, match=r"'archive\.segment' is reserved"):
         await log.append(NewEvent(run.id, "archive.segment", claimed.attempt, data=forged))
     assert await log.head() == head  # nothing was written
     # The run itself is unharmed: it can go on and end.

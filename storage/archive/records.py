@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from storage.archive.chunk import Chunk
 from storage.archive.plan import RunSpan
 from storage.archive.segment import Manifest, Row
 from storage.chain import GENESIS_HASH
@@ -101,6 +102,10 @@ class ArchiveStore(Protocol):
 
     async def rows(self, first: int, last: int) -> list[Row]:
         """The stored rows at positions `first .. last`, in order."""
+
+    async def chunk(self, first: int, last: int, prev_hash: str) -> Chunk:
+        """Positions `first .. last` as a segment's lines, checked to continue the chain
+        from `prev_hash` (`ArchiveError` when they do not: nothing is archived)."""
 
     async def commit(self, manifest: Manifest, directory: str) -> SegmentRecord:
         """In one transaction: record the segment, write its `archive.segment` event,

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from storage import chain
+from storage.archive.chunk import Chunk, chunk_from_rows
 from storage.archive.plan import RunSpan
 from storage.archive.records import (
     ARCHIVE_FUNCTION,
@@ -103,6 +104,10 @@ class PostgresArchive:
 
     async def rows(self, first: int, last: int) -> list[Row]:
         return [tuple(r) for r in await self._rows(ROWS, first, last)]
+
+    async def chunk(self, first: int, last: int, prev_hash: str) -> Chunk:
+        rows = await self.rows(first, last)
+        return await asyncio.to_thread(chunk_from_rows, rows, first, last, prev_hash)
 
     async def commit(self, manifest: Manifest, directory: str) -> SegmentRecord:
         record: SegmentRecord = await self.log._submit(ArchiveOp(manifest, directory))

@@ -37,9 +37,7 @@ async def fill(db: Path) -> list[tuple[object, ...]]:
             run, _ = await log.create_run("f", {"i": i})
             claimed = await log.claim_run("w", 30, ["f"])
             assert claimed is not None
-            await log.append(
-                NewEvent(run.id, "log", claimed.attempt, "step ✓", message, pct, data)
-            )
+            await log.append(NewEvent(run.id, "log", claimed.attempt, "step ✓", message, pct, data))
             await log.append(NewEvent(run.id, "run.succeeded", claimed.attempt, data={"r": i}))
     finally:
         await log.close()

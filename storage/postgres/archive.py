@@ -31,7 +31,7 @@ from storage.archive.records import (
     segment_event_data,
 )
 from storage.archive.segment import ArchiveError, ArchiveNotAllowed, Manifest, Row
-from storage.audit_model import Anchor, AuditError, Report
+from storage.audit_model import Anchor, AuditError, Problem, Report
 from storage.model import RunStatus
 from storage.numbering import RunState
 from storage.postgres.batch import Batch, Operation
@@ -196,12 +196,21 @@ async def read_prefix(conn: asyncpg.Connection) -> Prefix:
     return Prefix(int(row[0]), str(row[1]), int(row[2])) if row else Prefix()
 
 
-def verify_url_with_archive(url: str, directory: Path, anchor: Anchor | None) -> Report:
-    """`audit verify --archive DIR` on PostgreSQL: the live log, then the segments."""
-    from storage.archive.audit import merge
-    from storage.postgres.audit import verify_url
+async def archived_anchor(conn: asyncpg.Connection, anchor: Anchor) -> Problem | None:
+    """The audit's word for an anchor whose row a segment holds (None: not archived)."""
+    from storage.archive.audit_hook import anchor_archived
 
-    report = verify_url(url, anchor)
+    if not await conn.fetchval("SELECT to_regclass('archive_segments') IS NOT NULL"):
+        return None
+    rows = await conn.fetch(f"SELECT {COLUMNS} FROM archive_segments ORDER BY last_pos")
+    return anchor_archived(anchor, [SegmentRecord(*r) for r in rows])
+
+
+def verify_url_with_archive(url: str, directory: Path, anchor: Anchor | None) -> Report:
+    """`audit verify --archive DIR` on PostgreSQL: the live log, then the segments (an
+    anchor whose row is archived is checked against its segment)."""
+    from storage.archive.audit import anchor_in_segments, live_anchor, merge
+    from storage.postgres.audit import verify_url
 
     async def records() -> list[SegmentRecord]:
         try:
@@ -216,7 +225,11 @@ def verify_url_with_archive(url: str, directory: Path, anchor: Anchor | None) ->
             await conn.close()
         return [SegmentRecord(*r) for r in rows]
 
-    return merge(report, asyncio.run(records()), directory)
+    before = asyncio.run(records())
+    report = merge(verify_url(url, live_anchor(anchor, before)), asyncio.run(records()), directory)
+    if anchor is not None and live_anchor(anchor, before) is None:
+        report.add(anchor_in_segments(directory, before, anchor))
+    return report
 
 
 async def grant_archiver_role(url: str, role: str) -> None:

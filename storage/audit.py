@@ -33,6 +33,7 @@ from pathlib import Path
 
 from storage import audit_runs, chain
 from storage.archive.audit_hook import (
+    archived_anchor,
     archived_prefix,
     check_records,
     prefix_note,
@@ -259,8 +260,8 @@ def check_anchor(conn: sqlite3.Connection, anchor: Anchor, max_pos: int) -> Prob
             f" at least {anchor.pos - max_pos} row(s) were cut off the end",
         )
     row = conn.execute("SELECT hash FROM events WHERE pos = ?", (anchor.pos,)).fetchone()
-    if row is None:
-        return None  # a gap: the chain scan reports it as missing rows
+    if row is None:  # archived (storage/archive/), or a gap the chain scan reports
+        return archived_anchor(conn, anchor)
     if row[0] != anchor.hash:
         return Problem(
             ANCHOR,

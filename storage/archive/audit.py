@@ -12,8 +12,9 @@ from pathlib import Path
 
 from storage.archive.audit_hook import segment_records
 from storage.archive.records import SegmentRecord
+from storage.archive.segment import ArchiveError, read_rows
 from storage.archive.verify import check_segments
-from storage.audit_model import Anchor, Report
+from storage.audit_model import ANCHOR, Anchor, Problem, Report
 
 
 def merge(report: Report, records: list[SegmentRecord], directory: Path) -> Report:
@@ -35,10 +36,48 @@ def merge(report: Report, records: list[SegmentRecord], directory: Path) -> Repo
     return report
 
 
+def anchor_in_segments(
+    directory: Path, records: list[SegmentRecord], anchor: Anchor
+) -> Problem | None:
+    """Check an anchor whose row is archived against the segment holding it. A segment
+    that is missing or unreadable is left to `check_segments`, which names it."""
+    for record in records:
+        if record.first_pos <= anchor.pos <= record.last_pos:
+            try:
+                for row in read_rows(directory / record.segment):
+                    if row[0] == anchor.pos:
+                        if row[10] == anchor.hash:
+                            return None
+                        return Problem(
+                            ANCHOR,
+                            anchor.pos,
+                            f"the anchored row at pos {anchor.pos} (archived in"
+                            f" {record.segment}) has hash {row[10]}, the anchor says"
+                            f" {anchor.hash}: the log up to that point was rewritten",
+                        )
+            except (ArchiveError, OSError):
+                return None
+            return None
+    return None
+
+
+def live_anchor(anchor: Anchor | None, records: list[SegmentRecord]) -> Anchor | None:
+    """The anchor the live log's verification checks: none when a segment holds its row
+    (then `anchor_in_segments` checks it)."""
+    if anchor is None or not records or anchor.pos > records[-1].last_pos or anchor.pos == 0:
+        return anchor
+    return None
+
+
 def verify_sqlite_with_archive(path: Path, directory: Path, anchor: Anchor | None) -> Report:
     from storage.audit import open_readonly, verify_db
 
-    report = verify_db(path, anchor)
+    conn = open_readonly(path)
+    try:
+        before = segment_records(conn)
+    finally:
+        conn.close()
+    report = verify_db(path, live_anchor(anchor, before))
     # Read after the live snapshot: an archiving in between only makes the segments
     # checked overlap the live rows checked, never leaves a hole between them.
     conn = open_readonly(path)
@@ -46,7 +85,10 @@ def verify_sqlite_with_archive(path: Path, directory: Path, anchor: Anchor | Non
         records = segment_records(conn)
     finally:
         conn.close()
-    return merge(report, records, directory)
+    report = merge(report, records, directory)
+    if anchor is not None and live_anchor(anchor, before) is None:
+        report.add(anchor_in_segments(directory, records, anchor))
+    return report
 
 
 def verify_with_archive(db: str, directory: Path, anchor: Anchor | None) -> Report:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 
 from storage.archive.records import COLUMNS, Prefix, SegmentRecord
-from storage.audit_model import ANCHOR, INSERTED, Problem
+from storage.audit_model import ANCHOR, INSERTED, Anchor, Problem
 
 
 def has_archive(conn: sqlite3.Connection) -> bool:
@@ -98,6 +98,25 @@ def check_records(conn: sqlite3.Connection, prefix: Prefix) -> Problem | None:
                 f" event at pos {record.event_pos}: the archive records were altered",
             )
     return None
+
+
+def anchor_archived(anchor: Anchor, records: list[SegmentRecord]) -> Problem | None:
+    """The anchored row is no longer live because a segment holds it: say so, and how to
+    check it, rather than pass the anchor unchecked or call the log cut short."""
+    for record in records:
+        if record.first_pos <= anchor.pos <= record.last_pos:
+            return Problem(
+                ANCHOR,
+                anchor.pos,
+                f"the anchored row at pos {anchor.pos} is archived (in {record.segment}): check"
+                " it with --archive DIR (the directory holding the segments)",
+            )
+    return None
+
+
+def archived_anchor(conn: sqlite3.Connection, anchor: Anchor) -> Problem | None:
+    """`anchor_archived` on an SQLite log (None when its row is not archived)."""
+    return anchor_archived(anchor, segment_records(conn))
 
 
 def archived_run(path: object, run_id: str) -> SegmentRecord | None:

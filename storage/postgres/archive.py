@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from storage import chain
+from storage.archive.chunk import Chunk, chunk_from_rows
 from storage.archive.plan import RunSpan
 from storage.archive.records import (
     ARCHIVE_FUNCTION,
@@ -29,8 +30,8 @@ from storage.archive.records import (
     SegmentRecord,
     segment_event_data,
 )
-from storage.archive.segment import ArchiveError, Manifest, Row
-from storage.audit_model import Anchor, AuditError, Report
+from storage.archive.segment import ArchiveError, ArchiveNotAllowed, Manifest, Row
+from storage.audit_model import Anchor, AuditError, Problem, Report
 from storage.model import RunStatus
 from storage.numbering import RunState
 from storage.postgres.batch import Batch, Operation
@@ -53,6 +54,10 @@ PREFIX = (
     "SELECT last_pos, last_hash, (SELECT count(*) FROM archive_segments) FROM archive_segments"
     " ORDER BY last_pos DESC LIMIT 1"
 )
+ALLOWED = (
+    "SELECT current_user, has_table_privilege('events', 'DELETE'),"
+    " has_table_privilege('archive_segments', 'INSERT')"
+)
 ROWS = (
     "SELECT pos, run_id, seq, type, step, message, pct, data, attempt, at, hash FROM events"
     " WHERE pos BETWEEN $1 AND $2 ORDER BY pos"
@@ -74,6 +79,19 @@ class PostgresArchive:
         except asyncpg.PostgresError as exc:
             raise ArchiveError(f"PostgreSQL refused: {exc}") from None
 
+    async def check_allowed(self) -> None:
+        """The role must hold what `steplog migrate --archiver-role` grants; the app role
+        of `--app-role` does not, on purpose."""
+        [row] = await self._rows(ALLOWED)
+        if not (row[1] and row[2]):
+            raise ArchiveNotAllowed(
+                f"the PostgreSQL role {row[0]} may not archive (it has no DELETE on events):"
+                f" grant it with `steplog migrate --archiver-role {row[0]}` run by the schema's"
+                " owner, or archive through a role that has it (`steplog log archive --db"
+                " URL`; for retention in `steplog serve`, set STEPLOG_ARCHIVE_DB to that"
+                " role's URL); nothing was removed"
+            )
+
     async def prefix(self) -> Prefix:
         rows = await self._rows(PREFIX)
         return Prefix(int(rows[0][0]), str(rows[0][1]), int(rows[0][2])) if rows else Prefix()
@@ -86,6 +104,10 @@ class PostgresArchive:
 
     async def rows(self, first: int, last: int) -> list[Row]:
         return [tuple(r) for r in await self._rows(ROWS, first, last)]
+
+    async def chunk(self, first: int, last: int, prev_hash: str) -> Chunk:
+        rows = await self.rows(first, last)
+        return await asyncio.to_thread(chunk_from_rows, rows, first, last, prev_hash)
 
     async def commit(self, manifest: Manifest, directory: str) -> SegmentRecord:
         record: SegmentRecord = await self.log._submit(ArchiveOp(manifest, directory))
@@ -174,12 +196,21 @@ async def read_prefix(conn: asyncpg.Connection) -> Prefix:
     return Prefix(int(row[0]), str(row[1]), int(row[2])) if row else Prefix()
 
 
-def verify_url_with_archive(url: str, directory: Path, anchor: Anchor | None) -> Report:
-    """`audit verify --archive DIR` on PostgreSQL: the live log, then the segments."""
-    from storage.archive.audit import merge
-    from storage.postgres.audit import verify_url
+async def archived_anchor(conn: asyncpg.Connection, anchor: Anchor) -> Problem | None:
+    """The audit's word for an anchor whose row a segment holds (None: not archived)."""
+    from storage.archive.audit_hook import anchor_archived
 
-    report = verify_url(url, anchor)
+    if not await conn.fetchval("SELECT to_regclass('archive_segments') IS NOT NULL"):
+        return None
+    rows = await conn.fetch(f"SELECT {COLUMNS} FROM archive_segments ORDER BY last_pos")
+    return anchor_archived(anchor, [SegmentRecord(*r) for r in rows])
+
+
+def verify_url_with_archive(url: str, directory: Path, anchor: Anchor | None) -> Report:
+    """`audit verify --archive DIR` on PostgreSQL: the live log, then the segments (an
+    anchor whose row is archived is checked against its segment)."""
+    from storage.archive.audit import anchor_in_segments, live_anchor, merge
+    from storage.postgres.audit import verify_url
 
     async def records() -> list[SegmentRecord]:
         try:
@@ -194,7 +225,11 @@ def verify_url_with_archive(url: str, directory: Path, anchor: Anchor | None) ->
             await conn.close()
         return [SegmentRecord(*r) for r in rows]
 
-    return merge(report, asyncio.run(records()), directory)
+    before = asyncio.run(records())
+    report = merge(verify_url(url, live_anchor(anchor, before)), asyncio.run(records()), directory)
+    if anchor is not None and live_anchor(anchor, before) is None:
+        report.add(anchor_in_segments(directory, before, anchor))
+    return report
 
 
 async def grant_archiver_role(url: str, role: str) -> None:

@@ -131,6 +131,12 @@ async def _check_triggers(conn: asyncpg.Connection) -> Problem | None:
 
 async def _check_anchor(conn: asyncpg.Connection, anchor: Anchor) -> Problem | None:
     stored = await conn.fetchval("SELECT hash FROM events WHERE pos = $1", anchor.pos)
+    if stored is None and anchor.pos > 0:
+        from storage.postgres.archive import archived_anchor
+
+        archived = await archived_anchor(conn, anchor)
+        if archived is not None:
+            return archived
     if anchor.pos == 0:
         return None
     if stored is None:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 
 from quart import Blueprint, Response, request
 
-from stream.http.archived import archived_source
+from stream.http.archived import archived_gap, archived_source, with_preface
 from stream.http.auth import COOKIE, bearer, is_api_key, require_api_key
 from stream.http.problems import HTTPProblem
 from stream.http.runs import find_run
@@ -128,16 +128,16 @@ async def all_events() -> Response:
             head=head,
         )
     settings = app_state.settings
+    gap = await archived_gap(app_state.events, cursor)  # resuming inside the archive
     sub = _admit(None)
     if sub is None:
         return _event_stream(farewell_stream(settings.retry_ms))
-    return _event_stream(
-        global_stream(
-            app_state.events,
-            app_state.hub,
-            sub,
-            cursor,
-            retry_ms=settings.retry_ms,
-            ping_interval=settings.ping_interval,
-        )
+    body = global_stream(
+        app_state.events,
+        app_state.hub,
+        sub,
+        cursor,
+        retry_ms=settings.retry_ms,
+        ping_interval=settings.ping_interval,
     )
+    return _event_stream(body if gap is None else with_preface(gap, body))

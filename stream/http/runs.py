@@ -63,13 +63,14 @@ def trigger_of(key: str | None) -> str:
     """How a run was started, read from its idempotency key's namespace.
 
     Webhooks always carry one (`webhook:`), a re-run gets `rerun:`, the stream view's
-    form sends `form-…` keys; any other API call reads as `api`.
+    form sends `form-…` keys and `steplog trigger` `cli-…` keys; any other API call
+    reads as `api`.
     """
     if key is None:
         return "api"
     namespace, _, value = key.partition(":")
-    if namespace == "api" and value.startswith("form-"):
-        return "form"
+    if namespace == "api" and value.startswith(("form-", "cli-")):
+        return value.partition("-")[0]
     return namespace if namespace in {"webhook", "rerun"} else "api"
 
 

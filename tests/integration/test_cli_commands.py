@@ -99,6 +99,8 @@ def test_trigger_follow_prints_clickable_links_then_the_result(
     as_json = steplog("trigger", "ticker", "-p", "count=1", "--json", env=env)
     body = json.loads(as_json.stdout)
     assert body["view_url"].startswith(f"{server.url}/runs/{body['run_id']}?token=")
+    with client(server) as http:  # the runs list says where the run came from
+        assert http.get(f"/runs/{body['run_id']}").json()["trigger"] == "cli"
 
 
 def test_tail_prints_how_the_run_ended_with_its_exit_code(

@@ -1,72 +1,29 @@
-"""Shared helpers for the integration tests: real HTTP against a real `steplog serve`.
+"""Calls to a real `steplog serve`'s HTTP API, as its users make them.
 
 Nothing here fakes the server: webhooks are signed with the `standardwebhooks`
-library exactly as a sender would, streams are read over a real socket and
-parsed with the WHATWG parser (`stream.sse.parser`), and every wait is a
-condition polled against a deadline, never a fixed sleep.
+library exactly as a sender would, streams are read with the one SSE reader
+(`tests.support.sse`), and every wait is `tests.support.wait`'s condition polled
+against a deadline, never a fixed sleep.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from standardwebhooks import Webhook
 
 from stream.sse.parser import ParsedEvent, SSEParser
 from tests.support.launcher import ServerProcess
-
-T = TypeVar("T")
-
-ROOT = Path(__file__).resolve().parents[2]
-"""The project root: the server subprocess must be able to import `tests.integration`."""
+from tests.support.sse import read_stream
+from tests.support.wait import wait_until
 
 ENVELOPE_KEYS = {"run_id", "seq", "type", "step", "message", "pct", "data", "attempt", "at"}
-TERMINAL_NAMES = {"completed", "failed", "cancelled"}
 PROBLEM_JSON = "application/problem+json"
-
-
-# --- waiting --------------------------------------------------------------------------------
-
-
-def wait_until(
-    predicate: Callable[[], T | None],
-    timeout: float = 10.0,
-    *,
-    interval: float = 0.05,
-    what: str = "condition",
-) -> T:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-        time.sleep(interval)  # polling inside a deadline loop, not synchronisation
-
-
-def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
-    """SIGTERM every process, then wait for each (SIGKILL after `timeout`)."""
-    for proc in processes:
-        proc.terminate()
-    for proc in processes:
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # --- plain API calls ------------------------------------------------------------------------
@@ -208,107 +165,8 @@ def post_webhook(
 # --- streams --------------------------------------------------------------------------------
 
 
-@dataclass
-class StreamRead:
-    """What one connection to an SSE endpoint delivered."""
-
-    status: int
-    headers: httpx.Headers
-    raw: bytes = b""
-    events: list[ParsedEvent] = field(default_factory=list)
-    comments: list[str] = field(default_factory=list)
-    retry: int | None = None
-    ended: bool = False
-    """True when the server ended the response (rather than us hanging up)."""
-
-    @property
-    def envelopes(self) -> list[dict[str, Any]]:
-        return [json.loads(event.data) for event in self.events]
-
-    @property
-    def last_id(self) -> str:
-        return self.events[-1].id if self.events else ""
-
-    def json(self) -> Any:
-        return json.loads(self.raw)
-
-
-Until = Callable[[list[ParsedEvent], SSEParser], bool]
-
-
-def read_stream(
-    url: str,
-    *,
-    headers: dict[str, str] | None = None,
-    params: dict[str, str] | None = None,
-    until: Until | None = None,
-    timeout: float = 15.0,
-) -> StreamRead:
-    """Open an SSE endpoint and read it until `until` holds, then hang up.
-
-    Without `until`, read until the server ends the response. Either way the read
-    fails after `timeout` seconds. A non-200 answer is returned with its body in
-    `raw`, unparsed. `params` are added to any query `url` already has.
-    """
-    deadline = time.monotonic() + timeout
-    http_timeout = httpx.Timeout(5.0, read=timeout)
-    # Merge `params` into the URL's own query (e.g. a stream URL's ?token=) rather than
-    # letting httpx replace it.
-    full_url = httpx.URL(url).copy_merge_params(params or {})
-    with (
-        http_client(timeout=http_timeout) as http,
-        http.stream("GET", full_url, headers=headers) as response,
-    ):
-        result = StreamRead(response.status_code, response.headers)
-        if response.status_code != 200:
-            result.raw = response.read()
-            return result
-        parser = SSEParser()
-        raw = bytearray()
-        try:
-            for chunk in response.iter_raw():
-                raw += chunk
-                result.events.extend(parser.feed(chunk))
-                if until is not None and until(result.events, parser):
-                    break
-                if time.monotonic() >= deadline:
-                    raise AssertionError(
-                        f"stream {url} did not reach its condition within {timeout}s;"
-                        f" read {len(result.events)} events, {len(parser.comments)} comments"
-                    )
-            else:
-                result.ended = True
-        except httpx.ReadTimeout:
-            raise AssertionError(
-                f"stream {url} went silent for {timeout}s after {len(result.events)} events"
-            ) from None
-        result.raw = bytes(raw)
-        result.comments = list(parser.comments)
-        result.retry = parser.retry
-        if result.ended and until is not None:
-            raise AssertionError(
-                f"stream {url} ended before its condition held; read {len(result.events)} events"
-            )
-        return result
-
-
-def at_least(count: int) -> Until:
-    """Stop after `count` events."""
-    return lambda events, _parser: len(events) >= count
-
-
-def until_terminal(events: list[ParsedEvent], _parser: SSEParser) -> bool:
-    return bool(events) and events[-1].event in TERMINAL_NAMES
-
-
 def run_stream_url(server: ServerProcess, run_id: str) -> str:
     return f"{server.url}/runs/{run_id}/events"
-
-
-def assert_contiguous(envelopes: list[dict[str, Any]], first: int = 1) -> None:
-    """Seqs run first, first+1, … with no gap and no duplicate."""
-    seqs = [env["seq"] for env in envelopes]
-    assert seqs == list(range(first, first + len(seqs))), f"seqs not contiguous: {seqs}"
 
 
 # --- "nothing was written" ------------------------------------------------------------------

@@ -28,20 +28,17 @@ from cryptography.fernet import Fernet
 from unidecode import unidecode
 
 from tests.conftest import ServerFactory, require_binary
-from tests.integration.helpers import (
-    ROOT,
-    assert_contiguous,
+from tests.support.api import (
     get_run,
     http_client,
     json_bytes,
     post_webhook,
-    read_stream,
     run_stream_url,
-    until_terminal,
     wait_for_status,
-    wait_until,
 )
-from tests.support.launcher import ServerProcess, free_port, make_server
+from tests.support.launcher import ROOT, ServerProcess, free_port, make_server
+from tests.support.sse import assert_contiguous, read_stream, until_terminal
+from tests.support.wait import wait_until
 
 AS_OF = "2026-01-01"
 DEMO_DATA = json.loads((ROOT / "stream/demo/profiles.json").read_text(encoding="utf-8"))

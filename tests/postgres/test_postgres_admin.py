@@ -20,7 +20,7 @@ from storage import (
     open_log,
 )
 from storage.postgres.log import PostgresEventLog
-from tests.integration.helpers import ROOT
+from tests.support.launcher import ROOT
 
 
 def steplog(*args: str) -> subprocess.CompletedProcess[str]:

@@ -35,7 +35,7 @@ import pytest
 from storage import Event, EventType, NewEvent, chain
 from storage.postgres.log import PostgresEventLog
 from stream.sse.hub import Subscriber, TailHub
-from tests.integration.helpers import ROOT
+from tests.support.launcher import ROOT
 
 TOTAL_EVENTS = int(os.environ.get("STEPLOG_PG_STRESS_EVENTS", "100000"))
 PROCESSES = 4
@@ -139,7 +139,7 @@ def run_writer_processes(url: str, run_ids: list[str]) -> dict[str, int]:
     for p in range(PROCESSES):
         quota = per_process if p < PROCESSES - 1 else TOTAL_EVENTS - per_process * p
         command = [
-            *(sys.executable, "-m", "tests.integration.test_postgres_concurrency"),
+            *(sys.executable, "-m", "tests.postgres.test_postgres_concurrency"),
             *("--url", url, "--process", str(p), "--runs", ",".join(run_ids)),
             *("--writers", str(WRITERS_PER_PROCESS), "--events", str(quota)),
         ]

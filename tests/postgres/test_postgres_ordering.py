@@ -23,6 +23,7 @@ from storage import Event, EventType, InvalidEvent, LeaseLost, NewEvent, RunStat
 from storage.postgres.errors import StorageUnavailable
 from storage.postgres.log import PostgresEventLog
 from storage.postgres.migrations import migrate_database
+from tests.support.wait import wait_for
 
 
 @pytest.fixture
@@ -40,29 +41,22 @@ async def open_logs(pg_url: str) -> AsyncIterator[Callable[..., PostgresEventLog
         await log.close()
 
 
-async def eventually(predicate: Callable[[], object], timeout: float = 10.0) -> None:
-    """Wait for a condition against a deadline (no fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
-
-
 async def waiting_for_a_lock(url: str, log: PostgresEventLog, timeout: float = 10.0) -> None:
     """Until `log`'s writer connection is blocked on a lock (`pg_stat_activity`)."""
     conn = await asyncpg.connect(url)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            pid = log.writer_pid
-            if pid is not None and await conn.fetchval(
+
+    async def blocked() -> bool:
+        pid = log.writer_pid
+        return pid is not None and bool(
+            await conn.fetchval(
                 "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
-            ):
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError("the writer never waited for the append lock")
-            await asyncio.sleep(0.01)  # polling a condition against a deadline
+            )
+        )
+
+    try:
+        await wait_for(
+            blocked, timeout, interval=0.01, what="the writer to wait for the append lock"
+        )
     finally:
         await conn.close()
 
@@ -216,7 +210,7 @@ async def test_other_processes_commits_wake_listeners(
     assert watcher.watcher is not None
     await asyncio.wait_for(watcher.watcher.connected.wait(), 10)
     event = await writer.append(NewEvent(run_id, EventType.LOG, 1, message="hello"))
-    await eventually(lambda: told and told[-1] >= event.pos, timeout=5)
+    await wait_for(lambda: told and told[-1] >= event.pos, 5, interval=0.01, what="the notice")
 
 
 async def test_listener_reconnects_and_catches_up_after_its_connection_dies(
@@ -239,12 +233,16 @@ async def test_listener_reconnects_and_catches_up_after_its_connection_dies(
         await admin.close()
     # Committed while nobody listens: the reconnect's head check must report it.
     missed = await writer.append(NewEvent(run_id, EventType.LOG, 1, message="while down"))
-    await eventually(lambda: told and told[-1] >= missed.pos)
-    await eventually(
-        lambda: watcher.watcher is not None and watcher.watcher.pid not in (None, first_pid)
+    await wait_for(lambda: told and told[-1] >= missed.pos, interval=0.01, what="the missed notice")
+    await wait_for(
+        lambda: watcher.watcher is not None and watcher.watcher.pid not in (None, first_pid),
+        interval=0.01,
+        what="the watcher to reconnect on a new connection",
     )
     later = await writer.append(NewEvent(run_id, EventType.LOG, 1, message="after"))
-    await eventually(lambda: told and told[-1] >= later.pos, timeout=5)
+    await wait_for(
+        lambda: told and told[-1] >= later.pos, 5, interval=0.01, what="the later notice"
+    )
 
 
 async def test_writer_reconnects_after_its_connection_dies(

@@ -7,10 +7,9 @@ import os
 import pytest
 
 from tests.conftest import ServerFactory
-from tests.integration.helpers import ROOT
-from tests.support.launcher import ServerProcess
+from tests.support.launcher import ROOT, ServerProcess
 
-ECHO_MODULE = "tests.integration.echo_functions"
+ECHO_MODULE = "tests.server.echo_functions"
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Test-only functions that write caller-given text into a run's stream.
 
-Loaded into a real server with `STEPLOG_FUNCTIONS=tests.integration.echo_functions`.
+Loaded into a real server with `STEPLOG_FUNCTIONS=tests.server.echo_functions`.
 `echo` is async; `echo_sync` is a plain `def`, so the worker runs it in a thread
 with a `SyncContext` (the threadpool bridge). Both return datetimes, which the
 log must turn into strings rather than fail on.

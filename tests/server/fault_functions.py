@@ -1,6 +1,6 @@
 """Test-only functions that fail in the ways no worker slot may die of.
 
-Loaded into a real server with `STEPLOG_FUNCTIONS=tests.integration.fault_functions`.
+Loaded into a real server with `STEPLOG_FUNCTIONS=tests.server.fault_functions`.
 `flaky` is an ordinary function whose writes a test makes the log refuse (with a
 SQLite trigger); the others end in ways a function should not: `SystemExit` or
 `KeyboardInterrupt` from a worker thread, `SystemExit` on the event loop, an

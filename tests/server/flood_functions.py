@@ -1,6 +1,6 @@
 """A test-only function that fills a run's stream with many events quickly.
 
-Loaded into a real server with `STEPLOG_FUNCTIONS=tests.integration.flood_functions`.
+Loaded into a real server with `STEPLOG_FUNCTIONS=tests.server.flood_functions`.
 `flood` appends `count` log events, many at a time so that group commit writes them
 in large transactions (20,000 events in about a second, where a ticker appending one
 by one takes ten), then, if asked, stays live and ticks until it is cancelled.

@@ -22,10 +22,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ServerFactory
-from tests.integration.helpers import ROOT, get_run, start_run, wait_for_status, wait_until
-from tests.support.launcher import ServerProcess
+from tests.support.api import get_run, start_run, wait_for_status
+from tests.support.launcher import ROOT, ServerProcess
+from tests.support.wait import wait_until
 
-FLOOD_MODULE = "tests.integration.flood_functions"
+FLOOD_MODULE = "tests.server.flood_functions"
 WARM_UP = 100
 """Aborts before the first measurement: buffers, caches and allocator arenas settle."""
 ABORTS = 500

@@ -20,15 +20,9 @@ import pytest
 
 from storage.audit import verify_db
 from storage.audit_file import verify_export
-from tests.integration.helpers import (
-    assert_problem,
-    client,
-    http_client,
-    start_run,
-    wait_for_status,
-    wait_until,
-)
+from tests.support.api import assert_problem, client, http_client, start_run, wait_for_status
 from tests.support.launcher import ServerProcess, make_server
+from tests.support.wait import wait_until
 
 
 @pytest.fixture(scope="module")

@@ -18,21 +18,19 @@ import pytest
 
 from stream.sse.parser import ParsedEvent, SSEParser
 from tests.conftest import ServerFactory
-from tests.integration.helpers import (
-    ROOT,
-    assert_contiguous,
+from tests.jsonstrict import strict_loads
+from tests.support.api import (
     assert_problem,
     client,
     http_client,
-    read_stream,
     run_ids,
     start_run,
     wait_for_status,
 )
-from tests.jsonstrict import strict_loads
-from tests.support.launcher import ServerProcess
+from tests.support.launcher import ROOT, ServerProcess
+from tests.support.sse import assert_contiguous, read_stream
 
-MODULE = "tests.integration.value_functions"
+MODULE = "tests.server.value_functions"
 ENDED = ("succeeded", "failed", "cancelled")
 TICKS = 150
 

@@ -24,17 +24,16 @@ import httpx
 import pytest
 
 from tests.conftest import IN_CI, require
-from tests.integration.helpers import (
-    ROOT,
+from tests.support.api import (
     assert_problem,
     client,
     get_run,
     json_bytes,
     post_webhook,
     wait_for_status,
-    wait_until,
 )
-from tests.support.launcher import ServerProcess, free_port
+from tests.support.launcher import ROOT, ServerProcess, free_port
+from tests.support.wait import wait_until
 
 VOLUME = "8m"
 MIN_FREE_MB = 2

@@ -27,23 +27,21 @@ import httpx
 import pytest
 
 from stream.http.json_depth import MAX_JSON_DEPTH
-from tests.integration.helpers import (
+from tests.support.api import (
     PROBLEM_JSON,
-    ROOT,
     assert_nothing_written,
     assert_problem,
     client,
     http_client,
     post_webhook,
-    read_stream,
     run_ids,
     start_run,
-    stop_processes,
     wait_for_status,
-    wait_until,
     webhook_secret,
 )
-from tests.support.launcher import ServerProcess, free_port
+from tests.support.launcher import ROOT, ServerProcess, free_port, stop_processes
+from tests.support.sse import read_stream
+from tests.support.wait import wait_until
 
 # --- raw HTTP/1.1 on a socket ---------------------------------------------------------------
 

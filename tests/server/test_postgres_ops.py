@@ -8,10 +8,6 @@ schema runs a real ticker run; nothing is faked.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
-
 import asyncpg
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -19,15 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from storage import RunStatus
 from storage.postgres.queries import QUERIES
 from tests.conftest import ServerFactory
-from tests.integration.helpers import (
-    assert_contiguous,
-    read_stream,
-    run_stream_url,
-    start_run,
-    wait_for_status,
-    wait_until,
-)
+from tests.support.api import run_stream_url, start_run, wait_for_status
 from tests.support.launcher import ServerProcess
+from tests.support.sse import assert_contiguous, read_stream
+from tests.support.wait import wait_for, wait_until
 
 
 def metrics(server: ServerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -85,23 +76,6 @@ async def get(client: httpx.AsyncClient, path: str) -> httpx.Response:
     return await client.get(path, timeout=10)
 
 
-async def wait_for(
-    check: Callable[[], Awaitable[httpx.Response]],
-    accept: Callable[[httpx.Response], bool],
-    what: str,
-    timeout: float = 20.0,
-) -> httpx.Response:
-    """Poll an endpoint until `accept` holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        response = await check()
-        if accept(response):
-            return response
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out waiting for {what}: {response.text}")
-        await asyncio.sleep(0.1)  # polling inside a deadline loop, not synchronisation
-
-
 async def test_readyz_fails_while_another_process_holds_the_append_lock(
     pg_url: str, server_factory: ServerFactory
 ) -> None:
@@ -123,8 +97,11 @@ async def test_readyz_fails_while_another_process_holds_the_append_lock(
                 assert "did not commit" in checks["writable"], checks
             finally:
                 await transaction.rollback()
-            await wait_for(
-                lambda: get(client, "/readyz"), lambda r: r.status_code == 200, "ready again"
-            )
+
+            async def ready() -> str | None:
+                response = await get(client, "/readyz")
+                return None if response.status_code != 200 else response.text
+
+            await wait_for(ready, 20, interval=0.1, what="/readyz to answer 200 again")
     finally:
         await blocker.close()

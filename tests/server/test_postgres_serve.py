@@ -13,16 +13,15 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from stream.sse.parser import SSEParser
-from tests.integration.helpers import ROOT, stop_processes
-from tests.support.launcher import free_port
+from tests.support.launcher import ROOT, free_port, stop_processes
+from tests.support.sse import Follower
+from tests.support.wait import wait_until
 
 API_KEY = "slk_test_postgres"
 WEBHOOK_SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
@@ -57,16 +56,14 @@ def spawn(
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         assert proc.poll() is None, log.read_text()
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.05)  # readiness poll, bounded by the deadline
-    raise AssertionError(f"steplog serve did not start: {log.read_text()}")
+            return False
+
+    wait_until(healthy, 20, what=f"steplog serve to start: {log}")
 
 
 def test_a_worker_process_streams_through_a_serve_process(
@@ -98,17 +95,13 @@ def test_a_worker_process_streams_through_a_serve_process(
     )
     assert started.status_code == 202, started.text
     run_id = started.json()["run_id"]
-    parser, received = SSEParser(), []
-    with httpx.stream(
-        "GET", f"{url}/runs/{run_id}/events", headers=headers, timeout=httpx.Timeout(5, read=30)
-    ) as response:
-        assert response.status_code == 200
-        status = httpx.get(f"{url}/runs/{run_id}", headers=headers).json()["status"]
-        assert status in ("queued", "running"), "the run must still be going to stream live"
-        for chunk in response.iter_raw():
-            received += parser.feed(chunk)
-            if received and received[-1].event == "completed":
-                break
+    stream = Follower(f"{url}/runs/{run_id}/events", headers=headers, deadline=30).start()
+    wait_until(lambda: stream.connections, 10, what="the stream to open")
+    status = httpx.get(f"{url}/runs/{run_id}", headers=headers).json()["status"]
+    assert status in ("queued", "running"), "the run must still be going to stream live"
+    stream.join(30)
+    assert [c.status for c in stream.connections] == [200], stream.summary()
+    received = stream.events
     envelopes = [json.loads(e.data) for e in received]
     assert [e["seq"] for e in envelopes] == list(range(1, len(envelopes) + 1))
     assert [e.id for e in received] == [str(e["seq"]) for e in envelopes]

@@ -5,16 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.conftest import ServerFactory
-from tests.integration.helpers import (
-    assert_contiguous,
-    at_least,
-    get_run,
-    read_stream,
-    run_stream_url,
-    start_run,
-    until_terminal,
-    wait_for_status,
-)
+from tests.support.api import get_run, run_stream_url, start_run, wait_for_status
+from tests.support.sse import assert_contiguous, at_least, read_stream, until_terminal
 
 SETTINGS = {"lease_seconds": 2, "ping_interval": 1, "poll_interval": 0.2}
 

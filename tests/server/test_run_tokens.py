@@ -18,17 +18,10 @@ import httpx
 
 from stream.http.tokens import mint
 from tests.conftest import ServerFactory
-from tests.integration.helpers import (
-    ROOT,
-    assert_problem,
-    http_client,
-    read_stream,
-    start_run,
-    token_key,
-    wait_for_status,
-    wait_until,
-)
-from tests.support.launcher import ServerProcess
+from tests.support.api import assert_problem, http_client, start_run, token_key, wait_for_status
+from tests.support.launcher import ROOT, ServerProcess
+from tests.support.sse import read_stream
+from tests.support.wait import wait_until
 
 
 def fresh_links(server: ServerProcess, run_id: str) -> dict[str, str]:

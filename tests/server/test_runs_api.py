@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from stream.http.tokens import mint
-from tests.integration.helpers import (
+from tests.support.api import (
     LINK_FIELDS,
     assert_nothing_written,
     assert_problem,
@@ -23,7 +23,6 @@ from tests.integration.helpers import (
     http_client,
     json_bytes,
     list_runs,
-    read_stream,
     run_ids,
     run_stream_url,
     start_run,
@@ -31,6 +30,7 @@ from tests.integration.helpers import (
     wait_for_status,
 )
 from tests.support.launcher import ServerProcess
+from tests.support.sse import read_stream
 
 
 def test_post_runs_with_api_key_starts_a_run(server: ServerProcess) -> None:

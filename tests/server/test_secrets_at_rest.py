@@ -23,18 +23,16 @@ from cryptography.fernet import Fernet
 from functions.sealing import new_key
 from storage.jsonenc import canonical
 from tests.conftest import ServerFactory, require_binary
-from tests.integration.helpers import (
-    ROOT,
+from tests.support.api import (
     assert_nothing_written,
     assert_problem,
     client,
     get_run,
     run_ids,
     start_run,
-    stop_processes,
     wait_for_status,
 )
-from tests.support.launcher import ServerProcess, free_port
+from tests.support.launcher import ROOT, ServerProcess, free_port, stop_processes
 
 LOGIN = {"username": "zoe.reader", "password": "correct-horse-battery-staple"}
 UNREADABLE = (

@@ -7,15 +7,14 @@ cheap poll per process, not one per subscriber.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 
-from stream.sse.parser import SSEParser
 from tests.conftest import ServerFactory
+from tests.support.sse import read_stream, until_terminal
 
 
 def test_events_from_another_process_reach_the_stream(
@@ -37,20 +36,14 @@ def test_events_from_another_process_reach_the_stream(
         )
         assert started.status_code == 202
         run_id = started.json()["run_id"]
-        parser = SSEParser()
-        received = []
-        with httpx.stream(
-            "GET",
+        stream = read_stream(
             f"{server.url}/runs/{run_id}/events",
             headers=server.headers,
-            timeout=httpx.Timeout(5, read=20),
-        ) as response:
-            assert response.status_code == 200
-            for chunk in response.iter_raw():
-                received += parser.feed(chunk)
-                if received and received[-1].event == "completed":
-                    break
-        envelopes = [json.loads(e.data) for e in received]
+            until=until_terminal,
+            timeout=20,
+        )
+        assert stream.status == 200
+        envelopes = stream.envelopes
         assert [e["seq"] for e in envelopes] == list(range(1, len(envelopes) + 1))
         assert envelopes[-1]["type"] == "run.succeeded"
         assert envelopes[1]["data"]["worker"] != ""  # run.started names the worker process

@@ -10,18 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from tests.integration.helpers import (
-    assert_contiguous,
-    at_least,
-    client,
-    get_run,
-    json_bytes,
-    post_webhook,
-    read_stream,
-    start_run,
-    wait_for_status,
-)
+from tests.support.api import client, get_run, json_bytes, post_webhook, start_run, wait_for_status
 from tests.support.launcher import ServerProcess
+from tests.support.sse import assert_contiguous, at_least, read_stream
 
 NON_ASCII = "Zoë — 東京 🚀"
 CONTROL = "tab\there\x00nul\x07bell\x1besc\x7fdel\u2028ls\u2029ps\x85nel"

@@ -19,25 +19,17 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ServerFactory
-from tests.e2e.nginx import (
-    Follower,
+from tests.support.api import PROBLEM_JSON, client, http_client, start_run
+from tests.support.launcher import ROOT, free_port, stop_processes
+from tests.support.probes import (
     metric,
     open_sockets,
     raw_request,
     read_response_head,
     read_until_closed,
 )
-from tests.integration.helpers import (
-    PROBLEM_JSON,
-    ROOT,
-    assert_contiguous,
-    client,
-    http_client,
-    start_run,
-    stop_processes,
-    wait_until,
-)
-from tests.support.launcher import free_port
+from tests.support.sse import Follower, assert_contiguous
+from tests.support.wait import wait_until
 
 HEADER_TIMEOUT = 2.0
 MARGIN = 10.0

@@ -7,20 +7,18 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from stream.sse.parser import ParsedEvent, SSEParser
-from tests.integration.helpers import (
+from tests.support.api import (
     ENVELOPE_KEYS,
-    assert_contiguous,
     assert_problem,
-    at_least,
     client,
     get_run,
-    read_stream,
     run_stream_url,
     start_run,
     wait_for_status,
-    wait_until,
 )
 from tests.support.launcher import ServerProcess
+from tests.support.sse import assert_contiguous, at_least, read_stream
+from tests.support.wait import wait_until
 
 EVENT_NAMES = {"run.succeeded": "completed", "run.failed": "failed", "run.cancelled": "cancelled"}
 """The SSE `event:` of each terminal event type; every other event is `progress`."""

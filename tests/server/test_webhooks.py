@@ -17,14 +17,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.helpers import (
+from tests.support.api import (
     assert_nothing_written,
     assert_problem,
     get_run,
     http_client,
     json_bytes,
     post_webhook,
-    read_stream,
     run_ids,
     signed_headers,
     wait_for_status,
@@ -32,6 +31,7 @@ from tests.integration.helpers import (
     without_links,
 )
 from tests.support.launcher import ServerProcess
+from tests.support.sse import read_stream
 
 TICKS = json_bytes({"count": 3, "interval_ms": 0})
 

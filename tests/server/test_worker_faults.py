@@ -5,7 +5,7 @@ only one there is: after the fault, that same slot must run the next run, and
 `/readyz` must keep reporting it running. Storage faults are real: a SQLite
 trigger, created on the server's database file from here, makes the log refuse
 one function's writes; the other faults are functions that end badly
-(tests/integration/fault_functions.py).
+(tests/server/fault_functions.py).
 """
 
 from __future__ import annotations
@@ -20,17 +20,11 @@ import httpx
 import pytest
 
 from tests.conftest import ServerFactory
-from tests.integration.helpers import (
-    ROOT,
-    client,
-    get_run,
-    start_run,
-    wait_for_status,
-    wait_until,
-)
-from tests.support.launcher import ServerProcess
+from tests.support.api import client, get_run, start_run, wait_for_status
+from tests.support.launcher import ROOT, ServerProcess
+from tests.support.wait import wait_until
 
-FAULT_MODULE = "tests.integration.fault_functions"
+FAULT_MODULE = "tests.server.fault_functions"
 
 
 @pytest.fixture

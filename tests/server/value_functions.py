@@ -1,6 +1,6 @@
 """Test-only functions that hand the log values it cannot take as they are.
 
-Loaded into a real server with `STEPLOG_FUNCTIONS=tests.integration.value_functions`
+Loaded into a real server with `STEPLOG_FUNCTIONS=tests.server.value_functions`
 (beside the built-in `ticker`). The values are built here, in the server's
 process, since no HTTP request can carry a NaN, a set or a lone surrogate into
 a function's events.

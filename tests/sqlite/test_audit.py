@@ -17,7 +17,6 @@ import io
 import json
 import re
 import sqlite3
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,6 +53,7 @@ from storage.audit_model import (
 )
 from storage.audit_rows import FAST_TEXT
 from storage.audit_timeline import run_timeline
+from tests.support.wait import wait_for
 
 registry.load()
 
@@ -101,21 +101,19 @@ async def _build(path: Path) -> None:
         runs.append((await events.create_run("audit_odd_text", {}))[0].id)
         slow, _ = await events.create_run("ticker", {"count": 10_000, "interval_ms": 5})
         pool.notify()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if (await events.get_run(slow.id)).last_seq > 5:
-                break
-            await asyncio.sleep(0.02)  # polling a condition against a deadline
+
+        async def slow_is_going() -> bool:
+            return (await events.get_run(slow.id)).last_seq > 5
+
+        await wait_for(slow_is_going, 60, what="the slow run to pass seq 5")
         await events.cancel_run(slow.id, "enough")
         pool.cancel(slow.id)
         runs.append(slow.id)
-        while time.monotonic() < deadline:
-            states = [await events.get_run(run_id) for run_id in runs]
-            if all(run.status.finished for run in states):
-                break
-            await asyncio.sleep(0.02)
-        else:
-            raise AssertionError("the runs did not finish within 60 s")
+
+        async def all_finished() -> bool:
+            return all((await events.get_run(run_id)).status.finished for run_id in runs)
+
+        await wait_for(all_finished, 60, what="every run to finish")
     finally:
         await pool.stop()
         await events.close()
@@ -577,9 +575,9 @@ async def test_verify_while_a_writer_appends(tmp_path: Path) -> None:
             await events.create_run("ticker", {"count": 100_000, "interval_ms": 0})
         pool.notify()
         overlapped = 0
-        deadline = time.monotonic() + 60
-        while overlapped < 3:
-            assert time.monotonic() < deadline, "the writer never appended during a verify"
+
+        async def verified_during_appends() -> bool:
+            nonlocal overlapped
             head_before = await events.head()
             report = await asyncio.to_thread(verify_db, path)
             head_after = await events.head()
@@ -588,6 +586,11 @@ async def test_verify_while_a_writer_appends(tmp_path: Path) -> None:
             assert report.events == report.head_pos  # contiguous from 1: one snapshot
             if head_before > 0 and head_after > head_before:
                 overlapped += 1
+            return overlapped >= 3
+
+        await wait_for(
+            verified_during_appends, 60, interval=0, what="three verifies while the writer appends"
+        )
     finally:
         await pool.stop()
         await events.close()

@@ -16,7 +16,7 @@ from functions.context import Context
 from functions.registry import function
 from functions.worker import WorkerPool
 from storage import EventLog, EventType, Run, RunStatus
-from tests.unit.conftest import finished
+from tests.sqlite.conftest import finished
 
 registry.load()
 

@@ -21,8 +21,9 @@ from functions.registry import function
 from functions.worker import WorkerPool
 from storage import EventLog, EventType, InvalidEvent, RunStatus, open_log
 from tests.conftest import require
+from tests.sqlite.conftest import finished
 from tests.support import postgres as testing
-from tests.unit.conftest import finished, wait_for
+from tests.support.wait import wait_for
 
 registry.load()
 

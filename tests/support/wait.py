@@ -13,6 +13,7 @@ work being waited for.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -47,16 +48,19 @@ def wait_until(
 
 
 async def wait_for(
-    predicate: Callable[[], Awaitable[T | None]],
+    predicate: Callable[[], Awaitable[T | None]] | Callable[[], T | None],
     timeout: float = 10.0,
     *,
     interval: float = 0.02,
     what: str = "condition",
 ) -> T:
-    """Await `predicate()` until it gives something truthy and return that (see `wait_until`)."""
+    """`wait_until` on an event loop: `predicate` may be a coroutine function or a plain
+    one (a check of in-process state that other tasks change while this one sleeps)."""
     deadline = time.monotonic() + timeout
     while True:
-        last = await predicate()
+        last = predicate()
+        if inspect.isawaitable(last):
+            last = await last
         if last:
             return last
         if time.monotonic() >= deadline:

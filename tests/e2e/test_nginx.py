@@ -25,8 +25,6 @@ from tests.support.launcher import free_port
 from tests.support.sse import Follower, Received, assert_contiguous
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.needs("nginx")
-
 
 def assert_one_at_a_time(received: list[Received], *, first: int = 3) -> None:
     """Each tick reached the client before the next tick was committed.

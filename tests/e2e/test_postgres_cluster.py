@@ -29,8 +29,6 @@ from tests.support.probes import metric
 from tests.support.sse import Follower, assert_contiguous
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.needs("nginx")
-
 API_KEY = "slk_test_postgres_cluster"
 WEBHOOK_SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}

@@ -27,7 +27,7 @@ import pytest
 from cryptography.fernet import Fernet
 from unidecode import unidecode
 
-from tests.conftest import ServerFactory, require_binary
+from tests.conftest import ServerFactory
 from tests.support.api import (
     get_run,
     http_client,
@@ -47,25 +47,20 @@ DEMO_LOGIN = {"username": "demo", "password": "steplog-demo"}
 PARAMS_LOGIN = {"username": "zoe.reader", "password": "correct-horse-battery-staple"}
 
 
-def chromium() -> str:
-    return require_binary("chromium", "/usr/bin/chromium")
-
-
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def demo(tmp_path_factory: pytest.TempPathFactory, chromium: str) -> Iterator[ServerProcess]:
     """One server for the tests that need no crash: demo on, four in-process workers.
 
     It knows the demo login for `127.0.0.1:<port>` from `STEPLOG_SCRAPE_CREDENTIALS`,
     and may also fetch itself as `localhost:<port>`, where it has no login: that is
     how a test reaches the private profile without credentials.
     """
-    path = chromium()
     port = free_port()
     server = make_server(
         tmp_path_factory.mktemp("scrape"),
         port=port,
         demo=1,
-        chromium=path,
+        chromium=chromium,
         poll_interval=0.2,
         ping_interval=1,
         scrape_credentials=json.dumps({f"127.0.0.1:{port}": DEMO_LOGIN}),
@@ -628,11 +623,10 @@ def start_worker(server: ServerProcess, log: Path) -> subprocess.Popen[bytes]:
 
 
 def test_a_killed_worker_costs_a_retry_not_the_pages_already_scraped(
-    server_factory: ServerFactory, tmp_path: Path
+    server_factory: ServerFactory, tmp_path: Path, chromium: str
 ) -> None:
-    path = chromium()
     server = server_factory(
-        workers=0, demo=1, chromium=path, lease_seconds=2, poll_interval=0.1, ping_interval=1
+        workers=0, demo=1, chromium=chromium, lease_seconds=2, poll_interval=0.1, ping_interval=1
     )
     slug = "ngozi-nystrom"  # 30 positions: the profile, then pages 2, 3 and 4
     first = start_worker(server, tmp_path / "worker-1.log")

@@ -16,16 +16,12 @@ import asyncpg
 import pytest
 
 from storage import EventType, NewEvent, open_log
-from tests.conftest import require
 from tests.support import postgres as testing
 
 
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
-    server = testing.postgres_url_for_tests()
-    problem = await testing.unreachable(server)
-    require("PostgreSQL", problem is None, f"{problem} (or set STEPLOG_TEST_POSTGRES)")
-    async with testing.scratch_schema(server) as url:
+    async with testing.scratch_schema(testing.postgres_url_for_tests()) as url:
         log = open_log(url)
         await log.open()
         run, _ = await log.create_run("ticker", {"count": 3})

@@ -22,7 +22,7 @@ from cryptography.fernet import Fernet
 
 from functions.sealing import new_key
 from storage.jsonenc import canonical
-from tests.conftest import ServerFactory, require_binary
+from tests.conftest import ServerFactory
 from tests.support.api import (
     assert_nothing_written,
     assert_problem,
@@ -162,11 +162,10 @@ async def test_postgresql_seals_with_the_given_key_and_refuses_secrets_without_o
 
 
 def test_a_rotated_key_list_opens_runs_sealed_before_and_seals_with_the_new_key(
-    server_factory: ServerFactory, tmp_path: Path
+    server_factory: ServerFactory, tmp_path: Path, chromium: str
 ) -> None:
     """STEPLOG_SECRET_KEY=NEW,OLD: a run queued under OLD still logs in (real Chromium,
     the demo site's login); runs started now are sealed with NEW."""
-    chromium = require_binary("chromium", "/usr/bin/chromium")
     directory, port = tmp_path / "srv", free_port()
     settings: dict[str, Any] = {"demo": 1, "chromium": chromium, "poll_interval": 0.2}
     first = server_factory(directory=directory, port=port, workers=0, **settings)

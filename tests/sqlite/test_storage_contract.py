@@ -32,7 +32,6 @@ from storage import (
     chain,
     open_log,
 )
-from tests.conftest import require
 from tests.jsonstrict import strict_loads
 
 
@@ -62,7 +61,7 @@ class Backend:
     """What that raw connection raises when the database refuses a statement."""
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.needs("postgres"))])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     if request.param == "sqlite":
         path = tmp_path / "log.db"
@@ -82,10 +81,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
     from tests.support import postgres as testing
 
-    server = testing.postgres_url_for_tests()
-    problem = await testing.unreachable(server)
-    require("PostgreSQL", problem is None, f"{problem} (or set STEPLOG_TEST_POSTGRES)")
-    async with testing.scratch_schema(server) as url:
+    async with testing.scratch_schema(testing.postgres_url_for_tests()) as url:
 
         async def execute_postgres(sql: str, *args: object) -> None:
             numbered = iter(range(1, len(args) + 1))

@@ -20,7 +20,6 @@ from functions.errors import backoff
 from functions.registry import function
 from functions.worker import WorkerPool
 from storage import EventLog, EventType, InvalidEvent, RunStatus, open_log
-from tests.conftest import require
 from tests.sqlite.conftest import finished
 from tests.support import postgres as testing
 from tests.support.wait import wait_for
@@ -215,7 +214,7 @@ def fault(tmp_path: Path) -> Fault:
     return Fault("sqlite", str(tmp_path / "unit.db"))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.needs("postgres"))])
 async def faulty_log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     """(log, fault) on each backend."""
     if request.param == "sqlite":
@@ -225,10 +224,7 @@ async def faulty_log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         yield log, Fault("sqlite", target)
         await log.close()
         return
-    server = testing.postgres_url_for_tests()
-    problem = await testing.unreachable(server)
-    require("PostgreSQL", problem is None, f"{problem} (or set STEPLOG_TEST_POSTGRES)")
-    async with testing.scratch_schema(server) as url:
+    async with testing.scratch_schema(testing.postgres_url_for_tests()) as url:
         log = open_log(url)
         await log.open()
         yield log, Fault("postgres", url)

@@ -111,7 +111,8 @@ async def _build(path: Path) -> None:
         runs.append(slow.id)
 
         async def all_finished() -> bool:
-            return all((await events.get_run(run_id)).status.finished for run_id in runs)
+            states = [await events.get_run(run_id) for run_id in runs]
+            return all(run.status.finished for run in states)
 
         await wait_for(all_finished, 60, what="every run to finish")
     finally:

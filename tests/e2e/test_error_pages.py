@@ -9,7 +9,7 @@ from playwright.async_api import Browser, expect
 from stream.http.tokens import mint
 from tests.conftest import ServerFactory
 from tests.e2e.test_stream_view import LONG, start
-from tests.integration.helpers import token_key
+from tests.support.api import token_key
 
 MESSAGE = "This link is not valid or has expired"
 

@@ -16,7 +16,7 @@ from playwright.async_api import Browser, Page, expect
 
 from stream.http.tokens import mint
 from tests.conftest import ServerFactory
-from tests.integration.helpers import token_key
+from tests.support.api import token_key
 from tests.support.launcher import ServerProcess
 
 LONG = 30_000  # ms: generous deadlines for a loaded 2-core machine

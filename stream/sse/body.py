@@ -175,7 +175,8 @@ async def _follow(
     pings = _PingClock(sub, ping_interval, clock)
     try:
         while True:
-            await sub.wait()  # woken by the hub's push or close, or by `pings`
+            if not sub.ready:
+                await sub.wait()  # woken by the hub's push or close, or by `pings`
             if sub.closed or sub.overflowed:
                 return  # the client reconnects with Last-Event-ID and resumes from the log
             chunk: list[bytes] = []

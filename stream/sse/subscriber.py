@@ -12,7 +12,7 @@ methods are grouped by direction:
   from the log.
 - `close(farewell)` (admission: lifetime, shutdown): end the stream at its next
   wake-up, sending `farewell` first.
-- The response reads them with `wait()`, `drain()`, `closed`, `overflowed`,
+- The response reads them with `ready`/`wait()`, `drain()`, `closed`, `overflowed`,
   `farewell`. It consumes the buffer (`drain`), which is what a queue is for.
 
 **The response → the hub.** The response writes, the hub reads.
@@ -34,6 +34,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
+from collections.abc import Coroutine
+from typing import Any
 
 Item = tuple[int, bytes, bool]
 """(key, frame, terminal): the id the frame carries (a run's `seq` or the global
@@ -109,10 +111,15 @@ class Subscriber:
         """The comment to send before ending, when the hub ended the stream."""
         return self._farewell
 
-    async def wait(self) -> None:
-        """Until there is something to drain, or the stream was closed (or nudged)."""
-        if not self._ready.is_set():
-            await self._ready.wait()
+    @property
+    def ready(self) -> bool:
+        """Something to drain, or the stream was closed (or nudged): `drain` now."""
+        return self._ready.is_set()
+
+    def wait(self) -> Coroutine[Any, Any, bool]:
+        """Until `ready` (await it; a plain method returning the event's own wait, which
+        saves a coroutine per delivery on the hot path: check `ready` first)."""
+        return self._ready.wait()
 
     def drain(self) -> list[Item]:
         """Take every queued frame, oldest first."""

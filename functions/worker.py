@@ -15,9 +15,9 @@ Slots wake on `notify()` (a run was created in this process) or every
 `poll_interval` seconds, which picks up runs created by other processes and
 leases that expired.
 
-Heartbeats, polling and time limits wait on the pool's clock (functions/clock.py),
-so lease behaviour is tested on a fake one; the lease's expiry itself is the log's
-to judge, by the log's own clock.
+Heartbeats, polling, time limits and the settle back-off wait on the pool's clock
+(functions/clock.py), so lease behaviour is tested on a fake one; the lease's
+expiry itself is the log's to judge, by the log's own clock.
 """
 
 from __future__ import annotations
@@ -311,6 +311,7 @@ class WorkerPool:
             give_up_after=self.lease_seconds,
             log=log,
             max_retry=min(MAX_SETTLE_RETRY, self.lease_seconds / 3),
+            clock=self.clock,
         )
 
     async def _heartbeat(self, run: Run, work: asyncio.Task[Any], ctx: Context) -> None:

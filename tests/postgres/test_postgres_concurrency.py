@@ -160,7 +160,7 @@ async def drain_until(sub: Subscriber, last_key: int, started: float) -> list[in
     while not keys or keys[-1] < last_key:
         assert time.monotonic() - started < DEADLINE, f"global stream stuck at {keys[-1:]}"
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(sub.ready.wait(), 1.0)
+            await asyncio.wait_for(sub.wait(), 1.0)
         keys.extend(key for key, _frame, _terminal in sub.drain())
         assert not sub.overflowed
     return keys
@@ -175,7 +175,7 @@ async def drain_terminal(sub: Subscriber, started: float) -> list[int]:
                 return keys
         assert time.monotonic() - started < DEADLINE, "a run stream never got its terminal event"
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(sub.ready.wait(), 1.0)
+            await asyncio.wait_for(sub.wait(), 1.0)
 
 
 async def read_everything(log: PostgresEventLog) -> list[Event]:

@@ -1,5 +1,5 @@
 """Limits, the stream watchdog, shutdown hand-back and the storage hooks behind health
-and metrics, on a real SQLite log with an injected clock (milliseconds, no server)."""
+and metrics, on a real SQLite log with a fake clock (milliseconds, no server)."""
 
 from __future__ import annotations
 
@@ -17,21 +17,12 @@ from stream.http.metrics import Metrics
 from stream.settings import Settings
 from stream.sse.body import run_stream
 from stream.sse.hub import LIFETIME, SHUTDOWN, StreamRefused, TailHub
+from tests.support.clock import FakeClock
 
 registry.load()
 
 
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make_hub(events: EventLog, clock: Clock, **limits: float) -> TailHub:
+def make_hub(events: EventLog, clock: FakeClock, **limits: float) -> TailHub:
     options: dict[str, float] = {
         "max_streams": 3,
         "max_streams_per_token": 2,
@@ -47,7 +38,7 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float:
 
 
 async def test_caps_per_token_and_per_server(events: EventLog) -> None:
-    hub = make_hub(events, Clock())
+    hub = make_hub(events, FakeClock())
     a1, a2 = hub.admit("token-a"), hub.admit("token-a")
     with pytest.raises(StreamRefused) as refused:
         hub.admit("token-a")
@@ -67,26 +58,26 @@ async def test_caps_per_token_and_per_server(events: EventLog) -> None:
 
 
 async def test_watchdog_ends_old_streams_and_cancels_stuck_writes(events: EventLog) -> None:
-    clock = Clock()
+    clock = FakeClock()
     hub = make_hub(events, clock)
     old, stuck = hub.admit(None), hub.admit(None)
     blocked = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(asyncio.wait_for(blocked, None))  # a write that never ends
     stuck.attach(task)
-    stuck.writing_since = clock()
+    stuck.writing(clock.monotonic())
 
-    clock.now += 4.9
+    await clock.advance(4.9)
     hub.check_streams()
     assert not old.closed and not task.cancelled()
 
-    clock.now += 0.2  # past the write timeout
+    await clock.advance(0.2)  # past the write timeout
     hub.check_streams()
     await asyncio.sleep(0)  # let the cancel land
     assert task.cancelled() and stuck.dropped
     hub.release(stuck)
     assert sample(hub.metrics, "steplog_subscribers_dropped_slow_total", cause="write_timeout") == 1
 
-    clock.now += 60  # past any jittered lifetime
+    await clock.advance(60)  # past any jittered lifetime
     hub.check_streams()
     assert old.closed and old.farewell == LIFETIME
     assert sample(hub.metrics, "steplog_streams_closed_total", reason="lifetime") == 1
@@ -95,7 +86,7 @@ async def test_watchdog_ends_old_streams_and_cancels_stuck_writes(events: EventL
 async def test_a_released_stream_forgets_its_task(events: EventLog) -> None:
     """A finished task holds its frames (a cancelled one, the chunk it was sending):
     a stream that outlives its response must not keep them alive."""
-    hub = make_hub(events, Clock())
+    hub = make_hub(events, FakeClock())
     sub = hub.admit(None)
     task = asyncio.create_task(asyncio.sleep(0))
     sub.attach(task)
@@ -105,7 +96,7 @@ async def test_a_released_stream_forgets_its_task(events: EventLog) -> None:
 
 
 async def test_shut_ends_every_stream_and_turns_new_ones_away(events: EventLog) -> None:
-    hub = make_hub(events, Clock())
+    hub = make_hub(events, FakeClock())
     subs = [hub.admit(None), hub.admit("t")]
     assert hub.shut() == 2
     assert all(sub.closed and sub.farewell == SHUTDOWN for sub in subs)
@@ -124,7 +115,7 @@ async def start_run(events: EventLog, ticks: int = 0) -> tuple[str, int]:
 
 
 async def test_a_closed_stream_says_why_and_gives_its_slot_back(events: EventLog) -> None:
-    hub = make_hub(events, Clock())
+    hub = make_hub(events, FakeClock())
     await hub.start()
     try:
         run_id, _attempt = await start_run(events, ticks=3)

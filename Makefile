@@ -12,7 +12,7 @@ export STEPLOG_CHROMIUM ?= /usr/bin/chromium
 # `make run PORT=8001` or `STEPLOG_PORT=8001 make run`.
 PORT ?= $(or $(STEPLOG_PORT),8000)
 
-.PHONY: install system-deps run test bench lint format clean
+.PHONY: install system-deps run test bench lint format clean screenshots
 
 install: $(STAMP) system-deps
 
@@ -22,12 +22,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Debian's Chromium and nginx for the browser and proxy tests; never a browser download.
+# Debian's Chromium and nginx for the browser and proxy tests, jq for the README's
+# examples; never a browser download.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=""; \
 	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	  [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	  [ -x /usr/bin/jq ] || missing="$$missing jq"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing$$missing from Debian"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -43,6 +45,10 @@ test: install
 
 bench: install
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+# The stream view's screenshots in docs/, taken from the real pages in Chromium.
+screenshots: install
+	$(BIN)/python -m tests.e2e.screenshots --out docs
 
 lint: install
 	$(BIN)/ruff check .

@@ -22,10 +22,10 @@ import contextlib
 import math
 import numbers
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
+from functions.clock import SYSTEM_CLOCK, Clock
 from functions.errors import LogUnavailable
 from functions.faults import describe, log_failure
 from storage import Event, EventLog, EventType, LeaseLost, NewEvent, Run, RunFinished
@@ -54,15 +54,14 @@ class Step:
 class Context:
     """Reports the progress of one attempt of one run."""
 
-    def __init__(
-        self, log: EventLog, run: Run, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, log: EventLog, run: Run, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._events = log
         self.run = run
         self.run_id = run.id
         self.attempt = run.attempt
         self.params = run.params
         self.clock = clock
+        """Step durations and time limits (functions/clock.py): the worker pool's clock."""
         self.current_step: str | None = None
         self.pct: float | None = None
         self.cancel_event = threading.Event()
@@ -109,13 +108,13 @@ class Context:
         longer. A result set with `handle.record(value)` is written into the
         `step.completed` event, which is what lets `run_step` reuse it on a retry.
         """
-        started = self.clock()
+        started = self.clock.monotonic()
         outer = self.current_step
         handle = Step(name)
         await self.emit(EventType.STEP_STARTED, step=name, message=message or name, pct=self.pct)
         self.current_step = name
         try:
-            async with asyncio.timeout(timeout):
+            async with self.clock.timeout(timeout):
                 yield handle
         except (LeaseLost, RunFinished):
             raise  # another attempt owns the run, or it ended: nothing of ours can be written
@@ -133,12 +132,15 @@ class Context:
                         step=name,
                         message=f"{message or name} failed: {failure}",
                         pct=self.pct,
-                        data={"duration_ms": _ms(self.clock() - started), "error": failure},
+                        data={
+                            "duration_ms": _ms(self.clock.monotonic() - started),
+                            "error": failure,
+                        },
                     )
                 )
             raise
         else:
-            data: dict[str, Any] = {"duration_ms": _ms(self.clock() - started)}
+            data: dict[str, Any] = {"duration_ms": _ms(self.clock.monotonic() - started)}
             if handle.recorded:
                 data["result"] = handle.result
                 data["durable"] = True

@@ -21,11 +21,10 @@ to every lease alive when the disk filled (storage/sqlite/log.py).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from dataclasses import dataclass
 
+from functions.clock import SYSTEM_CLOCK, Clock
 from functions.errors import backoff, is_transient, jittered
 from functions.faults import describe, storage_fault, storage_full
 from storage import (
@@ -77,6 +76,7 @@ async def settle(
     give_up_after: float,
     log: logging.Logger,
     max_retry: float = MAX_RETRY,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> bool:
     """Write `verdict` for attempt `run.attempt`, trying again while the log fails.
 
@@ -94,7 +94,7 @@ async def settle(
     hand-back must land within that, or an idle slot's claim would take the run
     over as a counted attempt.
     """
-    deadline = float("inf") if verdict.full else time.monotonic() + give_up_after
+    deadline = float("inf") if verdict.full else clock.monotonic() + give_up_after
     tries = 0
     while True:
         tries += 1
@@ -123,14 +123,14 @@ async def settle(
             else:
                 log.debug("run %s attempt %d: settle try %d failed: %s",
                           run.id, run.attempt, tries, describe(exc))  # fmt: skip
-            if time.monotonic() + delay > deadline:
+            if clock.monotonic() + delay > deadline:
                 log.error(
                     "run %s attempt %d: not settled after %d tries (%s); its lease will expire"
                     " and another claim will take the run over",
                     run.id, run.attempt, tries, describe(exc),
                 )  # fmt: skip
                 return False
-            await asyncio.sleep(delay)
+            await clock.sleep(delay)
         else:
             if tries > 1:
                 log.info("run %s attempt %d: settled after %d tries", run.id, run.attempt, tries)

@@ -14,6 +14,10 @@ still attempts is refused by the log (fencing by attempt).
 Slots wake on `notify()` (a run was created in this process) or every
 `poll_interval` seconds, which picks up runs created by other processes and
 leases that expired.
+
+Heartbeats, polling, time limits and the settle back-off wait on the pool's clock
+(functions/clock.py), so lease behaviour is tested on a fake one; the lease's
+expiry itself is the log's to judge, by the log's own clock.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from functions import registry
+from functions.clock import SYSTEM_CLOCK, Clock
 from functions.context import Context, SyncContext
 from functions.errors import (
     FunctionAborted,
@@ -79,8 +84,10 @@ class WorkerPool:
         worker_id: str | None = None,
         retry_backoff: float = 1.0,
         sealer: Sealer | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.events = events
+        self.clock = clock
         self.sealer = sealer  # opens secrets sealed in params (functions/sealing.py)
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
@@ -167,7 +174,7 @@ class WorkerPool:
         """Wait `seconds`, or until `notify()`."""
         self._wake.clear()
         with contextlib.suppress(TimeoutError):  # not wait_for: it can swallow a cancel
-            async with asyncio.timeout(seconds):
+            async with self.clock.timeout(seconds):
                 await self._wake.wait()
 
     def _claim_failed(self, exc: Exception, failures: int) -> None:
@@ -192,7 +199,7 @@ class WorkerPool:
         (`functions.settle`), and a failure to settle is left to the lease's expiry.
         Only a cancel (the pool stopping) propagates.
         """
-        ctx = Context(self.events, run)
+        ctx = Context(self.events, run, clock=self.clock)
         self.running[run.id] = run
         # DEBUG: the transition itself is logged once, from its commit (logger steplog.runs).
         log.debug("run %s (%s) attempt %d started", run.id, run.function, run.attempt)
@@ -257,7 +264,7 @@ class WorkerPool:
         params = spec.params.model_validate(open_params(run.params, self.sealer))
         limit = getattr(params, "run_timeout_s", None) or spec.timeout
         try:
-            async with asyncio.timeout(limit) as scope:
+            async with self.clock.timeout(limit) as scope:
                 if spec.is_async:
                     return await spec.fn(ctx, params)
                 loop = asyncio.get_running_loop()
@@ -304,12 +311,13 @@ class WorkerPool:
             give_up_after=self.lease_seconds,
             log=log,
             max_retry=min(MAX_SETTLE_RETRY, self.lease_seconds / 3),
+            clock=self.clock,
         )
 
     async def _heartbeat(self, run: Run, work: asyncio.Task[Any], ctx: Context) -> None:
         failures = 0
         while True:
-            await asyncio.sleep(self.heartbeat_interval)
+            await self.clock.sleep(self.heartbeat_interval)
             try:
                 await self.events.heartbeat(run.id, run.attempt, self.worker_id, self.lease_seconds)
             except (LeaseLost, RunFinished):

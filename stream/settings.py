@@ -67,6 +67,8 @@ class Settings:
     retention_days: float | None = None
     archive_dir: str | None = None
     """Where segments go; default `<the database's directory>/archive`."""
+    archive_db: str | None = field(default=None, repr=False)
+    """The URL retention archives through (PostgreSQL: the archiver role); default `db`."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -202,6 +204,7 @@ _FIELDS: dict[str, Callable[[str], Any]] = {
     "min_free_mb": float,
     "retention_days": float,
     "archive_dir": str,
+    "archive_db": str,
 }
 
 

@@ -1,19 +1,24 @@
-"""Shared fixtures: real servers on real sockets, and the CI rule for missing components.
+"""Shared fixtures: real servers on real sockets, and the `needs` marker's rule.
 
-Under `CI=true` a test whose real component (nginx, Chromium, PostgreSQL) is
-missing fails instead of skipping, so a missing install step shows up red.
+A test that needs a real component beyond Python (PostgreSQL, Chromium, nginx) is
+marked `needs(...)`: by hand where it reaches the component itself (the PostgreSQL
+half of a backend-parametrised suite), and here, at collection, for every test
+that uses a fixture handing one out (`tests.support.needs.FIXTURES`). A marked
+test is skipped with the reason when the component is missing, and fails instead
+under `CI=true`, so a missing install step shows up red. `pytest -m "not needs"`
+runs everything this machine can run without any of them.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support import needs
 from tests.support import postgres as testing
 from tests.support.launcher import ServerProcess, make_server
 
@@ -30,11 +35,34 @@ def require(component: str, available: bool, how: str) -> None:
     pytest.skip(message)
 
 
-def require_binary(name: str, path: str | None = None) -> str:
-    found = path if path and os.access(path, os.X_OK) else shutil.which(name)
-    require(name, found is not None, f"install it (apt-get install -y {name})")
-    assert found is not None
-    return found
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a component's fixture as needing it; refuse unknown names."""
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            if fixture in needs.FIXTURES:
+                item.add_marker(pytest.mark.needs(needs.FIXTURES[fixture]))
+        for marker in item.iter_markers("needs"):
+            unknown = set(marker.args) - set(needs.COMPONENTS)
+            if unknown or not marker.args:
+                raise pytest.UsageError(
+                    f"{item.nodeid}: needs{marker.args} — name one of {needs.COMPONENTS}"
+                )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture starts: skip (or, in CI, fail) when a needed component is missing."""
+    for component in sorted({c for m in item.iter_markers("needs") for c in m.args}):
+        problem = needs.missing(component)
+        require(component, problem is None, problem or "")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium (`STEPLOG_CHROMIUM` to use another); never a downloaded browser."""
+    path = needs.binary("chromium")
+    assert path is not None  # the needs marker checked it before the test started
+    return path
 
 
 ServerFactory = Callable[..., ServerProcess]
@@ -59,11 +87,8 @@ def _own_config_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
     """A fresh schema on the test PostgreSQL server (`STEPLOG_TEST_POSTGRES`), as a URL
-    with its search_path; dropped afterwards."""
-    server = testing.postgres_url_for_tests()
-    problem = await testing.unreachable(server)
-    require("PostgreSQL", problem is None, f"{problem} (or set STEPLOG_TEST_POSTGRES)")
-    async with testing.scratch_schema(server) as url:
+    with its search_path; dropped afterwards. Using it marks the test `needs("postgres")`."""
+    async with testing.scratch_schema(testing.postgres_url_for_tests()) as url:
         yield url
 
 

@@ -37,11 +37,12 @@ Modules: `segment.py` (files and manifests), `plan.py` (which prefix),
 
 from storage.archive.archiver import MAX_EVENTS, ArchiveResult, archive
 from storage.archive.records import ArchiveStore, Prefix, SegmentRecord
-from storage.archive.segment import ArchiveError
+from storage.archive.segment import ArchiveError, ArchiveNotAllowed
 
 __all__ = [
     "MAX_EVENTS",
     "ArchiveError",
+    "ArchiveNotAllowed",
     "ArchiveResult",
     "ArchiveStore",
     "Prefix",

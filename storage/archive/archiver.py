@@ -4,10 +4,12 @@ Order of operations, so that a crash at any point loses nothing:
 
 1. plan: the largest prefix `start + 1 .. P` made only of whole runs that ended
    before the cutoff (`storage.archive.plan`), at most about `max_events` rows;
-2. read those rows and check them: they must continue the chain from the
-   recorded prefix's hash (a log that does not verify is never archived);
+2. read those rows once, as the segment's lines, and check them: they must
+   continue the chain from the recorded prefix's hash (a log that does not
+   verify is never archived; `ArchiveStore.chunk`);
 3. write the segment and its manifest (temporary file, fsync, rename, fsync
-   the directory), then read the file back and verify it against the rows;
+   the directory), then read the file back: the same bytes, decompressing to
+   exactly the checked lines;
 4. one transaction, through the log's writer: record the segment, append the
    `archive.segment` event (chained, so archiving is audited), mark the runs
    archived, delete the rows. The database only lets rows at or below a
@@ -30,19 +32,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from storage.archive.chunk import Chunk
 from storage.archive.plan import Cut, RunSpan, choose_cut
 from storage.archive.records import ArchiveStore, SegmentRecord
 from storage.archive.segment import (
     ArchiveError,
     Manifest,
-    Row,
-    file_sha256,
     prepare_directory,
-    read_rows,
     remove_uncommitted,
+    same_content,
     write_segment,
 )
-from storage.archive.verify import check_rows
 from storage.timefmt import iso
 
 log = logging.getLogger("steplog.archive")
@@ -104,6 +104,7 @@ async def archive(
 ) -> ArchiveResult:
     """Archive every whole run that ended before `cutoff` (a Unix time) into `directory`."""
     started = time.perf_counter()
+    await store.check_allowed()
     folder = await asyncio.to_thread(prepare_directory, directory)
     result = ArchiveResult()
     prefix = await store.prefix()
@@ -118,29 +119,10 @@ async def archive(
         result.blocked_by = cut.blocked_by
         if cut.last_pos is None:
             break
-        rows = await store.rows(prefix.last_pos + 1, cut.last_pos)
-        manifest = Manifest(
-            segment="live rows",
-            first_pos=prefix.last_pos + 1,
-            last_pos=cut.last_pos,
-            prev_hash=prefix.last_hash,
-            last_hash=str(rows[-1][10]) if rows else "",
-            rows=cut.last_pos - prefix.last_pos,
-            runs=[],
-            sha256="",
-            created_at="",
-            first_at="",
-            last_at="",
-        )
-        problem = check_rows(rows, manifest, "the live log")
-        if problem is not None:
-            raise ArchiveError(
-                f"the live log does not verify ({problem.line()}); nothing was archived:"
-                " run `steplog audit verify`"
-            )
+        chunk = await store.chunk(prefix.last_pos + 1, cut.last_pos, prefix.last_hash)
         now = iso(clock())
-        written = await asyncio.to_thread(write_segment, folder, rows, prefix.last_hash, now)
-        await asyncio.to_thread(_read_back, folder, written, rows)
+        written = await asyncio.to_thread(write_segment, folder, chunk, now)
+        await asyncio.to_thread(_read_back, folder, written, chunk)
         record = await store.commit(written, str(folder))
         log.info(
             "archived %s: pos %d to %d, %d events", record.segment, record.first_pos,
@@ -163,19 +145,11 @@ async def plan(store: ArchiveStore, start: int, cutoff_iso: str, max_events: int
         window *= 4
 
 
-def _read_back(folder: Path, manifest: Manifest, rows: list[Row]) -> None:
-    """The segment as it is on disk must be exactly the rows about to be deleted (which
-    were checked to continue the chain): the same bytes as written, the same rows."""
-    path = folder / manifest.segment
-    if file_sha256(path) != manifest.sha256:
-        raise ArchiveError(f"segment {manifest.segment} changed on disk; nothing was removed")
-    count = 0
-    for stored, live in zip(read_rows(path), rows, strict=False):
-        if list(stored) != list(live):
-            raise ArchiveError(
-                f"segment {manifest.segment} read back differs from the live row at pos"
-                f" {live[0]}; nothing was removed"
-            )
-        count += 1
-    if count != len(rows):
-        raise ArchiveError(f"segment {manifest.segment} is short on disk; nothing was removed")
+def _read_back(folder: Path, manifest: Manifest, chunk: Chunk) -> None:
+    """The segment as it is on disk must be exactly the lines written (which were checked
+    to continue the chain): the same compressed bytes, decompressing to the same lines."""
+    if not same_content(folder / manifest.segment, chunk, manifest.sha256):
+        raise ArchiveError(
+            f"segment {manifest.segment} reads back different from what was written;"
+            " nothing was removed"
+        )

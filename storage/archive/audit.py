@@ -42,14 +42,22 @@ def merge(report: Report, records: list[SegmentRecord], directory: Path) -> Repo
     return report
 
 
-def verify_live(source: AuditSource, anchor: Anchor | None = None, *, batch: int = BATCH) -> Report:
+def verify_live(
+    source: AuditSource,
+    anchor: Anchor | None = None,
+    *,
+    directory: Path | None = None,
+    batch: int = BATCH,
+) -> Report:
     """Verify the live log `source` reads, from the archived prefix on (on every backend).
 
     The prefix is read inside the verification's snapshot, so the scan starts exactly
-    where the recorded segments end; the archive's own checks run as a hook.
+    where the recorded segments end; the archive's own checks run as a hook. An anchor
+    whose row is archived is named as such, or with the segments' `directory` checked
+    against the segment holding it.
     """
     with source.snapshot():
-        hook = ArchiveHook.read(source)
+        hook = ArchiveHook.read(source, directory)
         prefix = hook.prefix
         return verify(
             source,
@@ -67,7 +75,7 @@ def verify_with_archive(db: str, directory: Path, anchor: Anchor | None) -> Repo
     source = open_source(db)
     try:
         with source.snapshot():
-            report = verify_live(source, anchor)
+            report = verify_live(source, anchor, directory=directory)
             records = segment_records(source)
     finally:
         source.close()

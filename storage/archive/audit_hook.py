@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from storage.archive.records import COLUMNS, SEGMENT_EVENT, Prefix, SegmentRecord
-from storage.audit.model import ANCHOR, INSERTED, Problem
+from storage.archive.segment import ArchiveError, read_rows
+from storage.audit.model import ANCHOR, INSERTED, Anchor, Problem
 from storage.audit.source import AuditSource
 
 TABLE = "archive_segments"
@@ -95,6 +97,45 @@ def check_records(source: AuditSource, prefix: Prefix) -> Problem | None:
     return None
 
 
+def anchor_archived(anchor: Anchor, records: list[SegmentRecord]) -> Problem | None:
+    """The anchored row is no longer live because a segment holds it: say so, and how to
+    check it, rather than pass the anchor unchecked or call the log cut short."""
+    for record in records:
+        if record.first_pos <= anchor.pos <= record.last_pos:
+            return Problem(
+                ANCHOR,
+                anchor.pos,
+                f"the anchored row at pos {anchor.pos} is archived (in {record.segment}): check"
+                " it with --archive DIR (the directory holding the segments)",
+            )
+    return None
+
+
+def anchor_in_segments(
+    directory: Path, records: list[SegmentRecord], anchor: Anchor
+) -> Problem | None:
+    """Check an anchor whose row is archived against the segment holding it. A segment
+    that is missing or unreadable is left to `check_segments`, which names it."""
+    for record in records:
+        if record.first_pos <= anchor.pos <= record.last_pos:
+            try:
+                for row in read_rows(directory / record.segment):
+                    if row[0] == anchor.pos:
+                        if row[10] == anchor.hash:
+                            return None
+                        return Problem(
+                            ANCHOR,
+                            anchor.pos,
+                            f"the anchored row at pos {anchor.pos} (archived in"
+                            f" {record.segment}) has hash {row[10]}, the anchor says"
+                            f" {anchor.hash}: the log up to that point was rewritten",
+                        )
+            except (ArchiveError, OSError):
+                return None
+            return None
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ArchiveHook:
     """The archive's checks, run by `storage.audit.verify` (an `AuditHook`)."""
@@ -102,12 +143,14 @@ class ArchiveHook:
     prefix: Prefix
     archived: bool
     """Whether the log has the archive's tables (a schema from before has none)."""
+    directory: Path | None = None
+    """The segments' directory (`--archive DIR`): an archived anchor is checked in them."""
 
     @classmethod
-    def read(cls, source: AuditSource) -> ArchiveHook:
+    def read(cls, source: AuditSource, directory: Path | None = None) -> ArchiveHook:
         """The hook for the log `source` reads (inside the verification's snapshot)."""
         archived = has_archive(source)
-        return cls(archived_prefix(source) if archived else Prefix(), archived)
+        return cls(archived_prefix(source) if archived else Prefix(), archived, directory)
 
     @property
     def note(self) -> str | None:
@@ -124,6 +167,17 @@ class ArchiveHook:
             return []
         problem = check_records(source, self.prefix)
         return [] if problem is None else [problem]
+
+    def anchor(self, source: AuditSource, anchor: Anchor) -> Problem | None:
+        """An anchored row that is not live: archived, it is named (and how to check it),
+        or with `--archive DIR` checked against its segment; otherwise None (a gap the
+        chain scan reports)."""
+        if not self.archived or anchor.pos > self.prefix.last_pos:
+            return None
+        records = segment_records(source)
+        if self.directory is None:
+            return anchor_archived(anchor, records)
+        return anchor_in_segments(self.directory, records, anchor)
 
 
 def archived_run(url: str, run_id: str) -> SegmentRecord | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from storage.archive.chunk import Chunk
 from storage.archive.plan import RunSpan
 from storage.archive.segment import Manifest, Row
 from storage.chain import GENESIS_HASH
@@ -86,6 +87,10 @@ def segment_event_data(manifest: Manifest, directory: str, digest: str) -> dict[
 class ArchiveStore(Protocol):
     """A backend's side of archiving, over an open log."""
 
+    async def check_allowed(self) -> None:
+        """`ArchiveNotAllowed` when this connection's role may not archive; checked before
+        any segment is written, so a role without the grants costs nothing."""
+
     async def prefix(self) -> Prefix:
         """The archived prefix as the live log records it."""
 
@@ -97,6 +102,10 @@ class ArchiveStore(Protocol):
 
     async def rows(self, first: int, last: int) -> list[Row]:
         """The stored rows at positions `first .. last`, in order."""
+
+    async def chunk(self, first: int, last: int, prev_hash: str) -> Chunk:
+        """Positions `first .. last` as a segment's lines, checked to continue the chain
+        from `prev_hash` (`ArchiveError` when they do not: nothing is archived)."""
 
     async def commit(self, manifest: Manifest, directory: str) -> SegmentRecord:
         """In one transaction: record the segment, write its `archive.segment` event,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from storage.audit.model import Problem
+from storage.audit.model import Anchor, Problem
 from storage.audit.source import AuditSource
 
 
@@ -34,3 +34,7 @@ class AuditHook(Protocol):
 
     def problems(self, source: AuditSource) -> list[Problem]:
         """Problems reported whatever the first broken position is."""
+
+    def anchor(self, source: AuditSource, anchor: Anchor) -> Problem | None:
+        """The verdict on an anchor whose row is not in the log (None: not the hook's
+        business, e.g. a gap the chain scan reports)."""

@@ -16,7 +16,8 @@ What it checks, in one pass plus a few SQL aggregates over the indexes:
   is not above the head, which would mean rows were cut off the end;
 - the run records agree with the log (event count, ended or not);
 - both append-only triggers exist exactly as the schema defines them;
-- with an anchor: the anchored row still exists with the anchored hash.
+- with an anchor: the anchored row still exists with the anchored hash (a row
+  moved out of the log is judged by the hook that moved it).
 
 A log whose oldest rows were moved elsewhere is verified from a starting
 point: `start_pos` and the hash of the row before it (by default pos 1 and
@@ -136,7 +137,7 @@ def verify(
                 report.add(problem)
             report.note = hook.note or report.note
         if anchor is not None:
-            report.add(check_anchor(source, anchor, max_pos))
+            report.add(check_anchor(source, anchor, max_pos, hooks))
         if not first:
             for problem in checks.records:
                 report.add(problem)
@@ -163,8 +164,11 @@ def check_assigned(source: AuditSource, max_pos: int) -> Problem | None:
     )
 
 
-def check_anchor(source: AuditSource, anchor: Anchor, max_pos: int) -> Problem | None:
-    """The anchored row must still exist, with the anchored hash."""
+def check_anchor(
+    source: AuditSource, anchor: Anchor, max_pos: int, hooks: Sequence[AuditHook] = ()
+) -> Problem | None:
+    """The anchored row must still exist, with the anchored hash; a row that was moved
+    (archived) is for the hooks to judge."""
     if anchor.pos == 0:
         return None
     if anchor.pos > max_pos:
@@ -175,8 +179,9 @@ def check_anchor(source: AuditSource, anchor: Anchor, max_pos: int) -> Problem |
             f" at least {anchor.pos - max_pos} row(s) were cut off the end",
         )
     stored = hash_at(source, anchor.pos)
-    if stored is None:
-        return None  # a gap: the chain scan reports it as missing rows
+    if stored is None:  # moved by whoever a hook speaks for, or a gap the chain scan reports
+        found = (hook.anchor(source, anchor) for hook in hooks)
+        return next((problem for problem in found if problem is not None), None)
     if stored != anchor.hash:
         return Problem(
             ANCHOR,

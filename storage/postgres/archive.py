@@ -14,11 +14,13 @@ a steady retention keeps the table at a steady size, which is the point.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from storage import chain
+from storage.archive.chunk import Chunk, chunk_from_rows
 from storage.archive.plan import RunSpan
 from storage.archive.records import (
     ARCHIVE_FUNCTION,
@@ -27,7 +29,7 @@ from storage.archive.records import (
     SegmentRecord,
     segment_event_data,
 )
-from storage.archive.segment import ArchiveError, Manifest, Row
+from storage.archive.segment import ArchiveError, ArchiveNotAllowed, Manifest, Row
 from storage.model import RunStatus
 from storage.numbering import RunState
 from storage.postgres.batch import Batch, Operation
@@ -50,6 +52,10 @@ PREFIX = (
     "SELECT last_pos, last_hash, (SELECT count(*) FROM archive_segments) FROM archive_segments"
     " ORDER BY last_pos DESC LIMIT 1"
 )
+ALLOWED = (
+    "SELECT current_user, has_table_privilege('events', 'DELETE'),"
+    " has_table_privilege('archive_segments', 'INSERT')"
+)
 ROWS = (
     "SELECT pos, run_id, seq, type, step, message, pct, data, attempt, at, hash FROM events"
     " WHERE pos BETWEEN $1 AND $2 ORDER BY pos"
@@ -71,6 +77,19 @@ class PostgresArchive:
         except asyncpg.PostgresError as exc:
             raise ArchiveError(f"PostgreSQL refused: {exc}") from None
 
+    async def check_allowed(self) -> None:
+        """The role must hold what `steplog migrate --archiver-role` grants; the app role
+        of `--app-role` does not, on purpose."""
+        [row] = await self._rows(ALLOWED)
+        if not (row[1] and row[2]):
+            raise ArchiveNotAllowed(
+                f"the PostgreSQL role {row[0]} may not archive (it has no DELETE on events):"
+                f" grant it with `steplog migrate --archiver-role {row[0]}` run by the schema's"
+                " owner, or archive through a role that has it (`steplog log archive --db"
+                " URL`; for retention in `steplog serve`, set STEPLOG_ARCHIVE_DB to that"
+                " role's URL); nothing was removed"
+            )
+
     async def prefix(self) -> Prefix:
         rows = await self._rows(PREFIX)
         return Prefix(int(rows[0][0]), str(rows[0][1]), int(rows[0][2])) if rows else Prefix()
@@ -83,6 +102,10 @@ class PostgresArchive:
 
     async def rows(self, first: int, last: int) -> list[Row]:
         return [tuple(r) for r in await self._rows(ROWS, first, last)]
+
+    async def chunk(self, first: int, last: int, prev_hash: str) -> Chunk:
+        rows = await self.rows(first, last)
+        return await asyncio.to_thread(chunk_from_rows, rows, first, last, prev_hash)
 
     async def commit(self, manifest: Manifest, directory: str) -> SegmentRecord:
         record: SegmentRecord = await self.log._submit(ArchiveOp(manifest, directory))

@@ -17,11 +17,13 @@ it is an operator's choice, never automatic (see the README, Operations).
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from storage import chain
+from storage.archive.chunk import Chunk, chunk_from_rows
 from storage.archive.plan import RunSpan
 from storage.archive.records import (
     ARCHIVE_FUNCTION,
@@ -35,6 +37,7 @@ from storage.archive.segment import ArchiveError, Manifest, Row
 from storage.model import EventType, NewEvent, RunStatus
 from storage.numbering import RunState
 from storage.runids import new_run_id
+from storage.sqlite import archive_rows
 from storage.sqlite.batch import Batch, Operation
 from storage.sqlite.rows import EVENT_COLUMNS
 
@@ -79,6 +82,9 @@ class SQLiteArchive:
     def __init__(self, log: SQLiteEventLog) -> None:
         self.log = log
 
+    async def check_allowed(self) -> None:
+        """Whoever can write the SQLite file can archive it (the trigger still guards)."""
+
     async def prefix(self) -> Prefix:
         rows = await self.log._read(PREFIX, ())
         return Prefix(*rows[0]) if rows else Prefix()
@@ -96,6 +102,22 @@ class SQLiteArchive:
             (first, last),
         )
         return [tuple(row) for row in rows]
+
+    async def chunk(self, first: int, last: int, prev_hash: str) -> Chunk:
+        """The fast path (storage/sqlite/archive_rows.py), or the exact one when a row
+        needs it: both give the same chunk, or the same `ArchiveError`."""
+        try:
+            rows: list[Any] | None = await self.log._read(archive_rows.FAST, (first, last))
+        except sqlite3.Error:
+            rows = None  # a value SQLite cannot write as JSON: the exact path names it
+        if rows is not None:
+            built = await asyncio.to_thread(archive_rows.build, rows, first, last, prev_hash)
+            if built is not None:
+                [(first_at, last_at)] = await self.log._read(archive_rows.ENDS, (first, last))
+                built.first_at, built.last_at = str(first_at), str(last_at)
+                return built
+        full = await self.rows(first, last)
+        return await asyncio.to_thread(chunk_from_rows, full, first, last, prev_hash)
 
     async def commit(self, manifest: Manifest, directory: str) -> SegmentRecord:
         record: SegmentRecord = await self.log._submit(ArchiveOp(manifest, directory))
@@ -169,10 +191,23 @@ class ArchiveOp(Operation[SegmentRecord]):
             "UPDATE runs SET archived_segment = ? WHERE id = ?",
             [(m.segment, run) for run in m.runs],
         )
-        batch.conn.execute(
-            "DELETE FROM events WHERE pos BETWEEN ? AND ?", (m.first_pos, m.last_pos)
-        )
+        delete_rows(batch.conn, m.first_pos, m.last_pos)
         return record
+
+
+DELETE_CACHE_KIB = 65536
+"""Page cache for the delete: with SQLite's default 2 MB, deleting 50,000 rows rereads
+the pages of the `(run_id, seq)` index and takes about twice as long."""
+
+
+def delete_rows(conn: sqlite3.Connection, first: int, last: int) -> None:
+    """Delete the archived rows with a larger page cache, then give the memory back."""
+    [(cache,)] = conn.execute("PRAGMA cache_size").fetchall()
+    conn.execute(f"PRAGMA cache_size = -{DELETE_CACHE_KIB}")
+    try:
+        conn.execute("DELETE FROM events WHERE pos BETWEEN ? AND ?", (first, last))
+    finally:
+        conn.execute(f"PRAGMA cache_size = {int(cache)}")
 
 
 def segment_event(run_id: str, m: Manifest, data: dict[str, object]) -> NewEvent:

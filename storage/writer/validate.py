@@ -26,10 +26,15 @@ from typing import Any
 
 from storage.errors import InvalidEvent
 from storage.jsonenc import dumps
-from storage.model import EVENT_TYPES, NewEvent
+from storage.model import EVENT_TYPES, EventType, NewEvent
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 """NUL (PostgreSQL text cannot hold it) and lone surrogates (UTF-8 cannot encode them)."""
+
+RESERVED_TYPES: frozenset[str] = frozenset({EventType.ARCHIVE_SEGMENT})
+"""Event types no caller may append: the archiver writes `archive.segment` inside its own
+transaction (storage/sqlite/archive.py, storage/postgres/archive.py), never through an
+append, so the audit can trust that every such event records a real segment."""
 
 MAX_DEPTH = 200
 """How deep `_find_surrogate` looks for the text at fault before giving up on naming it."""
@@ -53,6 +58,11 @@ def event_data(new: NewEvent) -> str:
     kind = new.type
     if not isinstance(kind, str) or kind not in EVENT_TYPES:
         raise InvalidEvent(f"type {_show(kind)} is not an event type")
+    if kind in RESERVED_TYPES:
+        raise InvalidEvent(
+            f"type {kind!r} is reserved: only the archiver writes it (a run cannot claim to"
+            " have moved the log into a segment)"
+        )
     if type(new.attempt) is not int:
         raise InvalidEvent(f"attempt must be an int, not {type(new.attempt).__name__}")
     if new.step is not None:

@@ -74,13 +74,20 @@ def problem(response: httpx.Response, target: Target, what: str) -> CliError:
     return CliError("\n".join(lines), FAILED)
 
 
-def request(target: Target, method: str, path: str, what: str, **kwargs: Any) -> dict[str, Any]:
+def request(
+    target: Target,
+    method: str,
+    path: str,
+    what: str,
+    headers: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
     """One API call; the JSON answer, or a `CliError` naming what went wrong."""
     try:
         response = httpx.request(
             method,
             f"{target.url}{path}",
-            headers={"Authorization": f"Bearer {target.key}"},
+            headers={"Authorization": f"Bearer {target.key}", **(headers or {})},
             timeout=30,
             **kwargs,
         )

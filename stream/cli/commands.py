@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import uuid
 from typing import Any
 
 import click
@@ -82,6 +83,9 @@ def trigger(
         "POST",
         "/runs",
         f"start {function!r}",
+        # A fresh key per command: the run shows "cli" as its trigger, and a retried
+        # request cannot start the run twice.
+        headers={"Idempotency-Key": f"cli-{uuid.uuid4().hex}"},
         json={"function": function, "params": _parse_params(params)},
     )
     for link in ("view_url", "stream_url"):

@@ -1,20 +1,30 @@
 """Archived runs over HTTP: `GET /runs/{id}` says where a run's events went, and its
 stream replays them from the segment (read-only) or says clearly why it cannot.
 
-The routes call these two functions and otherwise treat an archived run like
-any finished one (stream/http/runs.py, stream/sse/routes.py).
+The routes call these functions and otherwise treat an archived run like any
+finished one (stream/http/runs.py, stream/sse/routes.py).
+
+The global stream (`GET /events`) does not replay segments: a client resuming
+from a position inside the archived prefix gets, before its first frame, one
+SSE comment naming the range it will not see (`: archived A..B: …`). A comment,
+not a `410`: `EventSource` ignores comments and keeps its connection and its
+reconnects, where an error status would close it for good; a client that cares
+(a consumer that must see every event) reads the comment and fetches the
+archived runs (`GET /runs/{id}/events` replays one from its segment).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
-from storage import EventLog, Run
+from storage import EventLog, Run, SteplogError
 from storage.archive import ArchiveError, SegmentRecord, store_for
 from storage.archive.replay import SegmentRun, locate
 from stream.http.problems import HTTPProblem
 from stream.settings import Settings
+from stream.sse.encoder import encode_comment
 
 log = logging.getLogger("steplog.archive")
 
@@ -62,3 +72,33 @@ async def archived_source(events: EventLog, settings: Settings, run: Run) -> Seg
             segment=record.segment, directory=record.directory,
         ) from None  # fmt: skip
     return source
+
+
+async def archived_gap(events: EventLog, cursor: int) -> bytes | None:
+    """The comment a global stream resuming after `cursor` starts with, when positions
+    after it were archived; None when the stream misses nothing."""
+    try:
+        prefix = await store_for(events).prefix()
+    except (ArchiveError, SteplogError):
+        return None
+    if cursor >= prefix.last_pos:
+        return None
+    first, last = cursor + 1, prefix.last_pos
+    return encode_comment(
+        f"archived {first}..{last}: events {first} to {last} were moved to archive segments"
+        f" and are not in this stream, which goes on from {last + 1}; an archived run's"
+        " own stream (GET /runs/{id}/events) replays it from its segment"
+    )
+
+
+async def with_preface(preface: bytes, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`body`, with `preface` sent first; closing this closes `body` (its `finally` gives
+    the stream's slot back)."""
+    try:
+        yield preface
+        async for chunk in body:
+            yield chunk
+    finally:
+        close = getattr(body, "aclose", None)
+        if close is not None:
+            await close()

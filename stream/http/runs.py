@@ -7,6 +7,7 @@ leaves no run and no event behind.
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -54,7 +55,23 @@ def run_json(run: Run) -> dict[str, Any]:
         "result": run.result,
         "error": run.error,
         "steps": list(_plan(run.function)),
+        "trigger": trigger_of(run.idempotency_key),
     }
+
+
+def trigger_of(key: str | None) -> str:
+    """How a run was started, read from its idempotency key's namespace.
+
+    Webhooks always carry one (`webhook:`), a re-run gets `rerun:`, the stream view's
+    form sends `form-…` keys and `steplog trigger` `cli-…` keys; any other API call
+    reads as `api`.
+    """
+    if key is None:
+        return "api"
+    namespace, _, value = key.partition(":")
+    if namespace == "api" and value.startswith(("form-", "cli-")):
+        return value.partition("-")[0]
+    return namespace if namespace in {"webhook", "rerun"} else "api"
 
 
 def _plan(function: str) -> tuple[str, ...]:
@@ -267,6 +284,7 @@ async def list_runs() -> Response:
         "runs": [run_json(r) for r in runs],
         "head": head,
         "functions": registry.names(),
+        "counts": await app_state.events.run_counts(),
     }
     if app_state.settings.demo:
         host = app_state.settings.host
@@ -293,10 +311,10 @@ async def get_run(run_id: str) -> Response:
     a link that expired is replaced); asked with a run token, it does not, or a
     token could renew itself forever.
     """
-    from stream.web.pages import page, wants_html
+    from stream.web.pages import run_page, wants_html
 
     if wants_html():
-        return await page("run.html")
+        return await run_page(run_id)
     run = await find_run(run_id)
     body = run_json(run) | await archived_json(state().events, run)
     if holds_api_key(request, state().api_key):
@@ -330,3 +348,32 @@ async def cancel_run(run_id: str) -> Response:
     if cancelled and app_state.pool is not None:
         app_state.pool.cancel(run.id)
     return _json_response(run_json(await app_state.events.get_run(run.id)))
+
+
+@api.post("/runs/<run_id>/rerun")
+async def rerun(run_id: str) -> Response:
+    """A new run of the same function with the same params (the stream view's Re-run).
+
+    API key only. The params are copied as stored, so a secret stays sealed and is
+    never shown to or re-entered by the caller; the new run is answered like POST /runs.
+    """
+    app_state = state()
+    require_api_key(request, app_state.api_key)
+    run = await find_run(run_id)
+    spec = registry.get(run.function)
+    # A fresh key: never a replay of another request, and the run reads as a re-run.
+    new, _ = await app_state.events.create_run(
+        run.function,
+        run.params,
+        idempotency_key=f"rerun:{run.id}:{secrets.token_hex(8)}",
+        max_attempts=spec.max_attempts,
+    )
+    if app_state.pool is not None:
+        app_state.pool.notify()
+    body = {
+        "run_id": new.id,
+        "status": new.status.value,
+        "rerun_of": run.id,
+        **await _links(new.id),
+    }
+    return _json_response(body, 202, {"Location": f"/runs/{new.id}"})

@@ -5,7 +5,7 @@ The document is generated from pydantic models: `StartRun` is the model that
 drift from what the handler accepts; the response models below describe what the
 handlers build by hand (they are documentation, not a serializer, so the
 handlers stay as they are). A schemathesis run against a live server
-(tests/e2e/test_api_contract.py) keeps both honest.
+(tests/server/test_api_contract.py) keeps both honest.
 
 Why not quart-schema's generator: every error here is `application/problem+json`
 and the streams are `text/event-stream`, and several statuses come from shared

@@ -54,6 +54,8 @@ class RunRecord(BaseModel):
     result: Any = None
     error: Any = None
     steps: list[str]
+    trigger: str | None = None
+    """How the run was started: `webhook`, `api` or `rerun` (from its idempotency key)."""
     stream_url: str | None = None
     """`GET /runs/{id}` with the API key only, like the three below: a fresh run token."""
     view_url: str | None = None
@@ -67,6 +69,8 @@ class RunList(BaseModel):
     runs: list[RunRecord]
     head: int
     functions: list[str]
+    counts: dict[str, int] | None = None
+    """How many runs are in each status, over the whole log (not just this page)."""
     demo_url: str | None = None
 
 

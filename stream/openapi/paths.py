@@ -220,6 +220,19 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/runs/{run_id}/rerun": {
+            "post": {
+                "operationId": "rerunRun",
+                "summary": "Start a new run of the same function with the same params",
+                "description": "The params are copied as stored (secrets stay sealed).",
+                "security": API_KEY,
+                "parameters": [RUN_ID],
+                "responses": {
+                    "202": _json(RunStarted, "The new run, queued"),
+                    **_problems(401, 403, 404),
+                },
+            }
+        },
         "/runs/{run_id}/events": {
             "get": {
                 "operationId": "runEvents",

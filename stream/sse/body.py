@@ -15,7 +15,7 @@ stream's slot back, makes the hub forget the task, and closes the body (which
 leaves the hub's fan-out and stops the pings). Nothing waits for the garbage
 collector: a cancelled task keeps its traceback, and with it the frames and the
 chunk being sent, so anything left referring to it would keep all of that.
-A body that never starts is released at the end of its request (`sse_routes`).
+A body that never starts is released at the end of its request (stream/sse/routes.py).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
+from functions.clock import Clock, Timer
 from storage import TERMINAL_EVENTS, EventLog
 from stream.http.metrics import Metrics
 from stream.sse.encoder import encode_comment, encode_retry
@@ -104,13 +105,13 @@ async def _policed(
         # and Hypercorn waits for the socket to drain inside that write: so the time
         # since `writing_since` is how long the client has not been taking our bytes.
         async for chunk in body:
-            sub.writing_since = clock()
+            sub.writing(clock.monotonic())
             yield chunk
-            sub.writing_since = None
+            sub.wrote()
         if sub.closed and sub.farewell:
-            sub.writing_since = clock()
+            sub.writing(clock.monotonic())
             yield sub.farewell
-            sub.writing_since = None
+            sub.wrote()
     finally:
         hub.release(sub)  # the slot, and the hub's reference to this task
         await body.aclose()  # unsubscribes and stops the pings, if it got that far
@@ -137,7 +138,7 @@ async def _stream(
             yield chunk
         if position.ended or sub.closed:
             return
-        async for chunk in _follow(sub, position.cursor, ping_interval):
+        async for chunk in _follow(sub, position.cursor, ping_interval, hub.clock):
             yield chunk
 
 
@@ -168,12 +169,14 @@ async def _catch_up(
             return
 
 
-async def _follow(sub: Subscriber, cursor: int, ping_interval: float) -> AsyncIterator[bytes]:
-    pings = _PingClock(sub, ping_interval)
+async def _follow(
+    sub: Subscriber, cursor: int, ping_interval: float, clock: Clock
+) -> AsyncIterator[bytes]:
+    pings = _PingClock(sub, ping_interval, clock)
     try:
         while True:
-            if not sub.ready.is_set():
-                await sub.ready.wait()  # woken by the hub, by `close`, or by `pings`
+            if not sub.ready:
+                await sub.wait()  # woken by the hub's push or close, or by `pings`
             if sub.closed or sub.overflowed:
                 return  # the client reconnects with Last-Event-ID and resumes from the log
             chunk: list[bytes] = []
@@ -204,24 +207,24 @@ class _PingClock:
     which schedules and cancels a timer for every event it is sent: about 5 µs of the
     roughly 50 µs a delivery costs, times every subscriber. Here a write only notes
     the time; the timer fires once per interval, and either re-arms itself for the
-    interval after the last write or wakes the stream to send its ping.
+    interval after the last write or wakes the stream to send its ping. Time and
+    timers come from the hub's clock (functions/clock.py), so pings are tested on a
+    fake one.
     """
 
-    __slots__ = ("_handle", "_interval", "_last", "_loop", "_owed", "_sub")
+    __slots__ = ("_clock", "_handle", "_interval", "_last", "_owed", "_sub")
 
-    def __init__(self, sub: Subscriber, interval: float) -> None:
+    def __init__(self, sub: Subscriber, interval: float, clock: Clock) -> None:
         self._sub = sub
         self._interval = interval
-        self._loop = asyncio.get_running_loop()
+        self._clock = clock
         self._owed = False
-        self._last = self._loop.time()
-        self._handle: asyncio.TimerHandle | None = self._loop.call_at(
-            self._last + interval, self._check
-        )
+        self._last = clock.monotonic()
+        self._handle: Timer | None = clock.call_later(interval, self._check)
 
     def wrote(self) -> None:
         """Bytes went out: the next ping is due an interval from now."""
-        self._last = self._loop.time()
+        self._last = self._clock.monotonic()
         if self._owed:  # these bytes do for the ping that was owed
             self._owed = False
             self._arm()
@@ -231,7 +234,7 @@ class _PingClock:
         if not self._owed:
             return False
         self._owed = False
-        self._last = self._loop.time()
+        self._last = self._clock.monotonic()
         self._arm()
         return True
 
@@ -242,13 +245,13 @@ class _PingClock:
 
     def _arm(self) -> None:
         self.stop()
-        self._handle = self._loop.call_at(self._last + self._interval, self._check)
+        self._handle = self._clock.call_later(self._interval, self._check)
 
     def _check(self) -> None:
         self._handle = None
-        due = self._last + self._interval
-        if self._loop.time() < due:
-            self._handle = self._loop.call_at(due, self._check)  # written since: wait on
+        left = self._last + self._interval - self._clock.monotonic()
+        if left > 0:
+            self._handle = self._clock.call_later(left, self._check)  # written since: wait on
             return
         self._owed = True
-        self._sub.ready.set()
+        self._sub.nudge()

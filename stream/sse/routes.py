@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 
 from quart import Blueprint, Response, request
 
-from stream.http.archived import archived_source
+from stream.http.archived import archived_gap, archived_source, with_preface
 from stream.http.auth import COOKIE, bearer, is_api_key, require_api_key
 from stream.http.problems import HTTPProblem
 from stream.http.runs import find_run
@@ -43,15 +43,16 @@ def _event_stream(body: AsyncIterator[bytes]) -> Response:
     return response
 
 
-def _admit(token: str | None) -> Subscriber | None:
-    """A slot for this stream; None while shutting down; 429 over a cap.
+def _admit(token: str | None, expires_in: float | None = None) -> Subscriber | None:
+    """A slot for this stream, ending within `expires_in` seconds if given; None while
+    shutting down; 429 over a cap.
 
     The body gives the slot back when it ends; the request's end does, should the
     body never start.
     """
     hub = state().hub
     try:
-        sub = hub.admit(token)
+        sub = hub.admit(token, expires_in=expires_in)
     except StreamRefused as refused:
         if refused.reason == "shutting_down":
             return None
@@ -91,15 +92,12 @@ async def run_events(run_id: str) -> Response:
         return Response(b"", status=204)  # EventSource stops reconnecting on 204
     settings = app_state.settings
     token = _run_token(app_state.api_key)
-    sub = _admit(token)
+    expires_at = None if token is None else expiry(token)
+    # The stream ends when its token does (like at its lifetime); the client's
+    # reconnect is then answered 401 token_expired, so a link stops at its expiry.
+    sub = _admit(token, None if expires_at is None else expires_at - app_state.clock())
     if sub is None:
         return _event_stream(farewell_stream(settings.retry_ms))
-    expires_at = None if token is None else expiry(token)
-    if expires_at is not None:
-        # The stream ends when its token does (like at its lifetime); the client's
-        # reconnect is then answered 401 token_expired, so a link stops at its expiry.
-        left = expires_at - app_state.clock()
-        sub.deadline = min(sub.deadline, app_state.hub.clock() + left)
     source = await archived_source(app_state.events, settings, run)  # archived: its segment
     return _event_stream(
         run_stream(
@@ -128,16 +126,16 @@ async def all_events() -> Response:
             head=head,
         )
     settings = app_state.settings
+    gap = await archived_gap(app_state.events, cursor)  # resuming inside the archive
     sub = _admit(None)
     if sub is None:
         return _event_stream(farewell_stream(settings.retry_ms))
-    return _event_stream(
-        global_stream(
-            app_state.events,
-            app_state.hub,
-            sub,
-            cursor,
-            retry_ms=settings.retry_ms,
-            ping_interval=settings.ping_interval,
-        )
+    body = global_stream(
+        app_state.events,
+        app_state.hub,
+        sub,
+        cursor,
+        retry_ms=settings.retry_ms,
+        ping_interval=settings.ping_interval,
     )
+    return _event_stream(body if gap is None else with_preface(gap, body))

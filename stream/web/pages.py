@@ -11,7 +11,9 @@ from pathlib import Path
 
 from quart import Blueprint, Response, redirect, request, send_file
 
+from storage import RunNotFound
 from stream.http.auth import COOKIE, is_api_key
+from stream.http.problems import HTTPProblem
 from stream.state import state
 
 STATIC = Path(__file__).parent / "static"
@@ -39,6 +41,38 @@ async def page(name: str, status: int = 200) -> Response:
     return response
 
 
+def html(text: str, status: int) -> Response:
+    """A page built from a static file's text (never from request data)."""
+    return Response(
+        text, status=status, content_type="text/html; charset=utf-8", headers=PAGE_HEADERS
+    )
+
+
+async def error_page() -> Response:
+    """The one answer for a run page that cannot be shown.
+
+    Unknown run, a token for another run, a forged or expired token, no token at
+    all: the same page, the same words and the same status, so a token never tells
+    its holder whether some other run exists.
+    """
+    return await page("error.html", 404)
+
+
+async def run_page(run_id: str) -> Response:
+    """The run's page, or the error page when the caller may not see that run.
+
+    Checked here, before any script runs, so a bad link is a page that says so
+    rather than an empty run view waiting for data that will never come.
+    """
+    from stream.http.runs import find_run
+
+    try:
+        await find_run(run_id)
+    except (HTTPProblem, RunNotFound):
+        return await error_page()
+    return await page("run.html")
+
+
 def logged_in() -> bool:
     return is_api_key(request.cookies.get(COOKIE), state().api_key)
 
@@ -60,7 +94,9 @@ async def login() -> Response:
     form = await request.form
     key = (form.get("api_key") or "").strip()
     if not is_api_key(key, state().api_key):
-        return await page("login.html", 401)
+        # The form again, with its static notice shown (the key itself is never echoed).
+        text = (STATIC / "login.html").read_text(encoding="utf-8")
+        return html(text.replace('id="login-error" hidden', 'id="login-error"'), 401)
     response: Response = redirect("/", 303)  # type: ignore[assignment]
     secure = request.scheme == "https" or request.headers.get("X-Forwarded-Proto") == "https"
     response.set_cookie(

@@ -1,17 +1,17 @@
 """E2E fixtures: Playwright driving Debian's Chromium (never a downloaded browser), and
-nginx in front of real servers."""
+nginx in front of real servers. Using either marks a test `needs("chromium")` or
+`needs("nginx")` (tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-from tests.conftest import require_binary
-from tests.e2e.nginx import NGINX, Nginx, start_nginx
+from tests.e2e.nginx import Nginx, start_nginx
+from tests.support import needs
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -23,10 +23,9 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    path = require_binary("chromium", os.environ.get("STEPLOG_CHROMIUM", "/usr/bin/chromium"))
+async def browser(chromium: str) -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        launched = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         yield launched
         await launched.close()
 
@@ -37,7 +36,8 @@ NginxFactory = Callable[..., Nginx]
 @pytest.fixture
 def nginx_factory(tmp_path: Path) -> Iterator[NginxFactory]:
     """Start nginx instances in front of given upstream ports; all stopped afterwards."""
-    binary = require_binary("nginx", NGINX)
+    binary = needs.binary("nginx")
+    assert binary is not None  # the needs marker checked it before the test started
     started: list[Nginx] = []
 
     def start(upstreams: list[int], edits: Sequence[tuple[str, str, int]] = ()) -> Nginx:

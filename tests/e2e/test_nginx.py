@@ -20,18 +20,10 @@ import pytest
 from stream.sse.parser import SSEParser
 from tests.conftest import ServerFactory
 from tests.e2e.conftest import NginxFactory
-from tests.e2e.nginx import Follower, Received
-from tests.integration.helpers import (
-    assert_contiguous,
-    assert_problem,
-    get_run,
-    start_run,
-    wait_for_status,
-    wait_until,
-)
+from tests.support.api import assert_problem, get_run, start_run, wait_for_status
 from tests.support.launcher import free_port
-
-pytestmark = pytest.mark.needs("nginx")
+from tests.support.sse import Follower, Received, assert_contiguous
+from tests.support.wait import wait_until
 
 
 def assert_one_at_a_time(received: list[Received], *, first: int = 3) -> None:
@@ -193,7 +185,7 @@ def test_sigterm_hands_the_stream_and_the_run_to_the_other_instance(
     # The first connection ended with the shutdown comment; a later one was served by
     # the second instance.
     cut = follower.connections[0]
-    assert cut.ended_by_server and "server shutting down, reconnect" in cut.comments
+    assert cut.ended and "server shutting down, reconnect" in cut.comments
     stream_lines = [
         line
         for line in proxy.access_log_once_it_has(f"upstream=127.0.0.1:{second.port}").splitlines()

@@ -12,28 +12,22 @@ expires (attempt 2) and complete.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from stream.sse.parser import ParsedEvent, SSEParser
 from tests.conftest import ServerFactory
 from tests.e2e.conftest import NginxFactory
-from tests.e2e.nginx import metric
-from tests.integration.helpers import ROOT, assert_contiguous, stop_processes, wait_until
-from tests.support.launcher import ServerProcess
-
-pytestmark = pytest.mark.needs("nginx")
+from tests.support.launcher import ROOT, ServerProcess, stop_processes
+from tests.support.probes import metric
+from tests.support.sse import Follower, assert_contiguous
+from tests.support.wait import wait_until
 
 API_KEY = "slk_test_postgres_cluster"
 WEBHOOK_SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
@@ -70,71 +64,6 @@ def workers(tmp_path: Path, pg_url: str) -> Iterator[Callable[[str], subprocess.
     stop_processes(started)
 
 
-class Resumer:
-    """An EventSource-like client on a thread: reconnects with the last id it parsed.
-
-    Unlike `tests.e2e.nginx.Follower`, the id is remembered per event as it is
-    parsed, so a connection that breaks mid-body (its upstream was SIGKILLed and
-    nginx cut the chunked response) still resumes after the last event it delivered.
-    """
-
-    def __init__(self, url: str, deadline: float) -> None:
-        self.url = url
-        self.deadline = time.monotonic() + deadline
-        self.events: list[ParsedEvent] = []
-        self.connections = 0
-        self.errors: list[str] = []
-        self.last_id = ""
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> Resumer:
-        self._thread.start()
-        return self
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), f"the client did not finish: {self.summary()}"
-
-    @property
-    def envelopes(self) -> list[dict[str, Any]]:
-        return [json.loads(event.data) for event in list(self.events)]
-
-    def summary(self) -> str:
-        return f"{self.connections} connections, {len(self.events)} events, errors {self.errors}"
-
-    def _run(self) -> None:
-        retry = 0.2
-        while time.monotonic() < self.deadline:
-            headers = {**HEADERS, "Last-Event-ID": self.last_id} if self.last_id else HEADERS
-            try:
-                retry, finished = self._connect(headers, retry)
-            except httpx.TransportError as exc:
-                self.errors.append(f"{type(exc).__name__}: {exc}")
-                finished = False
-            if finished:
-                return
-            time.sleep(retry)  # EventSource's back-off before reconnecting
-
-    def _connect(self, headers: dict[str, str], retry: float) -> tuple[float, bool]:
-        """One connection; returns (retry, whether the stream reached its end)."""
-        self.connections += 1
-        timeout = httpx.Timeout(5.0, read=20.0)
-        with httpx.stream("GET", self.url, headers=headers, timeout=timeout) as response:
-            if response.status_code != 200:
-                self.errors.append(f"status {response.status_code}: {response.read()!r}")
-                return retry, response.status_code == 204
-            parser = SSEParser()
-            for chunk in response.iter_bytes():
-                for event in parser.feed(chunk):
-                    self.events.append(event)
-                    self.last_id = event.id or self.last_id
-                    if event.event == "completed":
-                        return retry, True
-                if parser.retry is not None:
-                    retry = parser.retry / 1000
-        return retry, False
-
-
 def streams_open(server: ServerProcess) -> float:
     """The instance's open SSE responses (0 once it is dead)."""
     try:
@@ -165,7 +94,9 @@ def test_a_stream_and_a_run_survive_a_serve_and_a_worker_killed(
     )
     assert started.status_code == 202, started.text
     run = started.json()
-    client = Resumer(proxy.url + run["stream_url"], deadline=35).start()
+    client = Follower(
+        proxy.url + run["stream_url"], headers=HEADERS, deadline=35, read_timeout=20
+    ).start()
 
     # The instance holding the stream is the one with an open SSE response (nothing
     # else streams); kill it once some events went through it.
@@ -180,7 +111,7 @@ def test_a_stream_and_a_run_survive_a_serve_and_a_worker_killed(
     received_before = len(client.events)
     victim.kill()
     wait_until(
-        lambda: client.connections >= 2 and len(client.events) > received_before + 2,
+        lambda: len(client.connections) >= 2 and len(client.events) > received_before + 2,
         15,
         what=f"the client to resume through the other instance: {client.summary()}",
     )

@@ -1,6 +1,6 @@
 """Start a real `steplog serve` in a subprocess and wait until it answers.
 
-Used by the benchmark and the integration tests: both talk to a real Hypercorn
+Used by the benchmark and the server tests: both talk to a real Hypercorn
 server over a real socket, never to an in-process test client.
 """
 
@@ -14,13 +14,17 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from storage.backends import log_file
+from tests.support.wait import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+"""The project root: a server subprocess given a test module (`STEPLOG_FUNCTIONS=tests.…`)
+must be able to import it."""
 
 
 def free_port() -> int:
@@ -75,16 +79,16 @@ class ServerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+        process = self.process
+
+        def answers() -> bool:
+            if process.poll() is not None:
                 raise RuntimeError(f"steplog serve exited early; see {self.log_path}")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.05)  # polling for readiness, bounded by the deadline
-        else:
-            raise RuntimeError(f"steplog serve did not answer within {timeout}s")
+                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+            return False
+
+        wait_until(answers, timeout, what=f"steplog serve on port {self.port} to answer /healthz")
         self.api_key = (
             self.env["STEPLOG_API_KEY"]
             if is_postgres_url(self.database)
@@ -109,6 +113,18 @@ class ServerProcess:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
+    """SIGTERM every process, then wait for each (SIGKILL after `timeout`)."""
+    for proc in processes:
+        proc.terminate()
+    for proc in processes:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def is_postgres_url(db: str) -> bool:

@@ -1,6 +1,6 @@
 """The scraper's pure parts: cleaning text, analysing, target policy, extraction from HTML.
 
-No browser here (tests/integration/test_scrape.py drives real Chromium); the
+No browser here (tests/e2e/test_scrape.py drives real Chromium); the
 egress proxy is exercised over real loopback sockets.
 """
 

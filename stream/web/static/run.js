@@ -1,27 +1,32 @@
-// One run, live or replayed. The browser's own EventSource does the resuming
-// after a drop: it reconnects by itself with Last-Event-ID, and a 204 tells it to
-// stop. Any other answer but a 200 stream (a 429, a proxy's 502) closes it for
-// good, so then the page opens a new one itself (see `closed`).
+// One run, live or replayed: wires the stream (stream.js), the reducer (runview.js)
+// and the parts of the page (steps, waterfall, log, result, actions) together.
+// Every part is drawn from the reducer's state and one notion of "now": the wall
+// clock while live, the last replayed event while replaying, so the badge, the
+// clocks and the timeline cursor always agree.
 import { apply, initialState, TERMINAL } from "./runview.js";
-import { el, fmtMs, setText } from "./dom.js";
-import { backoff } from "./retry.js";
+import { el, fmtAgo, fmtDuration, setText } from "./dom.js";
+import { runStream } from "./stream.js";
+import { logView } from "./logview.js";
+import { drawTimeline } from "./timeline.js";
+import { drawSteps } from "./steps.js";
+import { jsonTree, profileCard } from "./result.js";
+import { actions } from "./actions.js";
 
 const runId = decodeURIComponent(location.pathname.split("/")[2] || "");
 const query = new URLSearchParams(location.search);
 const token = query.get("token");
 const fromSeq = Number.parseInt(query.get("from") || "", 10);
-const NAMES = ["progress", "completed", "failed", "cancelled"];
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
+const $ = (id) => document.getElementById(id);
 
 let run = null;
 let state = initialState();
-let source = null;
+let mode = "live"; // or "replay"
+let speed = 0; // the replay's speed; 0 for instant (no cursor to show)
 let playback = null; // a running replay's timer
-let reconnects = 0;
 let scheduled = false;
-let joinedAt = 0; // the event id the stream was opened after ("watch from now" skips the past)
+let skew = Infinity; // browser clock minus server clock (plus latency), from live events
 let linkExpired = false; // the token in the URL has expired: nothing more will be let in
-const retry = backoff();
 
 function withToken(path, extra = {}) {
   const params = new URLSearchParams(extra);
@@ -31,26 +36,60 @@ function withToken(path, extra = {}) {
 }
 
 function connection(kind, detail = "") {
-  const node = document.getElementById("connection");
+  const node = $("connection");
   node.dataset.state = kind;
   node.textContent = detail ? `${kind} (${detail})` : kind;
 }
 
+/** Where time stands for every part of the page (ms, server clock). */
+function now() {
+  if (mode === "replay") return state.lastAt ?? state.firstAt ?? 0;
+  if (state.finishedAt !== null) return state.finishedAt;
+  return Date.now() - (Number.isFinite(skew) ? skew : 0);
+}
+
 // ---- rendering -------------------------------------------------------------
+
+const log = logView({
+  scroller: $("log-scroll"),
+  list: $("logs"),
+  jump: $("jump-live"),
+  stepFilter: $("filter-step"),
+  typeFilter: $("filter-type"),
+  textFilter: $("filter-text"),
+  onPick: showEnvelope,
+  onCount(shown, total) {
+    setText("shown-count", shown);
+    setText("event-count", total);
+  },
+});
 
 function render() {
   scheduled = false;
   const pct = state.pct ?? 0;
-  document.getElementById("bar").value = pct;
+  $("bar").value = pct;
   setText("pct", `${Math.round(pct)}%`);
   setText("message", state.message);
   setText("status", state.status);
-  document.getElementById("status").dataset.status = state.status;
-  setText("attempt", state.attempt);
-  setText("event-count", state.count);
-  renderSteps();
-  renderLogs();
+  $("status").dataset.status = state.status;
+  setText("attempt", state.attempt || run?.attempt || 0);
+  log.update(state);
   renderResult();
+  tick();
+}
+
+/** What moves with the clock: durations, the running step, the waterfall. */
+function tick() {
+  const at = now();
+  const startedAt = state.startedAt ?? (run?.started_at ? Date.parse(run.started_at) : null);
+  if (startedAt !== null) {
+    const end = mode === "live" && run?.finished_at && state.finishedAt === null ? Date.parse(run.finished_at) : at;
+    setText("duration", fmtDuration(Math.max(0, end - startedAt)));
+    setText("started", `${new Date(startedAt).toLocaleString()} (${fmtAgo(Date.now() - startedAt)})`);
+  }
+  drawSteps($("steps"), state, at, (seq) => withToken(`/runs/${runId}`, { from: seq }));
+  const until = mode === "replay" && run?.finished_at ? Date.parse(run.finished_at) : null;
+  drawTimeline($("timeline"), state, at, { live: mode === "replay" || state.finishedAt === null, cursor: mode === "replay" && speed > 0, until });
 }
 
 function schedule() {
@@ -60,176 +99,87 @@ function schedule() {
   }
 }
 
-function renderSteps() {
-  const list = document.getElementById("steps");
-  const rows = [];
-  for (const step of state.steps.values()) {
-    const link = step.seq ? el("a", { href: withToken(`/runs/${runId}`, { from: step.seq }) }, "replay from here") : null;
-    rows.push(
-      el(
-        "li",
-        { class: `step ${step.status}`, "data-step": step.name, "data-status": step.status },
-        el("span", { class: "mark", "aria-hidden": "true", text: MARKS[step.status] || "·" }),
-        el("span", { class: "name", text: step.name }),
-        el("span", { class: "state", text: step.status }),
-        el("span", { class: "msg", text: step.message }),
-        el("span", { class: "dur", text: fmtMs(step.duration_ms) }),
-        link,
-      ),
-    );
-  }
-  list.replaceChildren(...rows);
-}
-
-const MARKS = { pending: "○", running: "◐", done: "✓", failed: "✗", reused: "↺" };
-
-let renderedLogs = 0;
-function renderLogs() {
-  const list = document.getElementById("logs");
-  if (state.logs.length < renderedLogs) {
-    list.replaceChildren();
-    renderedLogs = 0;
-  }
-  for (const line of state.logs.slice(renderedLogs)) {
-    list.append(el("li", { "data-seq": line.seq }, el("time", { text: line.at.slice(11, 19) }), " ", line.message));
-  }
-  renderedLogs = state.logs.length;
-}
-
+let shownResult = undefined;
 function renderResult() {
-  const section = document.getElementById("result");
   const finished = TERMINAL.has(`run.${state.status}`);
-  section.hidden = !finished;
-  if (!finished) return;
-  const error = document.getElementById("error");
-  error.hidden = !state.error;
-  error.textContent = state.error || "";
-  setText("raw", JSON.stringify(state.result, null, 2));
-  document.getElementById("card").replaceChildren(...card(state.result));
+  $("result").hidden = !finished;
+  if (!finished) {
+    shownResult = undefined;
+    return;
+  }
+  const result = state.result ?? run?.result ?? null;
+  $("error").hidden = !state.error;
+  $("error").textContent = state.error || "";
+  if (result === shownResult) return;
+  shownResult = result;
+  setText("raw", JSON.stringify(result, null, 2));
+  const card = profileCard(result);
+  $("card").hidden = !card;
+  $("card").replaceChildren(...(card || []));
+  $("tree").replaceChildren(card || result === null ? "" : jsonTree(result));
 }
 
-function card(result) {
-  if (!result || typeof result !== "object") return [];
-  const profile = result.profile && typeof result.profile === "object" ? result.profile : result;
-  const parts = [];
-  if (profile.name) {
-    const ascii = profile.name_ascii && profile.name_ascii !== profile.name ? ` (${profile.name_ascii})` : "";
-    parts.push(el("h3", { class: "name", text: `${profile.name}${ascii}` }));
-  }
-  if (profile.headline) parts.push(el("p", { class: "headline", text: profile.headline }));
-  if (profile.location) parts.push(el("p", { class: "location", text: profile.location }));
-  if (profile.about) parts.push(el("p", { class: "about", text: profile.about }));
-  if (Array.isArray(profile.experience) && profile.experience.length) {
-    parts.push(el("h4", { text: "Experience" }));
-    parts.push(
-      el(
-        "ul",
-        { class: "experience" },
-        ...profile.experience.map((job) =>
-          el("li", {}, [job.title, job.company].filter(Boolean).join(" · "), job.start || job.dates ? ` (${job.dates || [job.start, job.end || "now"].join("–")})` : ""),
-        ),
-      ),
-    );
-  }
-  if (Array.isArray(profile.skills) && profile.skills.length) {
-    parts.push(el("h4", { text: "Skills" }));
-    parts.push(el("ul", { class: "skills" }, ...profile.skills.map((skill) => el("li", { text: typeof skill === "string" ? skill : JSON.stringify(skill) }))));
-  }
-  const analysis = result.analysis;
-  if (analysis && typeof analysis === "object") {
-    const facts = [];
-    const level = analysis.seniority && typeof analysis.seniority === "object" ? analysis.seniority.level : analysis.seniority;
-    if (level) facts.push(`seniority: ${level}`);
-    if (typeof analysis.experience_years === "number") facts.push(`${analysis.experience_years} years of experience`);
-    if (Array.isArray(analysis.keywords) && analysis.keywords.length) {
-      facts.push(`keywords: ${analysis.keywords.slice(0, 5).map((k) => (typeof k === "object" ? k.word : k)).join(", ")}`);
-    }
-    if (facts.length) parts.push(el("p", { class: "analysis", text: facts.join(" · ") }));
-  }
-  return parts;
+function showEnvelope(env) {
+  $("envelope").hidden = false;
+  setText("envelope-seq", `#${env.seq} · ${env.type}`);
+  setText("envelope-json", JSON.stringify(env, null, 2));
+  setText("envelope-copied", "");
+  $("envelope-replay").setAttribute("href", withToken(`/runs/${runId}`, { from: env.seq }));
 }
+
+$("envelope-close").addEventListener("click", () => {
+  $("envelope").hidden = true;
+  $("log-scroll").focus();
+});
+$("envelope-copy").addEventListener("click", async () => {
+  const text = $("envelope-json").textContent;
+  try {
+    await navigator.clipboard.writeText(text);
+    setText("envelope-copied", "copied");
+  } catch {
+    getSelection().selectAllChildren($("envelope-json")); // no clipboard access: select it for Ctrl+C
+    setText("envelope-copied", "selected: press Ctrl+C to copy");
+  }
+});
 
 function renderHeader() {
   setText("function", run.function);
   setText("run-id", run.id);
   setText("params", JSON.stringify(run.params, null, 2));
-  setText("started", run.started_at ? new Date(run.started_at).toLocaleString() : "–");
-  if (run.started_at && run.finished_at) {
-    setText("duration", fmtMs(new Date(run.finished_at) - new Date(run.started_at)));
-  }
   document.title = `${run.function} ${run.id.slice(-6)} · steplog`;
 }
 
 // ---- live ------------------------------------------------------------------
 
-/** Stop following: close the stream and forget a pending retry. */
-function stop() {
-  retry.cancel();
-  if (source) source.close();
-  source = null;
-}
+const stream = runStream((after) => withToken(`/runs/${runId}/events`, after ? { last_event_id: after } : {}), {
+  onEvent(env, name) {
+    skew = Math.min(skew, Date.now() - Date.parse(env.at));
+    apply(state, env);
+    schedule();
+    if (name !== "progress") refreshRun();
+  },
+  onConnection: connection,
+  lastSeq: () => state.lastSeq,
+  async settle(seen) {
+    const current = await refreshRun(true);
+    if (linkExpired) return "stop"; // said once, by `expired`; retrying would only be refused again
+    return current && FINISHED.has(current.status) && seen >= current.last_seq ? "ended" : "retry";
+  },
+});
 
 function follow(afterSeq) {
-  stop();
-  reconnects = 0;
-  joinedAt = afterSeq;
-  const params = afterSeq ? { last_event_id: afterSeq } : {};
-  const opened = new EventSource(withToken(`/runs/${runId}/events`, params));
-  source = opened;
-  connection("connecting");
-  opened.onopen = () => {
-    retry.reset();
-    connection("live");
-  };
-  opened.onerror = () => {
-    if (opened.readyState === EventSource.CLOSED) {
-      closed(opened);
-      return;
-    }
-    reconnects += 1;
-    connection("reconnecting", `attempt ${reconnects}, last event id ${state.lastSeq}`);
-  };
-  for (const name of NAMES) {
-    opened.addEventListener(name, (message) => {
-      apply(state, JSON.parse(message.data));
-      schedule();
-      if (name !== "progress") {
-        stop(); // the terminal event: nothing follows, so no reconnect either
-        connection("ended");
-        refreshRun();
-      }
-    });
-  }
-}
-
-// The EventSource closed for good. That is normal after the 204 for a run that
-// has ended and whose events the page already has; anything else was a refusal
-// or a failure (429 over a stream cap, 502/503 while the server restarts) that
-// EventSource hides from us. The run record tells the two apart without opening
-// a second stream; every other case retries later from the last event shown,
-// so nothing is missed (and `apply` drops any event seen twice).
-async function closed(closedSource) {
-  const current = await refreshRun(true);
-  if (linkExpired) return; // said once, by `expired`; retrying would only be refused again
-  if (source !== closedSource) return; // a replay or a join was started meanwhile
-  const seen = Math.max(joinedAt, state.lastSeq);
-  if (current && FINISHED.has(current.status) && seen >= current.last_seq) {
-    stop();
-    connection("ended");
-    return;
-  }
-  // Said once per attempt, not counted down: the indicator is a live region.
-  const seconds = retry.schedule(() => follow(seen));
-  connection("unavailable", `retrying in ${seconds} s, last event id ${seen}`);
+  if (playback) clearTimeout(playback);
+  mode = "live";
+  stream.follow(afterSeq);
 }
 
 // ---- replay ----------------------------------------------------------------
 
-async function allEvents() {
-  const events = [];
+/** Read the whole log in pages, handing each page to `each` as it arrives. */
+async function readLog(each) {
   let after = 0;
   for (;;) {
-    const response = await fetch(withToken(`/runs/${runId}/log`, { after, limit: 1000 }), {
+    const response = await fetch(withToken(`/runs/${runId}/log`, { after, limit: 5000 }), {
       headers: { Accept: "application/json" },
     });
     if (!response.ok) {
@@ -237,27 +187,36 @@ async function allEvents() {
       throw new Error(`reading events failed: ${response.status}`);
     }
     const page = (await response.json()).events;
-    events.push(...page);
-    if (page.length < 1000) return events;
+    each(page);
+    if (page.length < 5000) return;
     after = page[page.length - 1].seq;
   }
 }
 
-async function replay(speed, startSeq = 1) {
+async function replay(playSpeed, startSeq = 1) {
   if (playback) clearTimeout(playback);
-  stop();
-  const events = await allEvents();
+  stream.stop();
+  mode = "replay";
+  speed = playSpeed;
   state = initialState(run.steps || []);
-  renderedLogs = 0;
-  let index = 0;
-  while (index < events.length && events[index].seq < startSeq) apply(state, events[index++]);
-  connection("replaying", speed ? `${speed}×` : "instant");
+  const events = [];
+  connection("replaying", speed ? "loading" : "instant");
+  // Instant: each page is applied as it arrives, one task per page, so even a
+  // 100,000-event run never holds the main thread for long.
+  await readLog((page) => {
+    for (const event of page) {
+      if (!speed || event.seq < startSeq) apply(state, event);
+      else events.push(event);
+    }
+    if (!speed) schedule();
+  });
   if (!speed) {
-    for (; index < events.length; index++) apply(state, events[index]);
     render();
     connection("ended", "replayed");
     return;
   }
+  connection("replaying", `${speed}×`);
+  let index = 0;
   const step = () => {
     if (index >= events.length) {
       connection("ended", "replayed");
@@ -276,11 +235,8 @@ async function replay(speed, startSeq = 1) {
 
 // ---- start -----------------------------------------------------------------
 
-// The server answers an expired run token with 401 and `"reason": "token_expired"`
-// (a token that never opened this run keeps its 403). EventSource cannot see that
-// status, so the page learns it from the run record or the log it fetches itself.
-
-/** Whether `response` refuses the page's token because it has expired (reads its body). */
+// The server answers an expired run token with 401 and `"reason": "token_expired"`.
+// EventSource cannot see that status, so the page learns it from what it fetches itself.
 async function isExpired(response) {
   if (response.status !== 401) return false;
   const problem = await response.clone().json().catch(() => null);
@@ -290,11 +246,38 @@ async function isExpired(response) {
 /** Stop for good and say why: the link is no longer valid, and retrying cannot help. */
 function expired() {
   linkExpired = true;
-  stop();
+  stream.stop();
   if (playback) clearTimeout(playback);
-  document.getElementById("expired").hidden = false;
+  $("expired").hidden = false;
   connection("expired"); // the notice above the run says what to do
 }
+
+/** The whole page becomes the error page (the run went away, or the link was refused). */
+function notValid() {
+  stream.stop();
+  const main = document.querySelector("main");
+  main.className = "narrow";
+  main.replaceChildren(
+    el(
+      "section",
+      { class: "error-page", "aria-labelledby": "error-title" },
+      el("p", { class: "error-mark", "aria-hidden": "true", text: "⚠" }),
+      el("h1", { id: "error-title", text: "This link is not valid or has expired" }),
+      el("p", { text: "Ask whoever sent it for a new link. A link to a run works for a limited time and only for that run." }),
+      el("p", {}, "If you have the API key, ", el("a", { href: "/login", text: "log in" }), " to see every run."),
+    ),
+  );
+  $("connection").remove();
+}
+
+const showActions = actions({
+  root: $("actions"),
+  cancel: $("cancel"),
+  rerun: $("rerun"),
+  error: $("action-error"),
+  runId,
+  onChanged: () => refreshRun(),
+});
 
 /** Fetch and show the run record; null if that failed (said in the indicator unless `quiet`). */
 async function refreshRun(quiet = false) {
@@ -302,7 +285,12 @@ async function refreshRun(quiet = false) {
   const response = await fetch(withToken(`/runs/${runId}`), { headers }).catch(() => null); // unreachable
   if (!response?.ok) {
     if (response && (await isExpired(response))) {
-      expired(); // said even when `quiet`: it is the end of this page, not a passing failure
+      if (run) expired(); // while watching: keep what was shown, and say why it stopped
+      else notValid();
+      return null;
+    }
+    if (!run && response && [401, 403, 404].includes(response.status)) {
+      notValid();
       return null;
     }
     if (quiet) return null;
@@ -312,9 +300,11 @@ async function refreshRun(quiet = false) {
   }
   run = await response.json();
   renderHeader();
+  showActions(run);
   const finished = FINISHED.has(run.status);
-  document.getElementById("replay-controls").hidden = !finished;
-  document.getElementById("live-controls").hidden = finished;
+  $("replay-controls").hidden = !finished;
+  $("live-controls").hidden = finished;
+  schedule();
   return run;
 }
 
@@ -325,17 +315,19 @@ async function start() {
   for (const button of document.querySelectorAll("[data-speed]")) {
     button.addEventListener("click", () => replay(Number(button.dataset.speed)));
   }
-  document.getElementById("join-start").addEventListener("click", () => {
+  $("join-start").addEventListener("click", () => {
     state = initialState(run.steps || []);
-    renderedLogs = 0;
     follow(0);
   });
-  document.getElementById("join-now").addEventListener("click", async () => {
+  $("join-now").addEventListener("click", async () => {
     const current = await refreshRun();
     state = initialState(run.steps || []);
-    renderedLogs = 0;
+    state.status = run.status; // what came before is not replayed, so say where it stands
     follow(current ? current.last_seq : 0);
   });
+  setInterval(() => {
+    if (mode === "live" && state.finishedAt === null) tick();
+  }, 1000);
   if (Number.isFinite(fromSeq) && fromSeq > 0) {
     await replay(finished ? 1 : 0, fromSeq);
     if (!finished) follow(state.lastSeq);

@@ -9,7 +9,10 @@ again. Only a copy that verifies is committed; anything else rolls back and
 leaves the target empty.
 
 The source must be quiet (no `serve` or `worker` running on it): its head is
-compared before and after, and a change aborts the copy. What differs per
+compared before and after, and a change aborts the copy. A source that has
+archived a prefix (storage/archive/) is refused up front, in one line: its live
+rows start after the prefix, so a copy from pos 1 would fail on the chain as if
+it were tampered with, and a copy without the segment records would not verify. What differs per
 backend is only how the target takes the rows (`CopyTarget`:
 storage/postgres/copy.py, storage/sqlite/copy.py), reached through
 `storage.backends`.
@@ -48,6 +51,13 @@ class ChainBroken(SteplogError):
 
     status = 409
     title = "Hash chain broken"
+
+
+class ArchivedSource(SteplogError):
+    """The source log has archived a prefix: only whole logs are copied."""
+
+    status = 409
+    title = "Archived log"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +130,7 @@ async def copy_log(
 ) -> CopyReport:
     """Copy every run and event of the open `source` into the empty log at `target_url`."""
     tell = progress or (lambda what, count: None)
+    await _refuse_archived(source)
     head_before = await source.head()
     target = backend_for(target_url).copy_target(target_url)
     try:
@@ -133,6 +144,23 @@ async def copy_log(
     finally:
         await target.abort()
     return report
+
+
+async def _refuse_archived(source: EventLog) -> None:
+    """Refuse, before the target is touched, a source whose prefix is in segments."""
+    from storage.archive import ArchiveError, store_for
+
+    try:
+        prefix = await store_for(source).prefix()
+    except ArchiveError:
+        return  # a log kind that cannot archive has nothing archived
+    if prefix.last_pos:
+        raise ArchivedSource(
+            f"positions 1..{prefix.last_pos} are archived in {prefix.segments} segment(s), and"
+            " `steplog log copy` copies only a log that was never archived: nothing was copied"
+            " (move the database itself, the SQLite file or a pg_dump, with its archive"
+            " directory)"
+        )
 
 
 async def _copy_into(

@@ -21,11 +21,12 @@ from stream.settings import DEFAULT_DB
 
 
 def default_archive_dir(db: str) -> Path:
-    """`<the database's directory>/archive` for SQLite; `./archive` for PostgreSQL."""
-    if db.startswith(("postgres://", "postgresql://")):
-        return Path("archive")
-    path = Path(db.removeprefix("sqlite://") if db.startswith("sqlite://") else db)
-    return path.parent / "archive"
+    """`<the database's directory>/archive` for a log in a file (SQLite); `./archive` for
+    one in a database server (PostgreSQL). `storage.backends` decides which it is."""
+    from storage.backends import log_file
+
+    path = log_file(db)
+    return Path("archive") if path is None else path.parent / "archive"
 
 
 def parse_cutoff(before: str | None, keep_days: float | None, now: float) -> float:
@@ -82,8 +83,9 @@ def archive_cmd(
 
     cutoff = parse_cutoff(before, keep_days, time.time())
     folder = directory if directory is not None else default_archive_dir(db)
-    postgres = db.startswith(("postgres://", "postgresql://"))
-    if vacuum and postgres:
+    from storage.backends import log_file
+
+    if vacuum and log_file(db) is None:
         raise click.UsageError("--vacuum applies to SQLite (PostgreSQL's autovacuum reclaims)")
     try:
         lines = asyncio.run(_archive(db, folder, cutoff, max_events))
@@ -93,7 +95,6 @@ def archive_cmd(
     for line in lines:
         click.echo(line)
     if vacuum:
-        from storage.backends import log_file
         from storage.sqlite.archive import vacuum as run_vacuum
 
         before_bytes, after_bytes = run_vacuum(str(log_file(db)))

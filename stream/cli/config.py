@@ -108,8 +108,11 @@ def resolve(url: str | None, db: str) -> Target:
     if key:
         return Target(resolve_url(url), key, "STEPLOG_API_KEY")
     looked.append("STEPLOG_API_KEY (unset)")
-    if not db.startswith(("postgres://", "postgresql://")):
-        beside = Path(db.removeprefix("sqlite://")).parent / "api-key"
+    from storage.backends import log_file
+
+    database_file = log_file(db)
+    if database_file is not None:
+        beside = database_file.parent / "api-key"
         found = _read_key(beside)
         if found:
             return Target(resolve_url(url), found, str(beside))

@@ -100,7 +100,9 @@ def serve(
 
     def on_ready(url: str) -> None:
         """Tell the CLI on this machine where this server and its key file are."""
-        if settings.api_key or settings.db.startswith(("postgres://", "postgresql://")):
+        from storage.backends import log_file
+
+        if settings.api_key or log_file(settings.db) is None:
             return  # a key from the environment: the CLI gets it the same way
         from stream.cli.config import remember_server
 

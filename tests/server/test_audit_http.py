@@ -177,7 +177,7 @@ def test_cli_verify_anchor_export_and_offline_verify(server: ServerProcess, tmp_
 
 
 def test_cli_names_the_tampering_and_exits_non_zero(server: ServerProcess, tmp_path: Path) -> None:
-    sqlite_only(server)  # every tampering case runs on both backends in tests/unit/test_audit.py
+    sqlite_only(server)  # every tampering case runs on both backends in tests/sqlite/test_audit.py
     copy = tmp_path / "copy.db"
     source, target = sqlite3.connect(server.db), sqlite3.connect(copy)
     source.backup(target)
@@ -209,7 +209,7 @@ def _fingerprint(db: Path) -> dict[str, str]:
 
 
 def test_verify_on_a_live_log_succeeds_and_writes_nothing(server: ServerProcess) -> None:
-    sqlite_only(server)  # PostgreSQL: tests/unit/test_audit.py verifies while a writer appends
+    sqlite_only(server)  # PostgreSQL: tests/sqlite/test_audit.py verifies while a writer appends
     # Idle server, database open: the verifier changes not one byte and commits nothing.
     observer = sqlite3.connect(f"file:{server.db}?mode=ro", uri=True, isolation_level=None)
     try:

@@ -50,7 +50,8 @@ def test_tail_follows_a_run_across_a_server_restart(server: ServerProcess, tmp_p
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        bufsize=0,  # unbuffered: communicate() below reads the fd, so nothing may sit in a
+        # buffer readline() filled (the replayed lines after the first arrive in one chunk)
     )
     try:
         assert follower.stdout is not None
@@ -58,7 +59,8 @@ def test_tail_follows_a_run_across_a_server_restart(server: ServerProcess, tmp_p
         assert first["seq"] == 1
         server.stop()  # graceful: the run is handed back and resumes after the restart
         server.start()
-        out, err = follower.communicate(timeout=60)
+        out_bytes, err_bytes = follower.communicate(timeout=60)
+        out, err = out_bytes.decode(), err_bytes.decode()
     finally:
         if follower.poll() is None:
             follower.kill()

@@ -101,7 +101,9 @@ class Numbering:
         pos = self.head_pos + 1
         if data is None:
             data = dumps(new.data)
-        pct = None if new.pct is None else round(float(new.pct), 2)
+        # `+ 0.0` turns -0.0 into 0.0: SQLite stores no negative zero, so the hash
+        # must not cover "-0.00" (the row would read back as edited).
+        pct = None if new.pct is None else round(float(new.pct), 2) + 0.0
         at = self.now_iso
         canonical = chain.canonical_row(
             pos, new.run_id, seq, new.type, new.step, new.message, pct, data, new.attempt, at

@@ -190,7 +190,7 @@ async def grant_archiver_role(url: str, role: str) -> None:
     """`steplog migrate --archiver-role ROLE`: the one role that may archive (DELETE events)."""
     from storage.postgres.errors import translate
     from storage.postgres.migrations import _quote_ident
-    from storage.postgres.queries import QUERIES
+    from storage.sqlfiles import POSTGRES as QUERIES
 
     try:
         conn = await asyncpg.connect(url)

@@ -24,7 +24,7 @@ from storage.errors import SteplogError
 from storage.model import RunStatus
 from storage.numbering import Numbering, RunState
 from storage.postgres.errors import is_connection_error, translate
-from storage.postgres.queries import QUERIES
+from storage.sqlfiles import POSTGRES as QUERIES
 from storage.writer.writes import Pending
 
 T = TypeVar("T")

@@ -19,8 +19,8 @@ from storage.errors import SteplogError
 from storage.model import Event
 from storage.postgres import migrations
 from storage.postgres.errors import translate
-from storage.postgres.queries import QUERIES
 from storage.postgres.rows import event_from_record
+from storage.sqlfiles import POSTGRES as QUERIES
 
 T = TypeVar("T")
 _FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)

@@ -66,8 +66,8 @@ from storage.postgres import migrations, operations
 from storage.postgres.batch import Batch, Operation
 from storage.postgres.errors import is_connection_error, is_disk_full, translate
 from storage.postgres.notify import CommitWatcher
-from storage.postgres.queries import QUERIES
 from storage.postgres.reads import PostgresReads
+from storage.sqlfiles import POSTGRES as QUERIES
 from storage.writer.commits import (
     Progress,
     appended_runs,

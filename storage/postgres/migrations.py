@@ -16,7 +16,7 @@ import asyncpg
 
 from storage.errors import SteplogError
 from storage.postgres.errors import translate
-from storage.postgres.queries import QUERIES
+from storage.sqlfiles import POSTGRES as QUERIES
 
 _NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 

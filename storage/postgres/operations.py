@@ -14,9 +14,9 @@ from storage import lifecycle
 from storage.errors import InvalidEvent, LeaseLost
 from storage.model import Event, NewEvent, Run, RunStatus
 from storage.postgres.batch import Batch, Operation, RunState
-from storage.postgres.queries import QUERIES
 from storage.postgres.rows import run_from_record
 from storage.runids import new_run_id
+from storage.sqlfiles import POSTGRES as QUERIES
 from storage.writer.writes import (
     Append,
     Cancel,

@@ -1,4 +1,4 @@
--- steplog's PostgreSQL queries, loaded into a dict by storage/postgres/queries.py.
+-- steplog's PostgreSQL queries, named by storage/sqlfiles.py (POSTGRES).
 -- File format (procrastinate's):
 --     -- query_name --
 --     -- what it is for (any number of comment lines)

@@ -15,8 +15,8 @@ import asyncpg
 from storage.errors import RunNotFound, StorageClosed
 from storage.model import Event, Run
 from storage.postgres.errors import translate
-from storage.postgres.queries import QUERIES
 from storage.postgres.rows import event_from_record, run_from_record
+from storage.sqlfiles import POSTGRES as QUERIES
 from storage.writer.queued import QueuedLog
 
 

@@ -30,11 +30,12 @@ import aiosqlite
 from storage import chain
 from storage.errors import RunNotFound, SteplogError, StorageClosed, StorageFull
 from storage.model import Event, Run
+from storage.sqlfiles import SQLITE as Q
 from storage.sqlite import migrations, operations
 from storage.sqlite.batch import Batch, Known, Operation
 from storage.sqlite.errors import translate
 from storage.sqlite.fullness import DiskWatch
-from storage.sqlite.rows import EVENT_COLUMNS, RUN_COLUMNS, run_from_row
+from storage.sqlite.rows import run_from_row
 from storage.sqlite.space import FreeSpace
 from storage.writer.commits import (
     Progress,
@@ -47,15 +48,6 @@ from storage.writer.commits import (
 from storage.writer.queued import STOP, Operations, QueuedLog
 
 log = logging.getLogger("steplog.storage")
-
-ENVELOPE_QUERY = (
-    "SELECT seq, type, '{\"run_id\":' || json_quote(run_id) || ',\"seq\":' || seq"
-    " || ',\"type\":' || json_quote(type) || ',\"step\":' || json_quote(step)"
-    " || ',\"message\":' || json_quote(message) || ',\"pct\":' || coalesce(pct, 'null')"
-    " || ',\"data\":' || data || ',\"attempt\":' || attempt || ',\"at\":' || json_quote(at)"
-    " || '}' FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?"
-)
-"""The envelope of `storage.envelope`, built by SQLite (`data` is stored JSON text)."""
 
 T = TypeVar("T")
 
@@ -260,7 +252,7 @@ class SQLiteEventLog(QueuedLog):
         """
         batch = Batch(conn, self.clock)
         appends = [op for op in ops if op.appends]
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(Q["begin_immediate"])
         try:
             if self.disk.full_since is not None:
                 self.disk.give_leases_time(conn)
@@ -277,10 +269,10 @@ class SQLiteEventLog(QueuedLog):
                     batch.apply(op)
                 batch.flush()
             progress.stage = "committing"
-            conn.execute("COMMIT")
+            conn.execute(Q["commit"])
         except BaseException:
             with contextlib.suppress(Exception):
-                conn.execute("ROLLBACK")
+                conn.execute(Q["rollback"])
             raise
         # After a second pass the run states are read again next time (see `Known`).
         self._known = Known.after(batch, only_appends=not alone and len(appends) == len(ops))
@@ -288,7 +280,7 @@ class SQLiteEventLog(QueuedLog):
 
     # -- runs ------------------------------------------------------------------
     async def get_run(self, run_id: str) -> Run:
-        rows = await self._read(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+        rows = await self._read(Q["get_run"], (run_id,))
         if not rows:
             raise RunNotFound(f"no run with id {run_id!r}")
         return run_from_row(rows[0])
@@ -311,29 +303,18 @@ class SQLiteEventLog(QueuedLog):
         if before:
             where.append("id < ?")
             args.append(before)
-        sql = f"SELECT {RUN_COLUMNS} FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
+        sql = Q["list_runs"].format(where="WHERE " + " AND ".join(where) if where else "")
         rows = await self._read(sql, (*args, limit))
         return [run_from_row(row) for row in rows]
 
     async def _claimable(self, functions: Sequence[str]) -> bool:
         marks = ",".join("?" * len(functions))
         now = self.clock()
-        rows = await self._read(
-            f"SELECT 1 FROM runs WHERE function IN ({marks})"
-            " AND ((status = 'queued' AND available_at <= ?)"
-            "   OR (status = 'running' AND lease_expires_at < ?)) LIMIT 1",
-            (*functions, now, now),
-        )
+        rows = await self._read(Q["claimable"].format(marks=marks), (*functions, now, now))
         return bool(rows)
 
     async def read_run(self, run_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
-        rows = await self._read(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (run_id, after_seq, limit),
-        )
+        rows = await self._read(Q["read_run"], (run_id, after_seq, limit))
         return [Event(*row) for row in rows]
 
     async def read_run_envelopes(
@@ -341,26 +322,23 @@ class SQLiteEventLog(QueuedLog):
     ) -> list[tuple[int, str, str]]:
         # SQLite builds the envelope text while it steps the rows (without the GIL),
         # so a replay costs the event loop one string per event, not an object.
-        rows = await self._read(ENVELOPE_QUERY, (run_id, after_seq, limit))
+        rows = await self._read(Q["read_run_envelopes"], (run_id, after_seq, limit))
         return rows
 
     async def read_all(self, after_pos: int = 0, limit: int = 1000) -> list[Event]:
-        rows = await self._read(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE pos > ? ORDER BY pos LIMIT ?",
-            (after_pos, limit),
-        )
+        rows = await self._read(Q["read_all"], (after_pos, limit))
         return [Event(*row) for row in rows]
 
     async def head(self) -> int:
-        rows = await self._read("SELECT coalesce(max(pos), 0) FROM events", ())
+        rows = await self._read(Q["head"], ())
         return int(rows[0][0])
 
     async def _stored_secret(self, key: str) -> bytes | None:
-        rows = await self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        rows = await self._read(Q["get_secret"], (key,))
         return bytes(rows[0][0]) if rows else None
 
     async def run_counts(self) -> dict[str, int]:
-        rows = await self._read("SELECT status, count(*) FROM runs GROUP BY status", ())
+        rows = await self._read(Q["run_counts"], ())
         return {status: int(count) for status, count in rows}
 
     async def _read(self, sql: str, args: Sequence[Any]) -> list[Any]:

@@ -14,17 +14,20 @@ a steady retention keeps the table at a steady size, which is the point.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import astuple
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from storage.archive.chunk import Chunk, chunk_from_rows
-from storage.archive.commit import check_prefix, check_range, record_segment
-from storage.archive.plan import RunSpan, span_of
-from storage.archive.records import ARCHIVE_FUNCTION, Prefix, SegmentRecord
-from storage.archive.segment import ArchiveError, ArchiveNotAllowed, Manifest, Row
+from storage.archive.records import ARCHIVE_FUNCTION, SegmentRecord
+from storage.archive.segment import ArchiveError, ArchiveNotAllowed, Manifest
+from storage.archive.store import (
+    CommitSegment,
+    QueryStore,
+    check_prefix,
+    check_range,
+    record_segment,
+)
 from storage.postgres.batch import Batch, Operation
 from storage.runids import new_run_id
 from storage.sqlfiles import POSTGRES as QUERIES
@@ -33,25 +36,28 @@ if TYPE_CHECKING:
     from storage.postgres.log import PostgresEventLog
 
 
-class PostgresArchive:
+class PostgresArchive(QueryStore):
     """`ArchiveStore` over an open `PostgresEventLog`."""
 
     def __init__(self, log: PostgresEventLog) -> None:
         self.log = log
 
-    async def _rows(self, sql: str, *args: Any) -> list[Any]:
+    async def _query(self, name: str, *args: Any) -> list[Any]:
         pool = self.log._pool
         if pool is None:
             raise ArchiveError("the log is closed")
         try:
-            return list(await pool.fetch(sql, *args))
+            return list(await pool.fetch(QUERIES[name], *args))
         except asyncpg.PostgresError as exc:
             raise ArchiveError(f"PostgreSQL refused: {exc}") from None
+
+    def _commit_op(self, manifest: Manifest, directory: str) -> ArchiveOp:
+        return ArchiveOp(manifest, directory)
 
     async def check_allowed(self) -> None:
         """The role must hold what `steplog migrate --archiver-role` grants; the app role
         of `--app-role` does not, on purpose."""
-        [row] = await self._rows(QUERIES["archive_allowed"])
+        [row] = await self._query("archive_allowed")
         if not (row[1] and row[2]):
             raise ArchiveNotAllowed(
                 f"the PostgreSQL role {row[0]} may not archive (it has no DELETE on events):"
@@ -61,47 +67,8 @@ class PostgresArchive:
                 " role's URL); nothing was removed"
             )
 
-    async def prefix(self) -> Prefix:
-        rows = await self._rows(QUERIES["archive_prefix"])
-        return Prefix(int(rows[0][0]), str(rows[0][1]), int(rows[0][2])) if rows else Prefix()
 
-    async def head(self) -> int:
-        return await self.log.head()
-
-    async def spans(self, start: int, window_end: int, cutoff_iso: str) -> list[RunSpan]:
-        return [
-            span_of(tuple(r), cutoff_iso)
-            for r in await self._rows(QUERIES["archive_spans"], start, window_end)
-        ]
-
-    async def rows(self, first: int, last: int) -> list[Row]:
-        return [tuple(r) for r in await self._rows(QUERIES["read_range"], first, last)]
-
-    async def chunk(self, first: int, last: int, prev_hash: str) -> Chunk:
-        rows = await self.rows(first, last)
-        return await asyncio.to_thread(chunk_from_rows, rows, first, last, prev_hash)
-
-    async def commit(self, manifest: Manifest, directory: str) -> SegmentRecord:
-        record: SegmentRecord = await self.log._submit(ArchiveOp(manifest, directory))
-        return record
-
-    async def records(self) -> list[SegmentRecord]:
-        rows = await self._rows(QUERIES["archive_segments"])
-        return [SegmentRecord(*r) for r in rows]
-
-    async def run_segment(self, run_id: str) -> SegmentRecord | None:
-        rows = await self._rows(QUERIES["run_segment"], run_id)
-        return SegmentRecord(*rows[0]) if rows else None
-
-
-class ArchiveOp(Operation[SegmentRecord]):
-    """Record a written segment and remove its rows, in the writer's transaction."""
-
-    def __init__(self, manifest: Manifest, directory: str) -> None:
-        super().__init__()
-        self.manifest = manifest
-        self.directory = directory
-
+class ArchiveOp(CommitSegment, Operation[SegmentRecord]):
     async def apply(self, batch: Batch) -> SegmentRecord:
         m, conn = self.manifest, batch.conn
         check_prefix(await conn.fetchrow(QUERIES["archive_prefix"]), m)

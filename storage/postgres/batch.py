@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from storage.errors import SteplogError
+from storage.errors import InvalidEvent, SteplogError
 from storage.model import RunStatus
 from storage.numbering import Numbering, RunState
 from storage.postgres.errors import is_connection_error, translate
@@ -32,6 +32,13 @@ T = TypeVar("T")
 
 class Operation(Pending[T]):
     """A write the PostgreSQL writer applies inside a batch, on the event loop."""
+
+    def check_text(self, field: str, value: str | None) -> None:
+        """PostgreSQL text cannot hold NUL: refused when the request is built, so it fails
+        only its caller. (Text a worker hands over is made storable instead: see
+        `storage.writer.validate.storable`.)"""
+        if value is not None and "\x00" in value:
+            raise InvalidEvent(f"{field} contains NUL (U+0000), which PostgreSQL text cannot hold")
 
     async def apply(self, batch: Batch) -> T:
         raise NotImplementedError

@@ -33,15 +33,10 @@ class PostgresReads(QueuedLog):
             raise RunNotFound(f"no run with id {run_id!r}")
         return run_from_record(rows[0])
 
-    async def list_runs(
-        self,
-        *,
-        status: str | None = None,
-        function: str | None = None,
-        limit: int = 100,
-        before: str | None = None,
+    async def _runs_page(
+        self, status: str | None, function: str | None, before: str | None, limit: int
     ) -> list[Run]:
-        rows = await self._fetch("list_runs", status or None, function or None, before, limit)
+        rows = await self._fetch("list_runs", status, function, before, limit)
         return [run_from_record(row) for row in rows]
 
     async def _claimable(self, functions: Sequence[str]) -> bool:

@@ -23,11 +23,16 @@ from dataclasses import astuple
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from storage.archive.chunk import Chunk, chunk_from_rows
-from storage.archive.commit import check_prefix, check_range, record_segment
-from storage.archive.plan import RunSpan, span_of
-from storage.archive.records import ARCHIVE_FUNCTION, Prefix, SegmentRecord
-from storage.archive.segment import Manifest, Row
+from storage.archive.chunk import Chunk
+from storage.archive.records import ARCHIVE_FUNCTION, SegmentRecord
+from storage.archive.segment import Manifest
+from storage.archive.store import (
+    CommitSegment,
+    QueryStore,
+    check_prefix,
+    check_range,
+    record_segment,
+)
 from storage.runids import new_run_id
 from storage.sqlfiles import SQLITE as Q
 from storage.sqlite import archive_rows
@@ -37,29 +42,20 @@ if TYPE_CHECKING:
     from storage.sqlite.log import SQLiteEventLog
 
 
-class SQLiteArchive:
+class SQLiteArchive(QueryStore):
     """`ArchiveStore` over an open `SQLiteEventLog`."""
 
     def __init__(self, log: SQLiteEventLog) -> None:
         self.log = log
 
+    async def _query(self, name: str, *args: Any) -> list[Any]:
+        return await self.log._read(Q[name], args)
+
+    def _commit_op(self, manifest: Manifest, directory: str) -> ArchiveOp:
+        return ArchiveOp(manifest, directory)
+
     async def check_allowed(self) -> None:
         """Whoever can write the SQLite file can archive it (the trigger still guards)."""
-
-    async def prefix(self) -> Prefix:
-        rows = await self.log._read(Q["archive_prefix"], ())
-        return Prefix(*rows[0]) if rows else Prefix()
-
-    async def head(self) -> int:
-        return await self.log.head()
-
-    async def spans(self, start: int, window_end: int, cutoff_iso: str) -> list[RunSpan]:
-        rows = await self.log._read(Q["archive_spans"], (start, window_end))
-        return [span_of(row, cutoff_iso) for row in rows]
-
-    async def rows(self, first: int, last: int) -> list[Row]:
-        rows = await self.log._read(Q["read_range"], (first, last))
-        return [tuple(row) for row in rows]
 
     async def chunk(self, first: int, last: int, prev_hash: str) -> Chunk:
         """The fast path (storage/sqlite/archive_rows.py), or the exact one when a row
@@ -74,30 +70,10 @@ class SQLiteArchive:
                 [(first_at, last_at)] = await self.log._read(Q["archive_range_ends"], (first, last))
                 built.first_at, built.last_at = str(first_at), str(last_at)
                 return built
-        full = await self.rows(first, last)
-        return await asyncio.to_thread(chunk_from_rows, full, first, last, prev_hash)
-
-    async def commit(self, manifest: Manifest, directory: str) -> SegmentRecord:
-        record: SegmentRecord = await self.log._submit(ArchiveOp(manifest, directory))
-        return record
-
-    async def records(self) -> list[SegmentRecord]:
-        rows = await self.log._read(Q["archive_segments"], ())
-        return [SegmentRecord(*row) for row in rows]
-
-    async def run_segment(self, run_id: str) -> SegmentRecord | None:
-        rows = await self.log._read(Q["run_segment"], (run_id,))
-        return SegmentRecord(*rows[0]) if rows else None
+        return await super().chunk(first, last, prev_hash)
 
 
-class ArchiveOp(Operation[SegmentRecord]):
-    """Record a written segment and remove its rows, in the writer's transaction."""
-
-    def __init__(self, manifest: Manifest, directory: str) -> None:
-        super().__init__()
-        self.manifest = manifest
-        self.directory = directory
-
+class ArchiveOp(CommitSegment, Operation[SegmentRecord]):
     def apply(self, batch: Batch) -> SegmentRecord:
         m, conn = self.manifest, batch.conn
         check_prefix(conn.execute(Q["archive_prefix"]).fetchone(), m)

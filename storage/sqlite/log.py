@@ -285,13 +285,8 @@ class SQLiteEventLog(QueuedLog):
             raise RunNotFound(f"no run with id {run_id!r}")
         return run_from_row(rows[0])
 
-    async def list_runs(
-        self,
-        *,
-        status: str | None = None,
-        function: str | None = None,
-        limit: int = 100,
-        before: str | None = None,
+    async def _runs_page(
+        self, status: str | None, function: str | None, before: str | None, limit: int
     ) -> list[Run]:
         where, args = [], []
         if status:

@@ -112,6 +112,22 @@ class QueuedLog(EventLog):
     async def _stored_secret(self, key: str) -> bytes | None:
         """The `meta` value under `key`, if there is one."""
 
+    @abc.abstractmethod
+    async def _runs_page(
+        self, status: str | None, function: str | None, before: str | None, limit: int
+    ) -> list[Run]:
+        """`list_runs`, with an empty status or function filter given as None."""
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        function: str | None = None,
+        limit: int = 100,
+        before: str | None = None,
+    ) -> list[Run]:
+        return await self._runs_page(status or None, function or None, before, limit)
+
     # -- writes ----------------------------------------------------------------
     async def create_run(
         self,

@@ -37,14 +37,7 @@ from storage.sqlite.errors import translate
 from storage.sqlite.fullness import DiskWatch
 from storage.sqlite.rows import run_from_row
 from storage.sqlite.space import FreeSpace
-from storage.writer.commits import (
-    Progress,
-    appended_runs,
-    next_group,
-    tell_listeners,
-    tell_observers,
-    worth_isolating,
-)
+from storage.writer import commits
 from storage.writer.queued import STOP, Operations, QueuedLog
 
 log = logging.getLogger("steplog.storage")
@@ -164,7 +157,7 @@ class SQLiteEventLog(QueuedLog):
         conn = self._writer_conn
         stopping = False
         while not stopping:
-            ops, stopping = await next_group(self._queue, STOP)
+            ops, stopping = await commits.next_group(self._queue, STOP)
             if not ops:
                 continue
             # The whole transaction runs on the writer thread in one hop; the futures
@@ -174,8 +167,8 @@ class SQLiteEventLog(QueuedLog):
                 op.settle()
             if batch is not None and batch.wrote_events:
                 if self._observers:
-                    tell_observers(self._observers, ops, batch.added, log)
-                tell_listeners(self._listeners, batch.head_pos, log)
+                    commits.tell_observers(self._observers, ops, batch.added, log)
+                commits.tell_listeners(self._listeners, batch.head_pos, log)
 
     def _run_batch(self, conn: sqlite3.Connection, ops: list[Operation[Any]]) -> Batch | None:
         """Apply `ops` (on the writer thread); None when they did not commit.
@@ -212,21 +205,21 @@ class SQLiteEventLog(QueuedLog):
         wrong fails only its caller (see storage/writer/commits.py).
         """
         known, self._known = self._known, None  # whatever happens, it is rebuilt or dropped
-        progress = Progress()
+        progress = commits.Progress()
         try:
             return self._transaction(conn, ops, known, progress, alone=False)
         except Exception as exc:
             error = translate(exc)
             if isinstance(error, StorageFull):
                 raise error from None
-            if not worth_isolating(ops, progress):
+            if not commits.worth_isolating(ops, progress):
                 log.exception("write batch of %d operations failed", len(ops))
                 for op in ops:
                     op.fail(exc)
                 return None
             log.exception("write batch of %d operations failed; applying each on its own", len(ops))
         try:
-            return self._transaction(conn, ops, None, Progress(), alone=True)
+            return self._transaction(conn, ops, None, commits.Progress(), alone=True)
         except Exception as exc:  # the whole transaction is gone: tell every caller
             error = translate(exc)
             if isinstance(error, StorageFull):
@@ -241,7 +234,7 @@ class SQLiteEventLog(QueuedLog):
         conn: sqlite3.Connection,
         ops: list[Operation[Any]],
         known: Known | None,
-        progress: Progress,
+        progress: commits.Progress,
         *,
         alone: bool,
     ) -> Batch:
@@ -259,7 +252,7 @@ class SQLiteEventLog(QueuedLog):
             batch.start(appends, known)
             progress.stage = "applying"
             if alone:
-                run_ids = appended_runs(appends)
+                run_ids = commits.appended_runs(appends)
                 for op in ops:
                     failure = batch.apply_alone(op, run_ids)
                     if failure is not None:

@@ -1,5 +1,6 @@
-"""The PostgreSQL side of archiving (storage/archive/): the same records and rules as
-SQLite (storage/sqlite/archive.py), the commit as one operation of the log's writer.
+"""The PostgreSQL side of archiving (storage/archive/): the shared store and commit of
+storage/archive/store.py over PostgreSQL's queries, the commit as one operation of the
+log's writer.
 
 The commit runs under the append lock like every write, so the `archive.segment`
 event is chained in commit order and no append can interleave with the delete.

@@ -20,15 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from storage.archive import store
 from storage.archive.records import ARCHIVE_FUNCTION, SegmentRecord
 from storage.archive.segment import ArchiveError, ArchiveNotAllowed, Manifest
-from storage.archive.store import (
-    CommitSegment,
-    QueryStore,
-    check_prefix,
-    check_range,
-    record_segment,
-)
 from storage.postgres.batch import Batch, Operation
 from storage.runids import new_run_id
 from storage.sqlfiles import POSTGRES as QUERIES
@@ -37,7 +31,7 @@ if TYPE_CHECKING:
     from storage.postgres.log import PostgresEventLog
 
 
-class PostgresArchive(QueryStore):
+class PostgresArchive(store.QueryStore):
     """`ArchiveStore` over an open `PostgresEventLog`."""
 
     def __init__(self, log: PostgresEventLog) -> None:
@@ -69,16 +63,16 @@ class PostgresArchive(QueryStore):
             )
 
 
-class ArchiveOp(CommitSegment, Operation[SegmentRecord]):
+class ArchiveOp(store.CommitSegment, Operation[SegmentRecord]):
     async def apply(self, batch: Batch) -> SegmentRecord:
         m, conn = self.manifest, batch.conn
-        check_prefix(await conn.fetchrow(QUERIES["archive_prefix"]), m)
+        store.check_prefix(await conn.fetchrow(QUERIES["archive_prefix"]), m)
         counted = await conn.fetchrow(QUERIES["archive_range_check"], m.first_pos, m.last_pos)
         count, end_hash = (0, None) if counted is None else (counted[0], counted[1])
-        check_range(count, end_hash, m)
+        store.check_range(count, end_hash, m)
         run_id = new_run_id(batch.now)
         await conn.execute(QUERIES["insert_archive_run"], run_id, ARCHIVE_FUNCTION, batch.now_iso)
-        record = record_segment(batch, run_id, m, self.directory, m.digest())
+        record = store.record_segment(batch, run_id, m, self.directory, m.digest())
         await batch.flush()
         await conn.execute(QUERIES["insert_segment"], *astuple(record))
         await conn.execute(QUERIES["mark_archived"], m.segment, m.runs)

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from storage.errors import RunNotFound, StorageClosed
+from storage.errors import StorageClosed
 from storage.model import Event, Run
 from storage.postgres.errors import translate
 from storage.postgres.rows import event_from_record, run_from_record
@@ -27,11 +27,9 @@ class PostgresReads(QueuedLog):
     _pool: asyncpg.Pool | None
 
     # -- runs ------------------------------------------------------------------
-    async def get_run(self, run_id: str) -> Run:
+    async def _find_run(self, run_id: str) -> Run | None:
         rows = await self._fetch("get_run", run_id)
-        if not rows:
-            raise RunNotFound(f"no run with id {run_id!r}")
-        return run_from_record(rows[0])
+        return run_from_record(rows[0]) if rows else None
 
     async def _runs_page(
         self, status: str | None, function: str | None, before: str | None, limit: int

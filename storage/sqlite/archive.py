@@ -23,16 +23,10 @@ from dataclasses import astuple
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from storage.archive import store
 from storage.archive.chunk import Chunk
 from storage.archive.records import ARCHIVE_FUNCTION, SegmentRecord
 from storage.archive.segment import Manifest
-from storage.archive.store import (
-    CommitSegment,
-    QueryStore,
-    check_prefix,
-    check_range,
-    record_segment,
-)
 from storage.runids import new_run_id
 from storage.sqlfiles import SQLITE as Q
 from storage.sqlite import archive_rows
@@ -42,7 +36,7 @@ if TYPE_CHECKING:
     from storage.sqlite.log import SQLiteEventLog
 
 
-class SQLiteArchive(QueryStore):
+class SQLiteArchive(store.QueryStore):
     """`ArchiveStore` over an open `SQLiteEventLog`."""
 
     def __init__(self, log: SQLiteEventLog) -> None:
@@ -73,20 +67,20 @@ class SQLiteArchive(QueryStore):
         return await super().chunk(first, last, prev_hash)
 
 
-class ArchiveOp(CommitSegment, Operation[SegmentRecord]):
+class ArchiveOp(store.CommitSegment, Operation[SegmentRecord]):
     def apply(self, batch: Batch) -> SegmentRecord:
         m, conn = self.manifest, batch.conn
-        check_prefix(conn.execute(Q["archive_prefix"]).fetchone(), m)
+        store.check_prefix(conn.execute(Q["archive_prefix"]).fetchone(), m)
         [(count, end_hash)] = batch.fetchall(
             Q["archive_range_check"], (m.last_pos, m.first_pos, m.last_pos)
         )
-        check_range(count, end_hash, m)
+        store.check_range(count, end_hash, m)
         run_id = new_run_id(batch.now)
         conn.execute(
             Q["insert_archive_run"],
             (run_id, ARCHIVE_FUNCTION, batch.now_iso, batch.now_iso, batch.now_iso),
         )
-        record = record_segment(batch, run_id, m, self.directory, m.digest())
+        record = store.record_segment(batch, run_id, m, self.directory, m.digest())
         batch.flush()
         conn.execute(Q["insert_segment"], astuple(record))
         conn.executemany(Q["mark_archived"], [(m.segment, run) for run in m.runs])

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, TypeVar
 import aiosqlite
 
 from storage import chain
-from storage.errors import RunNotFound, SteplogError, StorageClosed, StorageFull
+from storage.errors import SteplogError, StorageClosed, StorageFull
 from storage.model import Event, Run
 from storage.sqlfiles import SQLITE as Q
 from storage.sqlite import migrations, operations
@@ -272,11 +272,9 @@ class SQLiteEventLog(QueuedLog):
         return batch
 
     # -- runs ------------------------------------------------------------------
-    async def get_run(self, run_id: str) -> Run:
+    async def _find_run(self, run_id: str) -> Run | None:
         rows = await self._read(Q["get_run"], (run_id,))
-        if not rows:
-            raise RunNotFound(f"no run with id {run_id!r}")
-        return run_from_row(rows[0])
+        return run_from_row(rows[0]) if rows else None
 
     async def _runs_page(
         self, status: str | None, function: str | None, before: str | None, limit: int

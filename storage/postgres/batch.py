@@ -111,20 +111,20 @@ class Batch(Numbering):
         a failure.
         """
         mark = self.mark()
-        await self.conn.execute("SAVEPOINT operation")
+        await self.conn.execute(QUERIES["savepoint"])
         try:
             await op.run(self)
             await self.flush()
         except Exception as exc:
             if is_connection_error(exc):
                 raise
-            await self.conn.execute("ROLLBACK TO SAVEPOINT operation; RELEASE SAVEPOINT operation")
+            await self.conn.execute(QUERIES["undo_savepoint"])
             self.back_to(mark)
             await self.load_runs(run_ids)
             error = translate(exc)
             op.refuse(error)
             return error
-        await self.conn.execute("RELEASE SAVEPOINT operation")
+        await self.conn.execute(QUERIES["release_savepoint"])
         return None
 
     async def flush(self) -> None:

@@ -304,3 +304,14 @@ UPDATE runs SET archived_segment = $1 WHERE id = ANY($2::text[]);
 -- delete_archived --
 -- Allowed by the trigger (003_archive.sql) only for positions a recorded segment covers.
 DELETE FROM events WHERE pos BETWEEN $1 AND $2;
+
+-- savepoint --
+-- One operation of a batch applied alone (storage/postgres/batch.py).
+SAVEPOINT operation;
+
+-- undo_savepoint --
+-- The operation failed: its writes are undone, the transaction goes on (one round trip).
+ROLLBACK TO SAVEPOINT operation; RELEASE SAVEPOINT operation;
+
+-- release_savepoint --
+RELEASE SAVEPOINT operation;

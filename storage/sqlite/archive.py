@@ -113,7 +113,7 @@ def vacuum(path: str) -> tuple[int, int]:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA busy_timeout = 30000")
-        conn.execute("VACUUM")
+        conn.execute(Q["vacuum"])
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()

@@ -291,3 +291,8 @@ SELECT pos, run_id, seq, type, step, message, pct, data, attempt, at, hash
 
 -- triggers --
 SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger';
+
+-- vacuum --
+-- `steplog log archive --vacuum`: rewrite the file at its size after archiving (it
+-- holds the write lock while it copies the live log; an operator's choice).
+VACUUM;

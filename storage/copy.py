@@ -46,6 +46,14 @@ EVENT_COLUMNS = [
 CARRIED_SECRETS = ("run-token",)
 
 
+def require_empty(runs: int, events: int) -> None:
+    """Refuse a target that already holds anything (a copy never merges logs)."""
+    if runs or events:
+        raise SteplogError(
+            f"the target already holds {runs} runs and {events} events; copy only into an empty log"
+        )
+
+
 class ChainBroken(SteplogError):
     """The hash chain does not verify: the log was altered, or the copy is damaged."""
 

@@ -13,6 +13,9 @@ run named in the result (`blocked_by`) and can cancel it if it is stuck.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+FINISHED = ("succeeded", "failed", "cancelled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +29,23 @@ class RunSpan:
     eligible: bool
     why: str = ""
     """Why not, when it is not eligible (for the operator)."""
+
+
+def span_of(row: Any, cutoff_iso: str) -> RunSpan:
+    """A run's span from a row of the `archive_spans` query (both backends' queries.sql:
+    run id, first pos, pos of the last and of the first event, status, end), and
+    whether it may be archived."""
+    run_id, first, last, seq_one, status, finished_at = row
+    why = ""
+    if status is None:
+        why = "has events but no record"
+    elif status not in FINISHED:
+        why = f"is {status}"
+    elif finished_at is None or str(finished_at) >= cutoff_iso:
+        why = f"ended at {finished_at}, after the cutoff"
+    elif last is None or seq_one != first:
+        why = "is not whole in the live log"
+    return RunSpan(str(run_id), int(first), int(last or first), not why, why)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """What the live log keeps about its archive, and what a backend must provide for it.
 
 Each backend implements `ArchiveStore` over its own log (storage/sqlite/archive.py,
-storage/postgres/archive.py); everything that decides *what* is archived and
+storage/postgres/archive.py), mostly through the shared `QueryStore` of
+storage/archive/store.py; everything that decides *what* is archived and
 *how* a segment is written and checked is shared (storage/archive/).
 """
 

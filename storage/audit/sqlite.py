@@ -37,15 +37,8 @@ from typing import Any
 
 from storage.audit.model import TRIGGERS, AuditError, Problem
 from storage.audit.scan import fast_row
-from storage.audit.source import EVENT_COLUMNS, FastRow
-
-FAST_TEXT = (
-    "CASE WHEN pct IS NOT NULL AND pct * 200 = round(pct * 200) AND pct * 100 != round(pct * 100)"
-    " THEN X''"  # a rounding tie: no fast text, so Python checks the row exactly
-    " ELSE CAST(json_array('steplog.v1', pos, run_id, seq, type, step, message,"
-    " CASE WHEN pct IS NULL THEN NULL ELSE printf('%.2f', pct) END,"
-    " data, attempt, at) AS BLOB) END"
-)
+from storage.audit.source import FastRow
+from storage.sqlfiles import SQLITE as Q
 
 TRIGGER_NAMES = ("events_no_update", "events_no_delete")
 
@@ -64,7 +57,7 @@ def open_readonly(path: str | Path) -> sqlite3.Connection:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA query_only = ON")
         conn.execute("PRAGMA busy_timeout = 10000")
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        tables = {row[0] for row in conn.execute(Q["table_names"])}
     except sqlite3.DatabaseError as exc:
         raise AuditError(f"{file} is not a readable SQLite database: {exc}") from None
     if not {"events", "runs"} <= tables:
@@ -90,19 +83,17 @@ class SQLiteSource:
         """One read transaction (every query sees the same snapshot); a nested call joins
         the one already open."""
         if self._depth == 0:
-            self.conn.execute("BEGIN")
+            self.conn.execute(Q["begin_read"])
         self._depth += 1
         try:
             yield
         finally:
             self._depth -= 1
             if self._depth == 0:
-                self.conn.execute("COMMIT")
+                self.conn.execute(Q["commit"])
 
     def has_table(self, name: str) -> bool:
-        row = self.conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-        ).fetchone()
+        row = self.conn.execute(Q["has_table"], (name,)).fetchone()
         return row is not None
 
     def cursor(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
@@ -120,9 +111,7 @@ class SQLiteSource:
         pos, is the count compared with the positions (`storage.audit.scan.first_gap`)."""
         done = 0  # rows handed out so far
         try:
-            cursor = self.conn.execute(
-                f"SELECT {FAST_TEXT}, hash FROM events WHERE pos >= ? ORDER BY pos", (start_pos,)
-            )
+            cursor = self.conn.execute(Q["audit_fast_rows"], (start_pos,))
             while rows := cursor.fetchmany(batch):
                 yield rows
                 done += len(rows)
@@ -132,20 +121,14 @@ class SQLiteSource:
         else:
             return
         # A value SQLite cannot put in JSON (a BLOB): carry on with Python doing the encoding.
-        cursor = self.conn.execute(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE pos >= ? ORDER BY pos LIMIT -1 OFFSET ?",
-            (start_pos, done),
-        )
+        cursor = self.conn.execute(Q["audit_full_rows"], (start_pos, done))
         while full := cursor.fetchmany(batch):
             yield [fast_row(row) for row in full]
 
     def check_triggers(self) -> Problem | None:
         """Both append-only triggers exist on `events`, word for word as the schema has them."""
         present = {
-            name: (table, sql or "")
-            for name, table, sql in self.conn.execute(
-                "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger'"
-            )
+            name: (table, sql or "") for name, table, sql in self.conn.execute(Q["triggers"])
         }
         wrong = []
         for name, expected in _expected_triggers().items():
@@ -159,12 +142,12 @@ class SQLiteSource:
         return Problem(TRIGGERS, None, "append-only trigger " + "; ".join(wrong))
 
     def assigned_high(self) -> int | None:
-        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        row = self.conn.execute(Q["assigned_high"]).fetchone()
         return int(row[0]) if row else 0
 
     def secret(self, name: str) -> bytes | None:
         try:
-            row = self.fetchone("SELECT value FROM meta WHERE key = ?", (f"secret:{name}",))
+            row = self.fetchone(Q["get_secret"], (f"secret:{name}",))
         except sqlite3.OperationalError:  # a log from before the meta table
             return None
         return None if row is None else bytes(row[0])

@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from storage.errors import SteplogError
+from storage.errors import InvalidEvent, SteplogError
 from storage.model import RunStatus
 from storage.numbering import Numbering, RunState
 from storage.postgres.errors import is_connection_error, translate
-from storage.postgres.queries import QUERIES
+from storage.sqlfiles import POSTGRES as QUERIES
 from storage.writer.writes import Pending
 
 T = TypeVar("T")
@@ -32,6 +32,13 @@ T = TypeVar("T")
 
 class Operation(Pending[T]):
     """A write the PostgreSQL writer applies inside a batch, on the event loop."""
+
+    def check_text(self, field: str, value: str | None) -> None:
+        """PostgreSQL text cannot hold NUL: refused when the request is built, so it fails
+        only its caller. (Text a worker hands over is made storable instead: see
+        `storage.writer.validate.storable`.)"""
+        if value is not None and "\x00" in value:
+            raise InvalidEvent(f"{field} contains NUL (U+0000), which PostgreSQL text cannot hold")
 
     async def apply(self, batch: Batch) -> T:
         raise NotImplementedError
@@ -104,20 +111,20 @@ class Batch(Numbering):
         a failure.
         """
         mark = self.mark()
-        await self.conn.execute("SAVEPOINT operation")
+        await self.conn.execute(QUERIES["savepoint"])
         try:
             await op.run(self)
             await self.flush()
         except Exception as exc:
             if is_connection_error(exc):
                 raise
-            await self.conn.execute("ROLLBACK TO SAVEPOINT operation; RELEASE SAVEPOINT operation")
+            await self.conn.execute(QUERIES["undo_savepoint"])
             self.back_to(mark)
             await self.load_runs(run_ids)
             error = translate(exc)
             op.refuse(error)
             return error
-        await self.conn.execute("RELEASE SAVEPOINT operation")
+        await self.conn.execute(QUERIES["release_savepoint"])
         return None
 
     async def flush(self) -> None:

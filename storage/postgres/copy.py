@@ -14,13 +14,13 @@ from typing import TypeVar
 import asyncpg
 from asyncpg.transaction import Transaction
 
-from storage.copy import EVENT_COLUMNS, RUN_COLUMNS
+from storage.copy import EVENT_COLUMNS, RUN_COLUMNS, require_empty
 from storage.errors import SteplogError
 from storage.model import Event
 from storage.postgres import migrations
 from storage.postgres.errors import translate
-from storage.postgres.queries import QUERIES
 from storage.postgres.rows import event_from_record
+from storage.sqlfiles import POSTGRES as QUERIES
 
 T = TypeVar("T")
 _FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
@@ -56,12 +56,7 @@ class PostgresCopyTarget:
         key = await _translated(conn.fetchval(QUERIES["append_lock_key"]))
         await _translated(conn.execute(QUERIES["append_lock"], key))
         counts = await _translated(conn.fetchrow(QUERIES["count_rows"]))
-        runs, events = (0, 0) if counts is None else counts
-        if runs or events:
-            raise SteplogError(
-                f"the target already holds {runs} runs and {events} events;"
-                " copy only into an empty log"
-            )
+        require_empty(*((0, 0) if counts is None else counts))
 
     async def put_runs(self, records: list[tuple[object, ...]]) -> None:
         conn = self._conn()

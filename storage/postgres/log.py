@@ -66,16 +66,9 @@ from storage.postgres import migrations, operations
 from storage.postgres.batch import Batch, Operation
 from storage.postgres.errors import is_connection_error, is_disk_full, translate
 from storage.postgres.notify import CommitWatcher
-from storage.postgres.queries import QUERIES
 from storage.postgres.reads import PostgresReads
-from storage.writer.commits import (
-    Progress,
-    appended_runs,
-    next_group,
-    tell_listeners,
-    tell_observers,
-    worth_isolating,
-)
+from storage.sqlfiles import POSTGRES as QUERIES
+from storage.writer import commits
 from storage.writer.queued import STOP, Operations
 
 log = logging.getLogger("steplog.storage.postgres")
@@ -217,13 +210,13 @@ class PostgresEventLog(PostgresReads):
     async def _write_loop(self) -> None:
         stopping = False
         while not stopping:
-            ops, stopping = await next_group(self._queue, STOP)
+            ops, stopping = await commits.next_group(self._queue, STOP)
             if not ops:
                 continue
             batch = await self._run_batch(ops)
             if batch is not None and batch.wrote_events:
                 if self._observers:
-                    tell_observers(self._observers, ops, batch.added, log)
+                    commits.tell_observers(self._observers, ops, batch.added, log)
                 self._committed_head = batch.head_pos
                 if self._watcher is not None:
                     self._watcher.note(batch.head_pos)
@@ -232,7 +225,7 @@ class PostgresEventLog(PostgresReads):
     def _tell_listeners(self, head: int) -> None:
         """Wake this process's listeners: after its own commits, and (through the
         watcher) after every other process's."""
-        tell_listeners(self._listeners, head, log)
+        commits.tell_listeners(self._listeners, head, log)
 
     async def _writer(self) -> asyncpg.Connection:
         """The writer's connection, reopened after a loss."""
@@ -257,7 +250,7 @@ class PostgresEventLog(PostgresReads):
         """
         reconnected = alone = False
         while True:
-            progress = Progress()
+            progress = commits.Progress()
             try:
                 batch = await self._transaction(ops, progress, alone=alone)
             except Exception as exc:  # the whole transaction is gone
@@ -269,7 +262,7 @@ class PostgresEventLog(PostgresReads):
                     reconnected = True
                     continue
                 full = is_disk_full(exc)
-                if not lost and not full and not alone and worth_isolating(ops, progress):
+                if not lost and not full and not alone and commits.worth_isolating(ops, progress):
                     log.exception(
                         "write batch of %d operations failed; applying each on its own", len(ops)
                     )
@@ -296,7 +289,7 @@ class PostgresEventLog(PostgresReads):
             return batch
 
     async def _transaction(
-        self, ops: list[Operation[Any]], progress: Progress, *, alone: bool = False
+        self, ops: list[Operation[Any]], progress: commits.Progress, *, alone: bool = False
     ) -> Batch:
         """One write transaction in as few round trips as possible: every one of them
         is spent holding the append lock that all processes share.
@@ -316,7 +309,7 @@ class PostgresEventLog(PostgresReads):
         batch.set_time(self.clock())
         progress.stage = "applying"
         if alone:
-            run_ids = appended_runs(appends)
+            run_ids = commits.appended_runs(appends)
             for op in ops:
                 failure = await batch.apply_alone(op, run_ids)
                 if failure is not None:

@@ -16,7 +16,7 @@ import asyncpg
 
 from storage.errors import SteplogError
 from storage.postgres.errors import translate
-from storage.postgres.queries import QUERIES
+from storage.sqlfiles import POSTGRES as QUERIES
 
 _NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
@@ -69,7 +69,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
 
 async def grant_app_role(conn: asyncpg.Connection, role: str) -> None:
     """Let `role` run steplog, with no UPDATE, DELETE or TRUNCATE on `events`."""
-    schema = await conn.fetchval("SELECT current_schema()")
+    schema = await conn.fetchval(QUERIES["current_schema_name"])
     if schema is None:
         raise SteplogError("no schema selected: set search_path to steplog's schema")
     sql = QUERIES["grant_app_role"].format(schema=_quote_ident(schema), role=_quote_ident(role))

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from storage.postgres.queries import QUERIES
+from storage.sqlfiles import POSTGRES as QUERIES
 
 log = logging.getLogger("steplog.storage.postgres")
 

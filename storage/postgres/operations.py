@@ -8,15 +8,14 @@ statement for statement; the SQL lives in queries.sql.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from storage import lifecycle
-from storage.errors import InvalidEvent, LeaseLost
-from storage.model import Event, NewEvent, Run, RunStatus
+from storage.errors import LeaseLost
+from storage.model import Event, Run, RunStatus
 from storage.postgres.batch import Batch, Operation, RunState
-from storage.postgres.queries import QUERIES
 from storage.postgres.rows import run_from_record
 from storage.runids import new_run_id
+from storage.sqlfiles import POSTGRES as QUERIES
 from storage.writer.writes import (
     Append,
     Cancel,
@@ -29,38 +28,12 @@ from storage.writer.writes import (
 )
 
 
-def refuse_nul(field: str, value: str | None) -> None:
-    """PostgreSQL text cannot hold NUL: refused when the request is built, so it fails
-    only its caller. (Text a worker hands over is made storable instead: see
-    `storage.writer.validate.storable`.)"""
-    if value is not None and "\x00" in value:
-        raise InvalidEvent(f"{field} contains NUL (U+0000), which PostgreSQL text cannot hold")
-
-
 class AppendOp(Append, Operation[Event]):
-    def __init__(self, event: NewEvent) -> None:
-        # Checked and encoded now, by the caller, not under the append lock.
-        super().__init__(event)
-        refuse_nul("step", event.step)
-        refuse_nul("message", event.message)
-
     async def apply(self, batch: Batch) -> Event:
         return batch.add_event(self.event, self.data)
 
 
 class CreateRunOp(CreateRun, Operation[tuple[Run, bool]]):
-    def __init__(
-        self,
-        function: str,
-        params: dict[str, Any],
-        idempotency_key: str | None,
-        max_attempts: int,
-        request_fingerprint: str | None = None,
-    ) -> None:
-        super().__init__(function, params, idempotency_key, max_attempts, request_fingerprint)
-        refuse_nul("function", function)
-        refuse_nul("idempotency_key", idempotency_key)
-
     async def apply(self, batch: Batch) -> tuple[Run, bool]:
         run_id = new_run_id(batch.now)
         inserted = await batch.conn.fetchrow(

@@ -1,4 +1,4 @@
--- steplog's PostgreSQL queries, loaded into a dict by storage/postgres/queries.py.
+-- steplog's PostgreSQL queries, named by storage/sqlfiles.py (POSTGRES).
 -- File format (procrastinate's):
 --     -- query_name --
 --     -- what it is for (any number of comment lines)
@@ -237,3 +237,81 @@ GRANT SELECT, INSERT ON archive_segments TO {role};
 -- Runs whose last_seq disagrees with their events (`steplog log copy` checks none do).
 SELECT count(*) FROM runs r
  WHERE r.last_seq <> (SELECT coalesce(max(e.seq), 0) FROM events e WHERE e.run_id = r.id);
+
+-- current_schema_name --
+-- The schema the grants of `--app-role` / `--archiver-role` name.
+SELECT current_schema();
+
+-- archive_allowed --
+-- Whether this role may archive: DELETE on events, INSERT on archive_segments.
+SELECT current_user, has_table_privilege('events', 'DELETE'),
+       has_table_privilege('archive_segments', 'INSERT');
+
+-- archive_prefix --
+-- The archived prefix: where the newest segment ends, and how many there are.
+SELECT last_pos, last_hash, (SELECT count(*) FROM archive_segments) FROM archive_segments
+ ORDER BY last_pos DESC LIMIT 1;
+
+-- archive_spans --
+-- Each run with events in the window: its first pos, the pos of its last event (by
+-- the run's last_seq) and of its seq 1, its status and end (storage/archive/plan.py).
+SELECT f.run_id, f.first,
+       (SELECT e.pos FROM events e WHERE e.run_id = f.run_id AND e.seq = r.last_seq),
+       (SELECT e.pos FROM events e WHERE e.run_id = f.run_id AND e.seq = 1),
+       r.status, r.finished_at
+  FROM (SELECT run_id, min(pos) AS first FROM events WHERE pos > $1 AND pos <= $2
+         GROUP BY run_id) f
+  LEFT JOIN runs r ON r.id = f.run_id
+ ORDER BY f.first;
+
+-- read_range --
+-- Every live row from pos to pos (what the archiver writes into a segment).
+SELECT pos, run_id, seq, type, step, message, pct, data, attempt, at, hash
+  FROM events WHERE pos BETWEEN $1 AND $2 ORDER BY pos;
+
+-- archive_segments --
+-- Columns in the order of `storage.archive.records.SegmentRecord`.
+SELECT segment, directory, first_pos, last_pos, prev_hash, last_hash, manifest_sha256,
+       rows, runs, event_pos, created_at
+  FROM archive_segments ORDER BY last_pos;
+
+-- run_segment --
+-- The segment that holds an archived run.
+SELECT segment, directory, first_pos, last_pos, prev_hash, last_hash, manifest_sha256,
+       rows, runs, event_pos, created_at
+  FROM archive_segments
+ WHERE segment = (SELECT archived_segment FROM runs WHERE id = $1);
+
+-- archive_range_check --
+-- The rows a segment is about to remove: how many, and the hash of the last.
+SELECT count(*), (SELECT hash FROM events WHERE pos = $2) FROM events
+ WHERE pos BETWEEN $1 AND $2;
+
+-- insert_archive_run --
+-- The run that records a segment in the chained log (its events follow).
+INSERT INTO runs (id, function, params, status, attempt, max_attempts, last_seq,
+                  created_at, updated_at, started_at)
+VALUES ($1, $2, '{}', 'running', 0, 1, 0, $3, $3, $3);
+
+-- insert_segment --
+INSERT INTO archive_segments (segment, directory, first_pos, last_pos, prev_hash, last_hash,
+                              manifest_sha256, rows, runs, event_pos, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11);
+
+-- mark_archived --
+UPDATE runs SET archived_segment = $1 WHERE id = ANY($2::text[]);
+
+-- delete_archived --
+-- Allowed by the trigger (003_archive.sql) only for positions a recorded segment covers.
+DELETE FROM events WHERE pos BETWEEN $1 AND $2;
+
+-- savepoint --
+-- One operation of a batch applied alone (storage/postgres/batch.py).
+SAVEPOINT operation;
+
+-- undo_savepoint --
+-- The operation failed: its writes are undone, the transaction goes on (one round trip).
+ROLLBACK TO SAVEPOINT operation; RELEASE SAVEPOINT operation;
+
+-- release_savepoint --
+RELEASE SAVEPOINT operation;

@@ -12,11 +12,11 @@ from typing import Any
 
 import asyncpg
 
-from storage.errors import RunNotFound, StorageClosed
+from storage.errors import StorageClosed
 from storage.model import Event, Run
 from storage.postgres.errors import translate
-from storage.postgres.queries import QUERIES
 from storage.postgres.rows import event_from_record, run_from_record
+from storage.sqlfiles import POSTGRES as QUERIES
 from storage.writer.queued import QueuedLog
 
 
@@ -27,21 +27,14 @@ class PostgresReads(QueuedLog):
     _pool: asyncpg.Pool | None
 
     # -- runs ------------------------------------------------------------------
-    async def get_run(self, run_id: str) -> Run:
+    async def _find_run(self, run_id: str) -> Run | None:
         rows = await self._fetch("get_run", run_id)
-        if not rows:
-            raise RunNotFound(f"no run with id {run_id!r}")
-        return run_from_record(rows[0])
+        return run_from_record(rows[0]) if rows else None
 
-    async def list_runs(
-        self,
-        *,
-        status: str | None = None,
-        function: str | None = None,
-        limit: int = 100,
-        before: str | None = None,
+    async def _runs_page(
+        self, status: str | None, function: str | None, before: str | None, limit: int
     ) -> list[Run]:
-        rows = await self._fetch("list_runs", status or None, function or None, before, limit)
+        rows = await self._fetch("list_runs", status, function, before, limit)
         return [run_from_record(row) for row in rows]
 
     async def _claimable(self, functions: Sequence[str]) -> bool:

@@ -1,5 +1,7 @@
 """The SQLite archiver's rows: read once, with SQLite writing the JSON in C.
 
+The query is `archive_fast_rows` in storage/sqlite/queries.sql.
+
 For each row SQLite returns two JSON fragments, `[pos, run_id, seq, type,
 step, message]` and `[data, attempt, at]`, plus `run_id`, `seq`, `pct` and
 `hash`. Python then only joins bytes: the text the hash covers (the
@@ -26,20 +28,13 @@ from typing import Any
 from storage.archive.chunk import Chunk
 from storage.chain import VERSION_TAG
 
-FAST = (
-    "SELECT run_id, seq, pct, hash,"
-    " CAST(json_array(pos, run_id, seq, type, step, message) AS BLOB),"
-    " CAST(json_array(data, attempt, at) AS BLOB)"
-    " FROM events WHERE pos BETWEEN ? AND ? ORDER BY pos"
-)
-ENDS = "SELECT (SELECT at FROM events WHERE pos = ?), (SELECT at FROM events WHERE pos = ?)"
-
 _OPEN = b'["' + VERSION_TAG.encode() + b'",'
 
 
 def build(rows: list[Any], first: int, last: int, prev_hash: str) -> Chunk | None:
-    """The chunk from `FAST` rows; None when any row needs the exact check (the caller
-    then builds it from full rows, which names the problem if there is one)."""
+    """The chunk from `archive_fast_rows` rows (storage/sqlite/queries.sql); None when any
+    row needs the exact check (the caller then builds it from full rows, which names the
+    problem if there is one)."""
     if len(rows) != last - first + 1:
         return None
     sha256 = hashlib.sha256

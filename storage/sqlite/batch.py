@@ -16,6 +16,7 @@ from storage import chain
 from storage.errors import SteplogError
 from storage.model import RunStatus
 from storage.numbering import Numbering, RunState
+from storage.sqlfiles import SQLITE as Q
 from storage.sqlite.errors import is_disk_full
 from storage.writer.writes import Pending
 
@@ -107,10 +108,10 @@ class Batch(Numbering):
         if known is not None and known.version == self.version:
             self.head_pos, self.head_hash, self.runs = known.head_pos, known.head_hash, known.runs
         else:
-            cur = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+            cur = self.conn.execute(Q["assigned_high"])
             row = cur.fetchone()
             self.head_pos = int(row[0]) if row else 0
-            cur = self.conn.execute("SELECT hash FROM events ORDER BY pos DESC LIMIT 1")
+            cur = self.conn.execute(Q["head_hash"])
             row = cur.fetchone()
             self.head_hash = row[0] if row else chain.GENESIS_HASH
         self.load_runs({op.event.run_id for op in appends})
@@ -120,9 +121,7 @@ class Batch(Numbering):
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self.fetchall(
-                f"SELECT id, attempt, status, last_seq FROM runs WHERE id IN ({marks})", chunk
-            )
+            rows = self.fetchall(Q["load_runs"].format(marks=marks), chunk)
             for run_id, attempt, status, last_seq in rows:
                 self.runs[run_id] = RunState(attempt, RunStatus(status), last_seq)
 
@@ -144,31 +143,27 @@ class Batch(Numbering):
         `run_ids` are the runs the batch appends to, read again after a failure.
         """
         mark = self.mark()
-        self.conn.execute("SAVEPOINT operation")
+        self.conn.execute(Q["savepoint"])
         try:
             op.run(self)
             self.flush()
         except Exception as exc:
             if is_disk_full(exc):
                 raise  # not this operation's fault: the whole transaction cannot commit
-            self.conn.execute("ROLLBACK TO operation")
-            self.conn.execute("RELEASE operation")
+            self.conn.execute(Q["rollback_to_savepoint"])
+            self.conn.execute(Q["release_savepoint"])
             self.back_to(mark)
             self.load_runs(run_ids)
             op.refuse(exc)
             return exc
-        self.conn.execute("RELEASE operation")
+        self.conn.execute(Q["release_savepoint"])
         return None
 
     def flush(self) -> None:
         """Write the events and run projections added since the last flush."""
         if not self.rows:
             return
-        self.conn.executemany(
-            "INSERT INTO events (pos, run_id, seq, type, step, message, pct, data, attempt, at,"
-            " hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            self.rows,
-        )
+        self.conn.executemany(Q["insert_events"], self.rows)
         self.rows = []
         self.wrote_events = True
         progressed, ended = [], []
@@ -177,12 +172,6 @@ class Batch(Numbering):
             if ending is not None:
                 status, result, error = ending
                 ended.append((status, self.now_iso, result, error, run_id))
-        self.conn.executemany(
-            "UPDATE runs SET last_seq = ?, updated_at = ? WHERE id = ?", progressed
-        )
+        self.conn.executemany(Q["run_progressed"], progressed)
         if ended:
-            self.conn.executemany(
-                "UPDATE runs SET status = ?, finished_at = ?, result = ?, error = ?,"
-                " lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
-                ended,
-            )
+            self.conn.executemany(Q["run_ended"], ended)

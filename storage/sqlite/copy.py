@@ -16,20 +16,11 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from storage.copy import EVENT_COLUMNS, RUN_COLUMNS
+from storage.copy import require_empty
 from storage.errors import SteplogError
 from storage.model import Event
+from storage.sqlfiles import SQLITE as Q
 from storage.sqlite.log import SQLiteEventLog
-
-_RUNS = f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))})"
-_EVENTS = (
-    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)})"
-    f" VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
-)
-_OUT_OF_STEP = (
-    "SELECT count(*) FROM runs r"
-    " WHERE r.last_seq <> (SELECT coalesce(max(e.seq), 0) FROM events e WHERE e.run_id = r.id)"
-)
 
 
 class SQLiteCopyTarget:
@@ -63,38 +54,29 @@ class SQLiteCopyTarget:
         await log.close()
         self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         await self._do("PRAGMA busy_timeout = 10000")
-        await self._do("BEGIN IMMEDIATE")
-        [(runs, events)] = await self._do(
-            "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM events)"
-        )
-        if runs or events:
-            raise SteplogError(
-                f"the target already holds {runs} runs and {events} events;"
-                " copy only into an empty log"
-            )
+        await self._do(Q["begin_immediate"])
+        [(runs, events)] = await self._do(Q["count_rows"])
+        require_empty(runs, events)
 
     async def put_runs(self, records: list[tuple[object, ...]]) -> None:
-        await self._do(_RUNS, records, many=True)
+        await self._do(Q["copy_runs"], records, many=True)
 
     async def put_events(self, records: list[tuple[object, ...]]) -> None:
-        await self._do(_EVENTS, records, many=True)
+        await self._do(Q["insert_events"], records, many=True)
 
     async def put_secret(self, key: str, value: bytes) -> None:
-        await self._do("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        await self._do(Q["insert_secret"], (key, value))
 
     async def read_back(self, after: int, limit: int) -> list[Event]:
-        rows = await self._do(
-            f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE pos > ? ORDER BY pos LIMIT ?",
-            (after, limit),
-        )
+        rows = await self._do(Q["read_all"], (after, limit))
         return [Event(*row) for row in rows]
 
     async def runs_out_of_step(self) -> int:
-        [(count,)] = await self._do(_OUT_OF_STEP)
+        [(count,)] = await self._do(Q["runs_out_of_step"])
         return int(count)
 
     async def commit(self) -> None:
-        await self._do("COMMIT")
+        await self._do(Q["commit"])
 
     async def abort(self) -> None:
         conn, self.conn = self.conn, None
@@ -102,7 +84,7 @@ class SQLiteCopyTarget:
             return
         try:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                conn.execute(Q["rollback"])
         finally:
             conn.close()
 
@@ -112,7 +94,7 @@ def _is_steplog(path: Path) -> bool:
     try:
         conn = sqlite3.connect(f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro", uri=True)
         try:
-            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+            names = {row[0] for row in conn.execute(Q["table_names"])}
         finally:
             conn.close()
     except sqlite3.DatabaseError:

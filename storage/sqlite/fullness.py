@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from storage.errors import SteplogError, StorageFull, StorageLow
+from storage.sqlfiles import SQLITE as Q
 from storage.sqlite.space import FreeSpace
 
 log = logging.getLogger("steplog.storage")
@@ -98,7 +99,6 @@ class DiskWatch:
         """
         assert self.full_since is not None
         conn.execute(
-            "UPDATE runs SET lease_expires_at = lease_expires_at + ?"
-            " WHERE status = 'running' AND lease_expires_at > ?",
+            Q["extend_leases"],
             (self.clock() - self.full_since, self.full_since),
         )

@@ -28,34 +28,19 @@ from typing import Any, ClassVar, TypeVar
 import aiosqlite
 
 from storage import chain
-from storage.errors import RunNotFound, SteplogError, StorageClosed, StorageFull
+from storage.errors import SteplogError, StorageClosed, StorageFull
 from storage.model import Event, Run
+from storage.sqlfiles import SQLITE as Q
 from storage.sqlite import migrations, operations
 from storage.sqlite.batch import Batch, Known, Operation
 from storage.sqlite.errors import translate
 from storage.sqlite.fullness import DiskWatch
-from storage.sqlite.rows import EVENT_COLUMNS, RUN_COLUMNS, run_from_row
+from storage.sqlite.rows import run_from_row
 from storage.sqlite.space import FreeSpace
-from storage.writer.commits import (
-    Progress,
-    appended_runs,
-    next_group,
-    tell_listeners,
-    tell_observers,
-    worth_isolating,
-)
+from storage.writer import commits
 from storage.writer.queued import STOP, Operations, QueuedLog
 
 log = logging.getLogger("steplog.storage")
-
-ENVELOPE_QUERY = (
-    "SELECT seq, type, '{\"run_id\":' || json_quote(run_id) || ',\"seq\":' || seq"
-    " || ',\"type\":' || json_quote(type) || ',\"step\":' || json_quote(step)"
-    " || ',\"message\":' || json_quote(message) || ',\"pct\":' || coalesce(pct, 'null')"
-    " || ',\"data\":' || data || ',\"attempt\":' || attempt || ',\"at\":' || json_quote(at)"
-    " || '}' FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?"
-)
-"""The envelope of `storage.envelope`, built by SQLite (`data` is stored JSON text)."""
 
 T = TypeVar("T")
 
@@ -172,7 +157,7 @@ class SQLiteEventLog(QueuedLog):
         conn = self._writer_conn
         stopping = False
         while not stopping:
-            ops, stopping = await next_group(self._queue, STOP)
+            ops, stopping = await commits.next_group(self._queue, STOP)
             if not ops:
                 continue
             # The whole transaction runs on the writer thread in one hop; the futures
@@ -182,8 +167,8 @@ class SQLiteEventLog(QueuedLog):
                 op.settle()
             if batch is not None and batch.wrote_events:
                 if self._observers:
-                    tell_observers(self._observers, ops, batch.added, log)
-                tell_listeners(self._listeners, batch.head_pos, log)
+                    commits.tell_observers(self._observers, ops, batch.added, log)
+                commits.tell_listeners(self._listeners, batch.head_pos, log)
 
     def _run_batch(self, conn: sqlite3.Connection, ops: list[Operation[Any]]) -> Batch | None:
         """Apply `ops` (on the writer thread); None when they did not commit.
@@ -220,21 +205,21 @@ class SQLiteEventLog(QueuedLog):
         wrong fails only its caller (see storage/writer/commits.py).
         """
         known, self._known = self._known, None  # whatever happens, it is rebuilt or dropped
-        progress = Progress()
+        progress = commits.Progress()
         try:
             return self._transaction(conn, ops, known, progress, alone=False)
         except Exception as exc:
             error = translate(exc)
             if isinstance(error, StorageFull):
                 raise error from None
-            if not worth_isolating(ops, progress):
+            if not commits.worth_isolating(ops, progress):
                 log.exception("write batch of %d operations failed", len(ops))
                 for op in ops:
                     op.fail(exc)
                 return None
             log.exception("write batch of %d operations failed; applying each on its own", len(ops))
         try:
-            return self._transaction(conn, ops, None, Progress(), alone=True)
+            return self._transaction(conn, ops, None, commits.Progress(), alone=True)
         except Exception as exc:  # the whole transaction is gone: tell every caller
             error = translate(exc)
             if isinstance(error, StorageFull):
@@ -249,7 +234,7 @@ class SQLiteEventLog(QueuedLog):
         conn: sqlite3.Connection,
         ops: list[Operation[Any]],
         known: Known | None,
-        progress: Progress,
+        progress: commits.Progress,
         *,
         alone: bool,
     ) -> Batch:
@@ -260,14 +245,14 @@ class SQLiteEventLog(QueuedLog):
         """
         batch = Batch(conn, self.clock)
         appends = [op for op in ops if op.appends]
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(Q["begin_immediate"])
         try:
             if self.disk.full_since is not None:
                 self.disk.give_leases_time(conn)
             batch.start(appends, known)
             progress.stage = "applying"
             if alone:
-                run_ids = appended_runs(appends)
+                run_ids = commits.appended_runs(appends)
                 for op in ops:
                     failure = batch.apply_alone(op, run_ids)
                     if failure is not None:
@@ -277,29 +262,22 @@ class SQLiteEventLog(QueuedLog):
                     batch.apply(op)
                 batch.flush()
             progress.stage = "committing"
-            conn.execute("COMMIT")
+            conn.execute(Q["commit"])
         except BaseException:
             with contextlib.suppress(Exception):
-                conn.execute("ROLLBACK")
+                conn.execute(Q["rollback"])
             raise
         # After a second pass the run states are read again next time (see `Known`).
         self._known = Known.after(batch, only_appends=not alone and len(appends) == len(ops))
         return batch
 
     # -- runs ------------------------------------------------------------------
-    async def get_run(self, run_id: str) -> Run:
-        rows = await self._read(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
-        if not rows:
-            raise RunNotFound(f"no run with id {run_id!r}")
-        return run_from_row(rows[0])
+    async def _find_run(self, run_id: str) -> Run | None:
+        rows = await self._read(Q["get_run"], (run_id,))
+        return run_from_row(rows[0]) if rows else None
 
-    async def list_runs(
-        self,
-        *,
-        status: str | None = None,
-        function: str | None = None,
-        limit: int = 100,
-        before: str | None = None,
+    async def _runs_page(
+        self, status: str | None, function: str | None, before: str | None, limit: int
     ) -> list[Run]:
         where, args = [], []
         if status:
@@ -311,29 +289,18 @@ class SQLiteEventLog(QueuedLog):
         if before:
             where.append("id < ?")
             args.append(before)
-        sql = f"SELECT {RUN_COLUMNS} FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
+        sql = Q["list_runs"].format(where="WHERE " + " AND ".join(where) if where else "")
         rows = await self._read(sql, (*args, limit))
         return [run_from_row(row) for row in rows]
 
     async def _claimable(self, functions: Sequence[str]) -> bool:
         marks = ",".join("?" * len(functions))
         now = self.clock()
-        rows = await self._read(
-            f"SELECT 1 FROM runs WHERE function IN ({marks})"
-            " AND ((status = 'queued' AND available_at <= ?)"
-            "   OR (status = 'running' AND lease_expires_at < ?)) LIMIT 1",
-            (*functions, now, now),
-        )
+        rows = await self._read(Q["claimable"].format(marks=marks), (*functions, now, now))
         return bool(rows)
 
     async def read_run(self, run_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
-        rows = await self._read(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (run_id, after_seq, limit),
-        )
+        rows = await self._read(Q["read_run"], (run_id, after_seq, limit))
         return [Event(*row) for row in rows]
 
     async def read_run_envelopes(
@@ -341,26 +308,23 @@ class SQLiteEventLog(QueuedLog):
     ) -> list[tuple[int, str, str]]:
         # SQLite builds the envelope text while it steps the rows (without the GIL),
         # so a replay costs the event loop one string per event, not an object.
-        rows = await self._read(ENVELOPE_QUERY, (run_id, after_seq, limit))
+        rows = await self._read(Q["read_run_envelopes"], (run_id, after_seq, limit))
         return rows
 
     async def read_all(self, after_pos: int = 0, limit: int = 1000) -> list[Event]:
-        rows = await self._read(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE pos > ? ORDER BY pos LIMIT ?",
-            (after_pos, limit),
-        )
+        rows = await self._read(Q["read_all"], (after_pos, limit))
         return [Event(*row) for row in rows]
 
     async def head(self) -> int:
-        rows = await self._read("SELECT coalesce(max(pos), 0) FROM events", ())
+        rows = await self._read(Q["head"], ())
         return int(rows[0][0])
 
     async def _stored_secret(self, key: str) -> bytes | None:
-        rows = await self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        rows = await self._read(Q["get_secret"], (key,))
         return bytes(rows[0][0]) if rows else None
 
     async def run_counts(self) -> dict[str, int]:
-        rows = await self._read("SELECT status, count(*) FROM runs GROUP BY status", ())
+        rows = await self._read(Q["run_counts"], ())
         return {status: int(count) for status, count in rows}
 
     async def _read(self, sql: str, args: Sequence[Any]) -> list[Any]:

@@ -12,8 +12,9 @@ from storage import lifecycle
 from storage.errors import LeaseLost
 from storage.model import Event, Run, RunStatus
 from storage.runids import new_run_id
+from storage.sqlfiles import SQLITE as Q
 from storage.sqlite.batch import Batch, Operation, RunState
-from storage.sqlite.rows import RUN_COLUMNS, run_from_row
+from storage.sqlite.rows import run_from_row
 from storage.writer.writes import (
     Append,
     Cancel,
@@ -34,17 +35,12 @@ class AppendOp(Append, Operation[Event]):
 class CreateRunOp(CreateRun, Operation[tuple[Run, bool]]):
     def apply(self, batch: Batch) -> tuple[Run, bool]:
         if self.idempotency_key is not None:
-            rows = batch.fetchall(
-                f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = ?",
-                (self.idempotency_key,),
-            )
+            rows = batch.fetchall(Q["run_by_idempotency_key"], (self.idempotency_key,))
             if rows:
                 return self.replay(run_from_row(rows[0]))
         run_id = new_run_id(batch.now)
         [row] = batch.fetchall(
-            "INSERT INTO runs (id, function, params, status, attempt, max_attempts, last_seq,"
-            " idempotency_key, idempotency_fingerprint, created_at, updated_at)"
-            f" VALUES (?, ?, ?, 'queued', 0, ?, 0, ?, ?, ?, ?) RETURNING {RUN_COLUMNS}",
+            Q["insert_run"],
             (
                 run_id,
                 self.function,
@@ -69,11 +65,7 @@ class ClaimOp(Claim, Operation[Run | None]):
         marks = ",".join("?" * len(self.functions))
         while True:
             rows = batch.fetchall(
-                "SELECT id, attempt, max_attempts, lease_owner, status FROM runs"
-                f" WHERE function IN ({marks})"
-                "   AND ((status = 'queued' AND available_at <= ?)"
-                "     OR (status = 'running' AND lease_expires_at < ?))"
-                " ORDER BY created_at, id LIMIT 1",
+                Q["claimable_run"].format(marks=marks),
                 (*self.functions, batch.now, batch.now),
             )
             if not rows:
@@ -101,9 +93,7 @@ class ClaimOp(Claim, Operation[Run | None]):
         batch.flush()
         # Last, so the row it returns is the run as this claim commits it.
         [row] = batch.fetchall(
-            "UPDATE runs SET status = 'running', attempt = ?, lease_owner = ?,"
-            " lease_expires_at = ?, started_at = coalesce(started_at, ?), updated_at = ?"
-            f" WHERE id = ? RETURNING {RUN_COLUMNS}",
+            Q["lease_run"],
             (
                 attempt + 1,
                 self.worker_id,
@@ -119,8 +109,7 @@ class ClaimOp(Claim, Operation[Run | None]):
 class HeartbeatOp(Heartbeat, Operation[None]):
     def apply(self, batch: Batch) -> None:
         cur = batch.conn.execute(
-            "UPDATE runs SET lease_expires_at = ? WHERE id = ? AND attempt = ?"
-            " AND lease_owner = ? AND status = 'running'",
+            Q["heartbeat"],
             (batch.now + self.lease_seconds, self.run_id, self.attempt, self.worker_id),
         )
         if cur.rowcount != 1:
@@ -131,8 +120,7 @@ class ReleaseOp(Release, Operation[None]):
     def apply(self, batch: Batch) -> None:
         # An expired lease is what makes a run claimable again: expire it now.
         batch.conn.execute(
-            "UPDATE runs SET lease_expires_at = 0, lease_owner = NULL WHERE id = ? AND attempt = ?"
-            " AND lease_owner = ? AND status = 'running'",
+            Q["release"],
             (self.run_id, self.attempt, self.worker_id),
         )
 
@@ -141,21 +129,14 @@ class ProbeOp(Operation[None]):
     """A tiny committed write that touches no run or event: proof the log is writable."""
 
     def apply(self, batch: Batch) -> None:
-        batch.conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('probe:writable', ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (batch.now_iso.encode(),),
-        )
+        batch.conn.execute(Q["probe_writable"], (batch.now_iso.encode(),))
 
 
 class SecretOp(Secret, Operation[bytes]):
     def apply(self, batch: Batch) -> bytes:
-        batch.conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO "
-            + ("UPDATE SET value = excluded.value" if self.replace else "NOTHING"),
-            (self.key, self.candidate),
-        )
-        rows = batch.fetchall("SELECT value FROM meta WHERE key = ?", (self.key,))
+        query = Q["replace_secret" if self.replace else "insert_secret"]
+        batch.conn.execute(query, (self.key, self.candidate))
+        rows = batch.fetchall(Q["get_secret"], (self.key,))
         return bytes(rows[0][0])
 
 
@@ -170,9 +151,7 @@ class RetryLaterOp(RetryLater, Operation[None]):
         batch.flush()
         state.status = RunStatus.QUEUED
         batch.conn.execute(
-            "UPDATE runs SET status = 'queued', available_at = ?, lease_owner = NULL,"
-            " lease_expires_at = NULL, error = ?, updated_at = ?,"
-            " max_attempts = max_attempts + ? WHERE id = ?",
+            Q["requeue_run"],
             (batch.now + self.delay, self.error, batch.now_iso, int(self.refund), self.run_id),
         )
 

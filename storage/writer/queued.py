@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol
 
-from storage.errors import SteplogError, StorageClosed, StorageLow
+from storage.errors import RunNotFound, SteplogError, StorageClosed, StorageLow
 from storage.interface import CommitListener, CommitObserver, EventLog
 from storage.model import Event, NewEvent, Run
 from storage.writer.writes import (
@@ -111,6 +111,32 @@ class QueuedLog(EventLog):
     @abc.abstractmethod
     async def _stored_secret(self, key: str) -> bytes | None:
         """The `meta` value under `key`, if there is one."""
+
+    @abc.abstractmethod
+    async def _find_run(self, run_id: str) -> Run | None:
+        """The run `run_id`, or None when there is none."""
+
+    async def get_run(self, run_id: str) -> Run:
+        run = await self._find_run(run_id)
+        if run is None:
+            raise RunNotFound(f"no run with id {run_id!r}")
+        return run
+
+    @abc.abstractmethod
+    async def _runs_page(
+        self, status: str | None, function: str | None, before: str | None, limit: int
+    ) -> list[Run]:
+        """`list_runs`, with an empty status or function filter given as None."""
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        function: str | None = None,
+        limit: int = 100,
+        before: str | None = None,
+    ) -> list[Run]:
+        return await self._runs_page(status or None, function or None, before, limit)
 
     # -- writes ----------------------------------------------------------------
     async def create_run(

@@ -37,6 +37,11 @@ class Pending(Generic[T]):
         self._result: T | None = None
         self._error: Exception | None = None
 
+    def check_text(self, field: str, value: str | None) -> None:
+        """A backend's own limit on a text field, checked as the request is built (so it
+        fails only its caller, before anything is queued): none here; PostgreSQL's
+        operations refuse NUL (storage/postgres/batch.py)."""
+
     def refuse(self, exc: Exception) -> None:
         """This operation failed on its own (the transaction goes on without it): the
         caller gets `exc` once the transaction has ended (`settle`)."""
@@ -61,6 +66,8 @@ class Append(Pending[Event]):
     def __init__(self, event: NewEvent) -> None:
         self.data = event_data(event)
         """`event.data` as checked JSON text: what is stored and hashed."""
+        self.check_text("step", event.step)
+        self.check_text("message", event.message)
         super().__init__()
         self.event = event
         self.submitted = time.monotonic()  # for the append latency commit observers see
@@ -94,6 +101,8 @@ class CreateRun(Pending[tuple[Run, bool]]):
         text("function", function)
         if idempotency_key is not None:
             text("idempotency_key", idempotency_key)
+        self.check_text("function", function)
+        self.check_text("idempotency_key", idempotency_key)
         super().__init__()
         self.function = function
         self.params = params

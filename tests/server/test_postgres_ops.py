@@ -13,7 +13,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from storage import RunStatus
-from storage.postgres.queries import QUERIES
+from storage.sqlfiles import POSTGRES as QUERIES
 from tests.conftest import ServerFactory
 from tests.support.api import run_stream_url, start_run, wait_for_status
 from tests.support.launcher import ServerProcess

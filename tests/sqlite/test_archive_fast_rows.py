@@ -14,6 +14,7 @@ from storage import NewEvent, open_log
 from storage.archive import ArchiveError, archive, store_for
 from storage.archive.chunk import chunk_from_rows
 from storage.archive.segment import read_rows
+from storage.sqlfiles import SQLITE
 from storage.sqlite import archive_rows
 from storage.sqlite.archive import SQLiteArchive
 
@@ -56,7 +57,7 @@ async def test_fast_lines_are_the_exact_lines_for_hostile_values(tmp_path: Path)
     await fill(db)
     with sqlite3.connect(db) as conn:
         last = conn.execute("SELECT max(pos) FROM events").fetchone()[0]
-        fast = conn.execute(archive_rows.FAST, (1, last)).fetchall()
+        fast = conn.execute(SQLITE["archive_fast_rows"], (1, last)).fetchall()
         full = conn.execute(
             "SELECT pos, run_id, seq, type, step, message, pct, data, attempt, at, hash"
             " FROM events ORDER BY pos"

@@ -215,7 +215,7 @@ async def create_previous_schema(url: str) -> None:
         import asyncpg
 
         from storage.postgres import migrations as pg_migrations
-        from storage.postgres.queries import QUERIES
+        from storage.sqlfiles import POSTGRES as QUERIES
 
         conn = await asyncpg.connect(url)
         try:

@@ -17,6 +17,7 @@ from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
 
 from functions.scrape.dates import parse_month, parse_range
+from functions.scrape.jsondepth import too_deep
 from functions.scrape.recipe import Recipe
 
 if TYPE_CHECKING:
@@ -110,11 +111,11 @@ def structured_data(html: str) -> dict[str, Any]:
     parser.close()
     objects: list[Any] = []
     for block in parser.jsonld:
-        if len(block) > MAX_JSONLD_BYTES:
-            continue
+        if len(block) > MAX_JSONLD_BYTES or too_deep(block):
+            continue  # over-deep structured data is absent, not a reason to fail the step
         try:
             objects.append(json.loads(block))
-        except ValueError:
+        except (ValueError, RecursionError):
             continue  # a broken block is the site's problem; the other sources remain
     return {"jsonld": objects, "meta": parser.meta, "title": parser.title}
 

@@ -31,7 +31,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from functions.errors import PermanentError, TransientError
 
@@ -77,13 +77,37 @@ class TargetUnresolvable(TransientError):
 
 @dataclass(frozen=True, slots=True)
 class HostEntry:
-    """One allow-list entry: a host, and optionally the only port it is allowed on."""
+    """One allow-list entry: a host, optionally the only port, optionally a path prefix.
+
+    With a prefix (`127.0.0.1:8000/demo/`) only paths under it may be fetched there:
+    the app allows its own demo site that way, and not its `/metrics` or API beside it.
+    """
 
     host: str
     port: int | None = None
+    path: str = ""
+    """"" allows every path; else a prefix such as "/demo" (matching /demo and /demo/…)."""
 
     def matches(self, host: str, port: int) -> bool:
         return self.host == host and (self.port is None or self.port == port)
+
+    def allows_path(self, path: str) -> bool:
+        return path_under(path, self.path)
+
+
+def path_under(path: str, prefix: str) -> bool:
+    """Whether `path` lies under `prefix` ("" is everything); dot segments never do.
+
+    Browsers resolve `..` before sending, so a path still carrying one (or its
+    percent-encoded form) was written by hand to climb out of the prefix.
+    """
+    if not prefix:
+        return True
+    segments = unquote(path).replace("\\", "/").split("/")
+    if any(segment in (".", "..") for segment in segments):
+        return False
+    base = prefix.rstrip("/")
+    return path == base or path.startswith(base + "/")
 
 
 _allowed: set[HostEntry] = set()
@@ -109,10 +133,14 @@ def canonical_host(host: str) -> str:
 
 
 def parse_entry(text: str) -> HostEntry:
-    """`host`, `host:port`, `[v6]` or `[v6]:port`."""
+    """`host`, `host:port`, `[v6]` or `[v6]:port`, each optionally followed by a `/path` prefix."""
     text = text.strip()
     if not text:
         raise ValueError("empty allow-list entry")
+    text, slash, path = text.partition("/")
+    path = slash + path
+    if not text:
+        raise ValueError("an allow-list entry needs a host before its path")
     port: int | None = None
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
@@ -125,11 +153,11 @@ def parse_entry(text: str) -> HostEntry:
         host = text
     if port is not None and not 0 < port < 65536:
         raise ValueError(f"port out of range in {text!r}")
-    return HostEntry(canonical_host(host), port)
+    return HostEntry(canonical_host(host), port, path.rstrip("/"))
 
 
 def allow_host(entry: str) -> None:
-    """Allow `host` or `host:port` in this process (e.g. the app's own demo site)."""
+    """Allow `host`, `host:port` or `host:port/prefix` in this process (the app's demo site)."""
     _allowed.add(parse_entry(entry))
 
 
@@ -149,6 +177,29 @@ def allowed_entries(env: dict[str, str] | None = None) -> set[HostEntry]:
 def is_allowed(host: str, port: int, env: dict[str, str] | None = None) -> bool:
     host = canonical_host(host)
     return any(entry.matches(host, port) for entry in allowed_entries(env))
+
+
+def path_prefixes(
+    host: str, port: int, env: dict[str, str] | None = None
+) -> tuple[str, ...] | None:
+    """The only path prefixes allowed on `host:port`, or None when every path is.
+
+    None as well when no entry names the host: the address policy alone decides then.
+    """
+    host = canonical_host(host)
+    prefixes = {entry.path for entry in allowed_entries(env) if entry.matches(host, port)}
+    if not prefixes or "" in prefixes:
+        return None
+    return tuple(sorted(prefixes))
+
+
+def path_refusal(host: str, port: int, path: str) -> str | None:
+    """Why `path` may not be fetched on `host:port` (an allow entry's prefix), or None."""
+    prefixes = path_prefixes(host, port)
+    if prefixes is None or any(path_under(path or "/", p) for p in prefixes):
+        return None
+    where = _host_port(canonical_host(host), port)
+    return f"only {', '.join(p + '/' for p in prefixes)} may be fetched on {where}"
 
 
 # --- addresses --------------------------------------------------------------------------------
@@ -260,7 +311,10 @@ async def check_url(url: str) -> list[IPAddress]:
     """Refuse `url` unless it is http(s) to an allowed or public host."""
     parts = split_url(url)
     assert parts.hostname is not None
-    return await check_host(parts.hostname, url_port(parts), target=_short(url))
+    addresses = await check_host(parts.hostname, url_port(parts), target=_short(url))
+    if (reason := path_refusal(parts.hostname, url_port(parts), parts.path)) is not None:
+        raise TargetRefused(_short(url), reason)
+    return addresses
 
 
 def _host_port(host: str, port: int) -> str:
@@ -330,6 +384,9 @@ class Guard:
             parts = split_url(url)
             assert parts.hostname is not None
             verdict = await self._verdict(parts.hostname, url_port(parts))
+            reason = path_refusal(parts.hostname, url_port(parts), parts.path)
+            if reason is not None and not isinstance(verdict, TargetRefused):
+                verdict = TargetRefused(_short(url), reason)
         except TargetRefused as exc:
             verdict = exc
         except TargetUnresolvable:

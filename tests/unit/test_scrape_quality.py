@@ -6,11 +6,19 @@ real Chromium)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Iterator
 
+import pytest
+
+from functions.scrape import targets
 from functions.scrape.extract import build_profile, structured_data
 from functions.scrape.jsondepth import MAX_JSONLD_DEPTH, too_deep
+from functions.scrape.proxy import EgressProxy
 from functions.scrape.recipe import choose
+from functions.scrape.targets import Guard, TargetRefused, allow_host, check_url, parse_entry
+from tests.unit.test_scrape_units import socks_connect
 
 PERSON = {"@context": "https://schema.org", "@type": "Person", "name": "Ada Lovelace"}
 
@@ -37,3 +45,84 @@ def test_the_depth_scan_counts_brackets_outside_strings_only() -> None:
     assert not too_deep("[" * MAX_JSONLD_DEPTH + "]" * MAX_JSONLD_DEPTH)
     assert not too_deep(json.dumps({"text": "[" * 1000 + '\\"' + "{" * 1000}))
     assert not too_deep(json.dumps([["[" * 50]] * 100))
+
+
+# --- the demo allow-list: one path prefix, not the whole host:port -----------------------------
+
+
+@pytest.fixture
+def clean_allow_list(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv(targets.ALLOW_ENV, raising=False)
+    saved = set(targets._allowed)
+    yield
+    targets._allowed.clear()
+    targets._allowed.update(saved)
+
+
+@pytest.mark.usefixtures("clean_allow_list")
+async def test_a_path_prefix_entry_allows_that_prefix_and_nothing_else_on_the_host() -> None:
+    assert parse_entry("127.0.0.1:8000/demo/") == targets.HostEntry("127.0.0.1", 8000, "/demo")
+    assert parse_entry("[::1]:80/demo") == targets.HostEntry("::1", 80, "/demo")
+    allow_host("127.0.0.1:8000/demo")
+    assert await check_url("http://127.0.0.1:8000/demo/in/ada")
+    assert await check_url("http://127.0.0.1:8000/demo")
+    for path in ("/metrics", "/demox", "/runs", "/demo/%2e%2e/metrics", "/demo/../metrics"):
+        with pytest.raises(TargetRefused, match=r"only /demo/ may be fetched on 127\.0\.0\.1:8000"):
+            await check_url(f"http://127.0.0.1:8000{path}")
+    guard = Guard()
+    assert await guard.check_request_url("http://127.0.0.1:8000/demo/api/x", "a fetch") is None
+    refused = await guard.check_request_url("http://127.0.0.1:8000/metrics", "a fetch")
+    assert refused is not None and "only /demo/" in refused.reason
+    allow_host("127.0.0.1:8000")  # a whole-host entry beside it opens every path again
+    assert await check_url("http://127.0.0.1:8000/metrics")
+
+
+@pytest.mark.usefixtures("clean_allow_list")
+async def test_the_proxy_checks_every_request_on_a_prefix_only_host() -> None:
+    """A redirect hop reaches only the proxy: it reads each request head before forwarding."""
+    received: list[bytes] = []
+
+    async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            received.append(head.split(b"\r\n", 1)[0])
+            if b"Content-Length: 4" in head:
+                received.append(await reader.readexactly(4))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(http, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    allow_host(f"127.0.0.1:{port}/demo")
+    guard = Guard()
+    proxy = await EgressProxy(guard).start()
+    try:
+        code, reader, writer = await socks_connect(proxy, "127.0.0.1", port)
+        assert code == 0
+        writer.write(b"GET /demo/in/ada HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await reader.readuntil(b"ok")).startswith(b"HTTP/1.1 200")
+        writer.write(b"POST /demo/login HTTP/1.1\r\nContent-Length: 4\r\n\r\nab=c")
+        assert (await reader.readuntil(b"ok")).startswith(b"HTTP/1.1 200")
+        # The same keep-alive connection, now asking for /metrics: never forwarded.
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await reader.read()).startswith(b"HTTP/1.1 403 Forbidden")
+        writer.close()
+        assert received == [b"GET /demo/in/ada HTTP/1.1", b"POST /demo/login HTTP/1.1", b"ab=c"]
+        assert [str(r) for r in guard.refusals] == [
+            f"refused to fetch http://127.0.0.1:{port}/metrics (a request on an allowed host):"
+            f" only /demo/ may be fetched on 127.0.0.1:{port}"
+        ]
+
+        code, reader, writer = await socks_connect(proxy, "127.0.0.1", port)
+        writer.write(b"\x16\x03\x01\x00\x05hello")  # TLS: the path cannot be seen
+        assert (await reader.read()).startswith(b"HTTP/1.1 403")
+        writer.close()
+        assert len(received) == 3
+    finally:
+        await proxy.close()
+        server.close()
+        await server.wait_closed()

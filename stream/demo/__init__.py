@@ -21,6 +21,7 @@ WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
 def install(app: Quart, settings: Settings) -> list[str]:
     """Serve the demo on `app` and let this process's scraper reach it; returns what it allowed."""
+    from stream.demo import rendered  # noqa: F401 - its routes join the demo blueprint
     from stream.demo.site import DemoState, demo
 
     app.extensions["steplog.demo"] = DemoState()

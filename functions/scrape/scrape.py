@@ -26,6 +26,7 @@ from functions.errors import PermanentError, TransientError
 from functions.registry import function
 from functions.scrape.analyze import analyzer_name, load_analyzer, run_analyzer
 from functions.scrape.browser import Session, open_session, shared
+from functions.scrape.dedupe import dedupe, merged_count
 from functions.scrape.extract import build_profile
 from functions.scrape.pages import (
     RENDER_MARGIN_S,
@@ -181,9 +182,14 @@ async def _scrape(ctx: Context, params: ScrapeParams) -> dict[str, Any]:
 
     progress.at(STAGES["sanitize"])
     async with ctx.step("sanitize", "Cleaning text"):
-        profile = sanitize(raw)
-        changed = _changed_strings(raw, profile)
-        await progress.say(f"Cleaned {changed} text fields", {"changed": changed})
+        cleaned = sanitize(raw)
+        changed = _changed_strings(raw, cleaned)
+        profile, originals = dedupe(cleaned)
+        merged = merged_count(originals, profile)
+        await progress.say(
+            f"Cleaned {changed} text fields, merged {merged} repeated list items",
+            {"changed": changed, "merged": merged},
+        )
 
     progress.at(STAGES["analyze"])
     as_of = params.as_of or datetime.now(UTC).date()
@@ -202,6 +208,7 @@ async def _scrape(ctx: Context, params: ScrapeParams) -> dict[str, Any]:
         "sources": sources,
         "pages": 1 + len(pages),
         "profile": profile,
+        "raw": originals,
         "analysis": analysis,
     }
 

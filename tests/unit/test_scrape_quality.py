@@ -126,3 +126,31 @@ async def test_the_proxy_checks_every_request_on_a_prefix_only_host() -> None:
         await proxy.close()
         server.close()
         await server.wait_closed()
+
+
+# --- each list item once ------------------------------------------------------------------------
+
+
+def test_repeated_list_items_merge_the_way_the_analysis_merges_skills() -> None:
+    from functions.scrape.dedupe import dedupe, merged_count
+
+    job = {"title": "Engineer", "company": "Acme", "start": "2020-01", "end": None}
+    profile = {
+        "name": "Zoë",
+        "skills": ["Python", "python ", "JS", "JavaScript", "k8s", "Kubernetes", "Rust", "golang"],
+        "experience": [job, dict(job), {**job, "title": "Lead"}],
+        "education": [],
+        "links": [{"label": "GitHub", "url": "https://x.example/z"},
+                  {"label": "Code", "url": "https://x.example/z/"}],
+    }  # fmt: skip
+    merged, raw = dedupe(profile)
+    assert merged["skills"] == ["Python", "JavaScript", "Kubernetes", "Rust", "Go"]
+    assert merged["experience"] == [job, {**job, "title": "Lead"}]
+    assert merged["links"] == [{"label": "GitHub", "url": "https://x.example/z"}]
+    assert raw == {
+        "skills": profile["skills"],
+        "experience": profile["experience"],
+        "links": profile["links"],
+    }
+    assert merged_count(raw, merged) == 3 + 1 + 1
+    assert dedupe(merged) == (merged, {})  # merging twice changes nothing

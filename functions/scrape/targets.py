@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from functions.errors import PermanentError, TransientError
+from functions.scrape.addresses import IPAddress, address_kind
 
 if TYPE_CHECKING:
     from playwright.async_api import Request, Route, WebSocketRoute
@@ -43,19 +44,6 @@ log = logging.getLogger("steplog.scrape.targets")
 ALLOW_ENV = "STEPLOG_SCRAPE_ALLOW_HOSTS"
 SCHEMES = frozenset({"http", "https"})
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-METADATA = frozenset(
-    {
-        ipaddress.ip_address("169.254.169.254"),  # AWS, GCP, Azure, OpenStack…
-        ipaddress.ip_address("fd00:ec2::254"),  # AWS over IPv6
-        ipaddress.ip_address("100.100.100.200"),  # Alibaba Cloud
-    }
-)
-UNIQUE_LOCAL = ipaddress.ip_network("fc00::/7")
-NAT64 = ipaddress.ip_network("64:ff9b::/96")
-IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
 class TargetRefused(PermanentError):
@@ -205,35 +193,6 @@ def path_refusal(host: str, port: int, path: str) -> str | None:
 # --- addresses --------------------------------------------------------------------------------
 
 
-def address_kind(ip: IPAddress) -> str | None:
-    """What kind of non-public address `ip` is ("a loopback address"), or None if public."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded = _embedded_ipv4(ip)
-        if embedded is not None:
-            inner = address_kind(embedded)
-            if inner is not None:
-                return f"{inner} (the IPv4 address {embedded} inside an IPv6 one)"
-    if ip in METADATA:
-        return "a cloud metadata address"
-    if ip.is_unspecified:
-        return "an unspecified address"
-    if ip.is_loopback:
-        return "a loopback address"
-    if ip.is_link_local:
-        return "a link-local address"
-    if ip.is_multicast:
-        return "a multicast address"
-    if isinstance(ip, ipaddress.IPv6Address) and ip in UNIQUE_LOCAL:
-        return "a unique-local address"
-    if ip.is_private:
-        return "a private address"
-    if ip.is_reserved:
-        return "a reserved address"
-    if not ip.is_global:
-        return "not a public address"
-    return None
-
-
 def refusal_reason(ip: IPAddress, host: str | None = None) -> str | None:
     """Why the scraper must not connect to `ip` (reached through `host`), or None."""
     kind = address_kind(ip)
@@ -242,18 +201,6 @@ def refusal_reason(ip: IPAddress, host: str | None = None) -> str | None:
     if host is not None and canonical_host(host) != str(ip):
         return f"{host} resolves to {ip}, {kind}"
     return f"{ip} is {kind}"
-
-
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip.teredo is not None:
-        return ip.teredo[1]
-    if ip in NAT64 or (ip in IPV4_COMPATIBLE and int(ip) > 1):
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
 
 
 async def resolve(host: str, port: int) -> list[IPAddress]:

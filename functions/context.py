@@ -66,6 +66,7 @@ class Context:
         self.pct: float | None = None
         self.cancel_event = threading.Event()
         self._recorded: dict[str, tuple[Any, int]] | None = None
+        self._earlier_pct: float | None = None
 
     @property
     def cancelled(self) -> bool:
@@ -178,17 +179,30 @@ class Context:
         """The result and attempt of an earlier attempt's completed durable step `name`."""
         if self._recorded is None:
             recorded: dict[str, tuple[Any, int]] = {}
+            highest: float | None = None
             if self.attempt > 1:
                 after = 0
                 while batch := await self._read_run(after):
                     for event in batch:
+                        if event.attempt < self.attempt and event.pct is not None:
+                            highest = max(highest or 0.0, event.pct)
                         if event.type == EventType.STEP_COMPLETED and event.attempt < self.attempt:
                             data = loads(event.data)
                             if isinstance(data, dict) and data.get("durable") and event.step:
                                 recorded[event.step] = (data.get("result"), event.attempt)
                     after = batch[-1].seq
+            self._earlier_pct = highest
             self._recorded = recorded  # only once read in full: a failed read is read again
         return self._recorded.get(name)
+
+    async def earlier_pct(self) -> float | None:
+        """The highest percentage earlier attempts reported (None on a first attempt).
+
+        A retry whose progress is not a function of its durable steps alone (a batch
+        whose unfinished items are redone) starts there, so the stream never goes back.
+        """
+        await self.recorded_result("")
+        return self._earlier_pct
 
     async def _read_run(self, after: int) -> list[Event]:
         try:

@@ -17,7 +17,9 @@ from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
 
 from functions.scrape.dates import parse_month, parse_range
+from functions.scrape.jsondepth import too_deep
 from functions.scrape.recipe import Recipe
+from functions.scrape.render import DEEP_JS
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -25,8 +27,11 @@ if TYPE_CHECKING:
 MAX_JSONLD_BYTES = 512 * 1024
 PROFILE_FIELDS = ("name", "headline", "location", "about", "image")
 
-COLLECT_JS = """
-(spec) => {
+COLLECT_JS = (
+    "(spec) => {"
+    + DEEP_JS
+    + """
+  const roots = steplogRoots();
   const text = (el) => {
     if (!el) return null;
     const value = (el.innerText ?? el.textContent ?? "").trim();
@@ -35,7 +40,7 @@ COLLECT_JS = """
   const pick = (root, selector) => {
     const css = typeof selector === "string" ? selector : selector.selector;
     const attr = typeof selector === "string" ? null : selector.attr;
-    const el = css ? root.querySelector(css) : root;
+    const el = !css ? root : root === null ? steplogOne(roots, css) : root.querySelector(css);
     if (!el) return null;
     if (!attr) return text(el);
     const absolute = attr === "href" || attr === "src";
@@ -45,27 +50,34 @@ COLLECT_JS = """
   };
   const fields = {};
   for (const [name, selector] of Object.entries(spec.fields || {})) {
-    fields[name] = pick(document, selector);
+    fields[name] = pick(null, selector);
   }
   const lists = {};
   for (const [name, list] of Object.entries(spec.lists || {})) {
-    lists[name] = Array.from(document.querySelectorAll(list.item)).map((el) => {
+    lists[name] = steplogAll(roots, list.item).map((el) => {
       if (!list.fields) return text(el);
       const item = {};
       for (const [key, selector] of Object.entries(list.fields)) item[key] = pick(el, selector);
       return item;
     });
   }
-  const next = spec.next_page ? document.querySelector(spec.next_page) : null;
+  const next = spec.next_page ? steplogOne(roots, spec.next_page) : null;
+  const jsonld = steplogAll(roots, 'script[type^="application/ld+json" i]')
+    .slice(0, 50).map((s) => s.textContent || "");
   return {
     url: location.href,
     title: document.title,
     fields,
     lists,
     next: next && next.href ? next.href : null,
+    jsonld,
   };
 }
 """
+)
+"""Reads the recipe's fields and lists from the rendered page, open shadow roots and
+same-origin iframes included (`DEEP_JS`), and the text of every JSON-LD block there:
+what scripts inserted after load is read too, not only what the first HTML carried."""
 
 
 class _StructuredData(HTMLParser):
@@ -108,15 +120,20 @@ def structured_data(html: str) -> dict[str, Any]:
     parser = _StructuredData()
     parser.feed(html)
     parser.close()
+    return {"jsonld": parse_jsonld(parser.jsonld), "meta": parser.meta, "title": parser.title}
+
+
+def parse_jsonld(blocks: list[Any]) -> list[Any]:
+    """The JSON-LD blocks that parse; broken, huge or over-deep ones are left out."""
     objects: list[Any] = []
-    for block in parser.jsonld:
-        if len(block) > MAX_JSONLD_BYTES:
-            continue
+    for block in blocks:
+        if not isinstance(block, str) or len(block) > MAX_JSONLD_BYTES or too_deep(block):
+            continue  # over-deep structured data is absent, not a reason to fail the step
         try:
             objects.append(json.loads(block))
-        except ValueError:
+        except (ValueError, RecursionError):
             continue  # a broken block is the site's problem; the other sources remain
-    return {"jsonld": objects, "meta": parser.meta, "title": parser.title}
+    return objects
 
 
 def _nodes(value: Any) -> list[dict[str, Any]]:
@@ -225,7 +242,7 @@ async def collect(page: Page, recipe: Recipe) -> dict[str, Any]:
     """What the recipe's selectors find on the page now, plus its structured data."""
     found: dict[str, Any] = await page.evaluate(COLLECT_JS, recipe.collector_spec())
     data = structured_data(await page.content())
-    found["jsonld"] = data["jsonld"]
+    found["jsonld"] = parse_jsonld(found.get("jsonld") or [])
     found["meta"] = {
         k: v
         for k, v in data["meta"].items()

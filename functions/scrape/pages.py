@@ -8,7 +8,9 @@ browser reports all of them alike as a failed navigation.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
@@ -18,14 +20,17 @@ from functions.scrape.browser import Session
 from functions.scrape.extract import collect
 from functions.scrape.params import Credentials
 from functions.scrape.recipe import Recipe
+from functions.scrape.render import scroll, track, wait_rendered
 
 if TYPE_CHECKING:
     from playwright.async_api import ElementHandle, Page
 
 log = logging.getLogger("steplog.scrape.pages")
 
-SCROLL_ROUNDS = 12
-SCROLL_SETTLE_MS = 400
+Say = Callable[[str], Awaitable[None]]
+RENDER_MARGIN_S = 1.0
+"""Waiting and scrolling stop this long before the step's time limit, to leave time to read."""
+
 LAZY_WAIT_MS = 5000
 CLICK_SETTLE_MS = 5000
 
@@ -44,12 +49,6 @@ OBSERVE_JS = """
 SETTLED_JS = """
 (before) => window.__steplogMutations.count > before
   && !document.querySelector('[aria-busy="true"]')
-"""
-SCROLL_JS = """
-() => {
-  window.scrollTo(0, document.documentElement.scrollHeight);
-  return document.documentElement.scrollHeight;
-}
 """
 
 
@@ -81,6 +80,7 @@ async def load(session: Session, url: str, *, timeout_s: float) -> tuple[Page, i
     from playwright.async_api import TimeoutError as PlaywrightTimeout
 
     page = await session.page()
+    track(page)  # before the first request: the render wait counts what is in flight
     try:
         response = await page.goto(url, wait_until="load", timeout=timeout_s * 1000)
     except PlaywrightTimeout:
@@ -147,14 +147,26 @@ def _scrub(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
-async def expand(page: Page, recipe: Recipe) -> dict[str, int]:
-    """Show everything: scroll (lazy sections), click "see more" until nothing changes."""
+async def expand(
+    page: Page, recipe: Recipe, *, max_scrolls: int, deadline: float
+) -> dict[str, int]:
+    """Show everything: scroll (lazy sections, infinite lists), click "see more" until
+    nothing changes. Scrolling stops when nothing new appears, after `max_scrolls` scrolls
+    that did add something, or at `deadline` (loop time), whichever comes first."""
     from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-    done = {"scrolls": 0, "clicks": 0, "lazy": 0}
+    done = {"scrolls": 0, "clicks": 0, "lazy": 0, "scroll_limited": 0}
+
+    async def scroll_down() -> None:
+        budget = max_scrolls - done["scrolls"]
+        if not recipe.expand.scroll or budget <= 0:
+            return
+        grown, limited = await scroll(page, recipe, budget, deadline)
+        done["scrolls"] += grown
+        done["scroll_limited"] = int(limited)
+
     await page.evaluate(OBSERVE_JS)
-    if recipe.expand.scroll:
-        done["scrolls"] += await _scroll(page)
+    await scroll_down()
     for section, ready in recipe.expand.lazy:
         if await page.query_selector(section) is None:
             continue  # this page has no such section (a pagination page, say)
@@ -175,8 +187,7 @@ async def expand(page: Page, recipe: Recipe) -> dict[str, int]:
         except PlaywrightTimeout:
             # It changed nothing: never click it again.
             await button.evaluate("(b) => b.setAttribute('data-steplog-inert', '')")
-        if recipe.expand.scroll:
-            done["scrolls"] += await _scroll(page)
+        await scroll_down()
     return done
 
 
@@ -188,32 +199,28 @@ async def _next_button(page: Page, recipe: Recipe) -> ElementHandle | None:
     return None
 
 
-async def _scroll(page: Page) -> int:
-    """Scroll to the bottom until the page stops growing; returns the scrolls made."""
-    from playwright.async_api import TimeoutError as PlaywrightTimeout
-
-    for rounds in range(1, SCROLL_ROUNDS + 1):
-        height = await page.evaluate(SCROLL_JS)
-        try:
-            await page.wait_for_function(
-                "(h) => document.documentElement.scrollHeight > h", arg=height,
-                timeout=SCROLL_SETTLE_MS,
-            )  # fmt: skip
-        except PlaywrightTimeout:
-            return rounds
-    return SCROLL_ROUNDS
-
-
 async def capture(
-    session: Session, url: str, recipe: Recipe, *, timeout_s: float, reload: bool
+    session: Session,
+    url: str,
+    recipe: Recipe,
+    *,
+    timeout_s: float,
+    reload: bool,
+    max_scrolls: int,
+    say: Say | None = None,
 ) -> dict[str, Any]:
     """Expand and read one page (loading it first when `reload` or not on it yet)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
     page = await session.page()
     if reload or page.url != url:
         page, _status = await load(session, url, timeout_s=timeout_s)
+        await wait_rendered(page, recipe, deadline - RENDER_MARGIN_S, say)
     if await behind_login(page, recipe):
         raise LoginRequired(f"{url} is behind a login")
-    expanded = await expand(page, recipe)
+    expanded = await expand(
+        page, recipe, max_scrolls=max_scrolls, deadline=deadline - RENDER_MARGIN_S
+    )
     found = await collect(page, recipe)
     session.guard.raise_if_refused()
     found["expanded"] = expanded

@@ -82,7 +82,9 @@ class ScrapeParams(BaseModel):
         None, description=f"a login for the site (better: {CREDENTIALS_ENV})"
     )
     recipe: str | None = Field(None, description="a recipe name; default: chosen by URL")
-    max_pages: int = Field(20, ge=1, le=100, description="pagination pages to follow at most")
+    max_pages: int = Field(
+        20, ge=1, le=100, description="pagination pages to follow, and scrolls that load more"
+    )
     step_timeout_s: float = Field(DEFAULT_STEP_TIMEOUT, gt=0, le=600)
     run_timeout_s: float = Field(DEFAULT_RUN_TIMEOUT, gt=0, le=3600)
     as_of: date | None = Field(None, description="the day 'present' means (default: today)")

@@ -21,7 +21,14 @@ import ipaddress
 import logging
 import struct
 
-from functions.scrape.targets import Guard, TargetRefused, TargetUnresolvable
+from functions.scrape.httpcheck import FORBIDDEN, RequestRefused, forward_requests
+from functions.scrape.targets import (
+    Guard,
+    TargetRefused,
+    TargetUnresolvable,
+    path_prefixes,
+    path_refusal,
+)
 
 log = logging.getLogger("steplog.scrape.proxy")
 
@@ -128,10 +135,40 @@ class EgressProxy:
         self.connections += 1
         try:
             await _reply(writer, SUCCEEDED)
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            if path_prefixes(host, port) is None:
+                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            else:
+                await self._checked(host, port, reader, writer, up_reader, up_writer)
         finally:
             up_writer.close()
             self._writers.discard(up_writer)
+
+    async def _checked(
+        self,
+        host: str,
+        port: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> None:
+        """A tunnel to a host allowed only under a path prefix: each request is checked."""
+        answers = asyncio.ensure_future(_pipe(up_reader, writer))
+        try:
+            await forward_requests(reader, up_writer, lambda p: path_refusal(host, port, p))
+        except RequestRefused as exc:
+            shown = f"http://{host}:{port}{exc.path}" if exc.path != "?" else f"{host}:{port}"
+            self.guard.refuse(TargetRefused(shown, exc.reason, "a request on an allowed host"))
+            up_writer.close()
+            writer.write(FORBIDDEN)
+            with contextlib.suppress(Exception):
+                await writer.drain()
+            answers.cancel()
+        else:
+            with contextlib.suppress(Exception):
+                if up_writer.can_write_eof():
+                    up_writer.write_eof()
+        await asyncio.gather(answers, return_exceptions=True)
 
 
 async def _read_address(reader: asyncio.StreamReader, kind: int) -> str | None:

@@ -39,6 +39,8 @@ class Expand:
     """Lazily loaded sections: (selector of the section, selector once it has arrived)."""
     next_page: str | None = None
     max_clicks: int = 30
+    ready: tuple[str, ...] = ()
+    """Selectors that show the profile has rendered (default: the name's and the lists' items)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,7 @@ def _recipe(data: dict[str, Any]) -> Recipe:
             lazy=tuple((item["section"], item["ready"]) for item in expand.get("lazy") or ()),
             next_page=expand.get("next_page"),
             max_clicks=int(expand.get("max_clicks", 30)),
+            ready=tuple(expand.get("ready") or ()),
         ),
         login=Login(**login) if login else None,
     )

@@ -14,6 +14,7 @@ last attempt was, so the stream never goes backwards.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -25,8 +26,17 @@ from functions.errors import PermanentError, TransientError
 from functions.registry import function
 from functions.scrape.analyze import analyzer_name, load_analyzer, run_analyzer
 from functions.scrape.browser import Session, open_session, shared
+from functions.scrape.dedupe import dedupe, merged_count
 from functions.scrape.extract import build_profile
-from functions.scrape.pages import LoginRequired, behind_login, capture, load, log_in
+from functions.scrape.pages import (
+    RENDER_MARGIN_S,
+    LoginRequired,
+    Say,
+    behind_login,
+    capture,
+    load,
+    log_in,
+)
 from functions.scrape.params import (
     CREDENTIALS_ENV,
     DEFAULT_RUN_TIMEOUT,
@@ -35,6 +45,7 @@ from functions.scrape.params import (
     credentials_for,
 )
 from functions.scrape.recipe import Recipe, choose
+from functions.scrape.render import wait_rendered
 from functions.scrape.sanitize import sanitize
 from functions.scrape.targets import Guard, check_url
 
@@ -152,6 +163,7 @@ async def _scrape(ctx: Context, params: ScrapeParams) -> dict[str, Any]:
             params,
             recipe,
             login is not None,
+            progress.say,
             timeout=params.step_timeout_s + STEP_GRACE,
         )
         main, pages = await _expand(ctx, progress, session, params, recipe, nav["final_url"])
@@ -170,9 +182,14 @@ async def _scrape(ctx: Context, params: ScrapeParams) -> dict[str, Any]:
 
     progress.at(STAGES["sanitize"])
     async with ctx.step("sanitize", "Cleaning text"):
-        profile = sanitize(raw)
-        changed = _changed_strings(raw, profile)
-        await progress.say(f"Cleaned {changed} text fields", {"changed": changed})
+        cleaned = sanitize(raw)
+        changed = _changed_strings(raw, cleaned)
+        profile, originals = dedupe(cleaned)
+        merged = merged_count(originals, profile)
+        await progress.say(
+            f"Cleaned {changed} text fields, merged {merged} repeated list items",
+            {"changed": changed, "merged": merged},
+        )
 
     progress.at(STAGES["analyze"])
     as_of = params.as_of or datetime.now(UTC).date()
@@ -191,6 +208,7 @@ async def _scrape(ctx: Context, params: ScrapeParams) -> dict[str, Any]:
         "sources": sources,
         "pages": 1 + len(pages),
         "profile": profile,
+        "raw": originals,
         "analysis": analysis,
     }
 
@@ -235,10 +253,18 @@ async def _login(
 
 
 async def _navigate(
-    session: Session | None, params: ScrapeParams, recipe: Recipe, logged_in: bool
+    session: Session | None,
+    params: ScrapeParams,
+    recipe: Recipe,
+    logged_in: bool,
+    say: Say | None = None,
 ) -> dict[str, Any]:
+    """Open the page and wait until it has rendered (a client-rendered shell draws itself)."""
     assert session is not None, "a page step ran without a browser"
+    deadline = asyncio.get_running_loop().time() + params.step_timeout_s - RENDER_MARGIN_S
     page, status = await load(session, params.url, timeout_s=params.step_timeout_s)
+    await wait_rendered(page, recipe, deadline, say)
+    session.guard.raise_if_refused()  # what the page's scripts fetched meanwhile
     if await behind_login(page, recipe):
         if logged_in:
             raise LoginRequired(f"{params.url} still shows the login form after logging in")
@@ -271,8 +297,14 @@ async def _expand(
             profile_url,
             recipe,
             timeout,
+            params.max_pages,
             timeout=limit,
         )
+        if (main.get("expanded") or {}).get("scroll_limited"):
+            await ctx.log(
+                f"stopped scrolling after {params.max_pages} scrolls (max_pages) or the step's"
+                " time limit; the list may go on"
+            )
         pages: list[dict[str, Any]] = []
         seen = {main.get("url")}
         next_url = main.get("next")
@@ -287,6 +319,7 @@ async def _expand(
                 next_url,
                 recipe,
                 timeout,
+                params.max_pages,
                 timeout=limit,
             )
             pages.append(page)
@@ -302,18 +335,22 @@ async def _expand(
 
 
 async def _capture(
-    session: Session | None, url: str, recipe: Recipe, timeout: float
+    session: Session | None, url: str, recipe: Recipe, timeout: float, max_scrolls: int
 ) -> dict[str, Any]:
     assert session is not None, "a page step ran without a browser"
-    return await capture(session, url, recipe, timeout_s=timeout, reload=False)
+    return await capture(
+        session, url, recipe, timeout_s=timeout, reload=False, max_scrolls=max_scrolls
+    )
 
 
 async def _capture_page(
-    session: Session | None, url: str, recipe: Recipe, timeout: float
+    session: Session | None, url: str, recipe: Recipe, timeout: float, max_scrolls: int
 ) -> dict[str, Any]:
     """A pagination page: only its lists and its own next link are kept."""
     assert session is not None, "a page step ran without a browser"
-    found = await capture(session, url, recipe, timeout_s=timeout, reload=True)
+    found = await capture(
+        session, url, recipe, timeout_s=timeout, reload=True, max_scrolls=max_scrolls
+    )
     return {
         "url": found["url"],
         "lists": found["lists"],

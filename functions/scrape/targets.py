@@ -31,9 +31,10 @@ import os
 import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from functions.errors import PermanentError, TransientError
+from functions.scrape.addresses import IPAddress, address_kind
 
 if TYPE_CHECKING:
     from playwright.async_api import Request, Route, WebSocketRoute
@@ -43,19 +44,6 @@ log = logging.getLogger("steplog.scrape.targets")
 ALLOW_ENV = "STEPLOG_SCRAPE_ALLOW_HOSTS"
 SCHEMES = frozenset({"http", "https"})
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-METADATA = frozenset(
-    {
-        ipaddress.ip_address("169.254.169.254"),  # AWS, GCP, Azure, OpenStack…
-        ipaddress.ip_address("fd00:ec2::254"),  # AWS over IPv6
-        ipaddress.ip_address("100.100.100.200"),  # Alibaba Cloud
-    }
-)
-UNIQUE_LOCAL = ipaddress.ip_network("fc00::/7")
-NAT64 = ipaddress.ip_network("64:ff9b::/96")
-IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
 class TargetRefused(PermanentError):
@@ -77,13 +65,37 @@ class TargetUnresolvable(TransientError):
 
 @dataclass(frozen=True, slots=True)
 class HostEntry:
-    """One allow-list entry: a host, and optionally the only port it is allowed on."""
+    """One allow-list entry: a host, optionally the only port, optionally a path prefix.
+
+    With a prefix (`127.0.0.1:8000/demo/`) only paths under it may be fetched there:
+    the app allows its own demo site that way, and not its `/metrics` or API beside it.
+    """
 
     host: str
     port: int | None = None
+    path: str = ""
+    """"" allows every path; else a prefix such as "/demo" (matching /demo and /demo/…)."""
 
     def matches(self, host: str, port: int) -> bool:
         return self.host == host and (self.port is None or self.port == port)
+
+    def allows_path(self, path: str) -> bool:
+        return path_under(path, self.path)
+
+
+def path_under(path: str, prefix: str) -> bool:
+    """Whether `path` lies under `prefix` ("" is everything); dot segments never do.
+
+    Browsers resolve `..` before sending, so a path still carrying one (or its
+    percent-encoded form) was written by hand to climb out of the prefix.
+    """
+    if not prefix:
+        return True
+    segments = unquote(path).replace("\\", "/").split("/")
+    if any(segment in (".", "..") for segment in segments):
+        return False
+    base = prefix.rstrip("/")
+    return path == base or path.startswith(base + "/")
 
 
 _allowed: set[HostEntry] = set()
@@ -109,10 +121,14 @@ def canonical_host(host: str) -> str:
 
 
 def parse_entry(text: str) -> HostEntry:
-    """`host`, `host:port`, `[v6]` or `[v6]:port`."""
+    """`host`, `host:port`, `[v6]` or `[v6]:port`, each optionally followed by a `/path` prefix."""
     text = text.strip()
     if not text:
         raise ValueError("empty allow-list entry")
+    text, slash, path = text.partition("/")
+    path = slash + path
+    if not text:
+        raise ValueError("an allow-list entry needs a host before its path")
     port: int | None = None
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
@@ -125,11 +141,11 @@ def parse_entry(text: str) -> HostEntry:
         host = text
     if port is not None and not 0 < port < 65536:
         raise ValueError(f"port out of range in {text!r}")
-    return HostEntry(canonical_host(host), port)
+    return HostEntry(canonical_host(host), port, path.rstrip("/"))
 
 
 def allow_host(entry: str) -> None:
-    """Allow `host` or `host:port` in this process (e.g. the app's own demo site)."""
+    """Allow `host`, `host:port` or `host:port/prefix` in this process (the app's demo site)."""
     _allowed.add(parse_entry(entry))
 
 
@@ -151,36 +167,30 @@ def is_allowed(host: str, port: int, env: dict[str, str] | None = None) -> bool:
     return any(entry.matches(host, port) for entry in allowed_entries(env))
 
 
+def path_prefixes(
+    host: str, port: int, env: dict[str, str] | None = None
+) -> tuple[str, ...] | None:
+    """The only path prefixes allowed on `host:port`, or None when every path is.
+
+    None as well when no entry names the host: the address policy alone decides then.
+    """
+    host = canonical_host(host)
+    prefixes = {entry.path for entry in allowed_entries(env) if entry.matches(host, port)}
+    if not prefixes or "" in prefixes:
+        return None
+    return tuple(sorted(prefixes))
+
+
+def path_refusal(host: str, port: int, path: str) -> str | None:
+    """Why `path` may not be fetched on `host:port` (an allow entry's prefix), or None."""
+    prefixes = path_prefixes(host, port)
+    if prefixes is None or any(path_under(path or "/", p) for p in prefixes):
+        return None
+    where = _host_port(canonical_host(host), port)
+    return f"only {', '.join(p + '/' for p in prefixes)} may be fetched on {where}"
+
+
 # --- addresses --------------------------------------------------------------------------------
-
-
-def address_kind(ip: IPAddress) -> str | None:
-    """What kind of non-public address `ip` is ("a loopback address"), or None if public."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded = _embedded_ipv4(ip)
-        if embedded is not None:
-            inner = address_kind(embedded)
-            if inner is not None:
-                return f"{inner} (the IPv4 address {embedded} inside an IPv6 one)"
-    if ip in METADATA:
-        return "a cloud metadata address"
-    if ip.is_unspecified:
-        return "an unspecified address"
-    if ip.is_loopback:
-        return "a loopback address"
-    if ip.is_link_local:
-        return "a link-local address"
-    if ip.is_multicast:
-        return "a multicast address"
-    if isinstance(ip, ipaddress.IPv6Address) and ip in UNIQUE_LOCAL:
-        return "a unique-local address"
-    if ip.is_private:
-        return "a private address"
-    if ip.is_reserved:
-        return "a reserved address"
-    if not ip.is_global:
-        return "not a public address"
-    return None
 
 
 def refusal_reason(ip: IPAddress, host: str | None = None) -> str | None:
@@ -191,18 +201,6 @@ def refusal_reason(ip: IPAddress, host: str | None = None) -> str | None:
     if host is not None and canonical_host(host) != str(ip):
         return f"{host} resolves to {ip}, {kind}"
     return f"{ip} is {kind}"
-
-
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip.teredo is not None:
-        return ip.teredo[1]
-    if ip in NAT64 or (ip in IPV4_COMPATIBLE and int(ip) > 1):
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
 
 
 async def resolve(host: str, port: int) -> list[IPAddress]:
@@ -260,7 +258,10 @@ async def check_url(url: str) -> list[IPAddress]:
     """Refuse `url` unless it is http(s) to an allowed or public host."""
     parts = split_url(url)
     assert parts.hostname is not None
-    return await check_host(parts.hostname, url_port(parts), target=_short(url))
+    addresses = await check_host(parts.hostname, url_port(parts), target=_short(url))
+    if (reason := path_refusal(parts.hostname, url_port(parts), parts.path)) is not None:
+        raise TargetRefused(_short(url), reason)
+    return addresses
 
 
 def _host_port(host: str, port: int) -> str:
@@ -330,6 +331,9 @@ class Guard:
             parts = split_url(url)
             assert parts.hostname is not None
             verdict = await self._verdict(parts.hostname, url_port(parts))
+            reason = path_refusal(parts.hostname, url_port(parts), parts.path)
+            if reason is not None and not isinstance(verdict, TargetRefused):
+                verdict = TargetRefused(_short(url), reason)
         except TargetRefused as exc:
             verdict = exc
         except TargetUnresolvable:

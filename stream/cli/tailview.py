@@ -52,6 +52,8 @@ class RunView:
     connection: str = "connecting"
     result: Any = None
     error: str | None = None
+    batch: dict[str, Any] | None = None
+    """A batch's URL counts (`scrape_batch` progress events carry them as `data.batch`)."""
 
     def apply(self, env: dict[str, Any]) -> None:
         if env["seq"] <= self.last_seq:
@@ -65,6 +67,8 @@ class RunView:
         raw = env.get("data")
         data: dict[str, Any] = raw if isinstance(raw, dict) else {}
         kind, name = env["type"], env.get("step")
+        if isinstance(data.get("batch"), dict):
+            self.batch = data["batch"]
         if kind in ENDED_STEP:  # no step goes on running after its run or attempt ended
             for row in self.steps.values():
                 if row.status == "running":
@@ -110,13 +114,19 @@ class RunView:
         )  # fmt: skip
         bar = Table.grid(padding=(0, 1))
         bar.add_row(ProgressBar(total=100, completed=self.pct, width=40), f"{self.pct:5.1f}%")
-        return Group(header, table, bar, Text(self.message, style="italic"))
+        parts: list[RenderableType] = [header, table, bar]
+        if self.batch is not None:
+            parts.append(Text(batch_counts(self.batch), style="bold"))
+        return Group(*parts, Text(self.message, style="italic"))
 
     def line(self, env: dict[str, Any]) -> str:
         """One plain line per event, for when stdout is not a terminal."""
         pct = "" if env.get("pct") is None else f"{env['pct']:5.1f}% "
         step = f"[{env['step']}] " if env.get("step") else ""
-        return f"{env['seq']:>6} {pct}{env['type']:<15} {step}{env.get('message') or ''}"
+        data = env.get("data")
+        counts = data.get("batch") if isinstance(data, dict) else None
+        tail = f" ({batch_counts(counts)})" if isinstance(counts, dict) else ""
+        return f"{env['seq']:>6} {pct}{env['type']:<15} {step}{env.get('message') or ''}{tail}"
 
     def ending(self) -> list[str]:
         """What is printed once the run ended: its result, pretty, or its error."""
@@ -129,6 +139,15 @@ class RunView:
         if self.status == "cancelled":
             return [f"cancelled: {self.message}" if self.message else "cancelled"]
         return []
+
+
+def batch_counts(counts: dict[str, Any]) -> str:
+    """`URLs: 3 ok, 1 failed, 1 pending of 5 (2 reused)`: a batch at a glance."""
+    shown = (
+        f"URLs: {counts.get('succeeded', 0)} ok, {counts.get('failed', 0)} failed,"
+        f" {counts.get('pending', 0)} pending of {counts.get('total', 0)}"
+    )
+    return shown + (f" ({counts['reused']} reused)" if counts.get("reused") else "")
 
 
 def make_console() -> Console:

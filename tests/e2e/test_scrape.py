@@ -237,27 +237,22 @@ def test_a_signed_webhook_scrapes_a_profile_step_by_step(demo: ServerProcess) ->
         "image": f"{demo.url}/demo/avatar/zoe-arnaud.svg",
         "experience": expected_experience("zoe-arnaud"),
         "education": expected_education("zoe-arnaud"),
-        "skills": [
-            "Python",
-            "python",
-            "Rust",
-            "ROS",
-            "JS",
-            "JavaScript",
-            "k8s",
-            "Kubernetes",
-            "Leadership",
-        ],
+        "skills": ["Python", "Rust", "ROS", "JavaScript", "Kubernetes", "Leadership"],
         "links": [
             {"label": "GitHub", "url": "https://example.org/zoe"},
             {"label": "Blog \u270d\ufe0f", "url": "https://example.org/zoe/blog"},
         ],
     }
     assert len(result["profile"]["experience"]) == 14  # 5 shown, 5 behind "see more", 4 on page 2
+    # Each skill once on the card, merged as the analysis merges them; the spellings kept.
+    assert result["raw"] == {
+        "skills": ["Python", "python", "Rust", "ROS", "JS", "JavaScript", "k8s", "Kubernetes",
+                   "Leadership"],
+    }  # fmt: skip
     assert_nothing_invisible(result)
     analysis = result["analysis"]
     assert analysis["as_of"] == AS_OF
-    assert analysis["skills"][:2] == [{"name": "Python", "count": 5}, {"name": "Rust", "count": 3}]
+    assert analysis["skills"][:2] == [{"name": "Python", "count": 4}, {"name": "Rust", "count": 3}]
     assert analysis["seniority"]["level"] == "principal"
     assert get_run(demo, started["run_id"])["result"] == result
 

@@ -143,9 +143,7 @@ def test_a_token_holds_a_slot_of_its_cap_on_a_shared_stream(
     def hold(events: list[ParsedEvent], _parser: object) -> bool:
         if not opened:
             opened.append(1)
-            again = httpx.get(
-                streams_url(server, run_param(other), run_param(run)), timeout=10
-            )
+            again = httpx.get(streams_url(server, run_param(other), run_param(run)), timeout=10)
             assert_problem(again, 429)
             assert again.headers["Retry-After"] == "5"
         return True

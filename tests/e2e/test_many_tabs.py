@@ -23,9 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream.http.tokens import mint
 from tests.conftest import ServerFactory
-from tests.support.api import token_key
 from tests.e2e.conftest import CHROMIUM_ARGS, NginxFactory
 from tests.e2e.tls import self_signed
+from tests.support.api import token_key
 from tests.support.launcher import ServerProcess, free_port
 from tests.support.wait import wait_until
 

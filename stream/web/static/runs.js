@@ -42,11 +42,17 @@ function duration(run) {
 
 function actionButtons(run) {
   const live = run.status === "queued" || run.status === "running";
+  // The buttons may stack (style.css): the column then takes one button's width, so a
+  // running row (two buttons) never pushes the table past its box.
   return el(
     "td",
     { class: "row-actions" },
-    live ? el("button", { type: "button", "data-action": "cancel", "aria-label": `cancel run ${run.id.slice(-8)}`, text: "Cancel" }) : null,
-    el("button", { type: "button", "data-action": "rerun", "aria-label": `re-run ${run.id.slice(-8)}`, text: "Re-run" }),
+    el(
+      "div",
+      { class: "acts" },
+      live ? el("button", { type: "button", "data-action": "cancel", "aria-label": `cancel run ${run.id.slice(-8)}`, text: "Cancel" }) : null,
+      el("button", { type: "button", "data-action": "rerun", "aria-label": `re-run ${run.id.slice(-8)}`, text: "Re-run" }),
+    ),
   );
 }
 

@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -101,6 +102,12 @@ def hypercorn_config(settings: Settings) -> Config:
     config.backlog = BACKLOG
     config.include_server_header = False
     config.user_timeout_ms = kernel_timeout_ms(settings.write_timeout)
+    if settings.certfile and settings.keyfile:
+        # TLS with ALPN offering h2 first: browsers then multiplex every stream of a
+        # page (and of all its tabs) over one connection, with no six-per-host limit.
+        config.certfile = settings.certfile
+        config.keyfile = settings.keyfile
+        config.alpn_protocols = ["h2", "http/1.1"]
     return config
 
 
@@ -111,6 +118,7 @@ async def serve(app: Quart, settings: Settings, on_ready: OnReady | None = None)
     port in use is one line and a non-zero exit, not a half-started server.
     """
     config = hypercorn_config(settings)
+    check_tls_files(settings)
     sockets = bind(config, settings)
     metrics: Metrics = app.extensions["steplog.metrics"]
     idle_close.install()
@@ -165,18 +173,34 @@ def bind(config: Config, settings: Settings) -> Sockets:
         raise CannotListen(message) from None
 
 
+def check_tls_files(settings: Settings) -> None:
+    """A certificate or key that cannot be used is one line at start-up, not a traceback."""
+    if not (settings.certfile and settings.keyfile):
+        return
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            settings.certfile, settings.keyfile
+        )
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        raise CannotListen(
+            f"cannot use --certfile {settings.certfile} with --keyfile {settings.keyfile}: {reason}"
+        ) from None
+
+
 def served_url(settings: Settings, sockets: Sockets) -> str:
     """The URL to open: the bound port (right for --port 0) on a host a browser can use."""
     host = settings.host
     port = settings.port
-    for sock in sockets.insecure_sockets:
+    scheme = "https" if sockets.secure_sockets else "http"
+    for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
         port = sock.getsockname()[1]
         break
     if host in ("0.0.0.0", "", "::"):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
 def key_location(settings: Settings) -> str:

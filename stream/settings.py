@@ -51,6 +51,9 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     demo: bool = False
+    # TLS (README "Configuration"): both set, the server speaks HTTPS and HTTP/2 (ALPN).
+    certfile: str | None = None
+    keyfile: str | None = None
     # Limits and shutdown (README "Operations").
     max_streams: int = 10_000
     max_streams_per_token: int = 10
@@ -88,6 +91,10 @@ class Settings:
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"STEPLOG_{name.upper()} must be a positive number of seconds")
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError(
+                "STEPLOG_CERTFILE and STEPLOG_KEYFILE go together: set both or neither"
+            )
         if not self.min_free_mb >= 0:
             raise ValueError("STEPLOG_MIN_FREE_MB must be a number of MB, 0 or more")
         if self.retention_days is not None and not 0 <= self.retention_days <= 100_000:
@@ -193,6 +200,8 @@ _FIELDS: dict[str, Callable[[str], Any]] = {
     "log_level": str,
     "log_format": str,
     "demo": _flag,
+    "certfile": str,
+    "keyfile": str,
     "max_streams": int,
     "max_streams_per_token": int,
     "max_stream_seconds": float,

@@ -55,6 +55,13 @@ def main() -> None:
               type=click.FloatRange(min=0), metavar="MB",
               help="Below this much free disk beside the SQLite file, new runs get 503"
                    " (running runs go on).")  # fmt: skip
+@click.option("--certfile", envvar="STEPLOG_CERTFILE", default=None,
+              type=click.Path(dir_okay=False), metavar="PEM",
+              help="Serve HTTPS and HTTP/2 with this certificate (chain);"
+                   " needs --keyfile.")  # fmt: skip
+@click.option("--keyfile", envvar="STEPLOG_KEYFILE", default=None,
+              type=click.Path(dir_okay=False), metavar="PEM",
+              help="The private key of --certfile.")  # fmt: skip
 def serve(
     host: str,
     port: int,
@@ -63,6 +70,8 @@ def serve(
     demo: bool,
     token_ttl: float,
     min_free_mb: float,
+    certfile: str | None,
+    keyfile: str | None,
 ) -> None:
     """Serve the HTTP API and SSE streams, with in-process workers.
 
@@ -92,6 +101,8 @@ def serve(
             demo=demo,
             token_ttl=token_ttl,
             min_free_mb=min_free_mb,
+            certfile=certfile,
+            keyfile=keyfile,
         )
     except ValueError as exc:  # a STEPLOG_* variable that makes no sense
         raise click.ClickException(str(exc)) from None

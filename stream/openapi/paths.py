@@ -251,6 +251,33 @@ def _paths() -> dict[str, Any]:
                 "responses": _sse("The stream (`id:` = the global log position)"),
             }
         },
+        "/streams": {
+            "get": {
+                "operationId": "manyRunsEvents",
+                "summary": "The events of a set of runs (and of every run) on one SSE stream",
+                "description": "What the stream view's SharedWorker holds for every tab of "
+                "a browser. Each `run` is `<id>:<token>` (or `<id>` with the API key); one "
+                "whose token is missing, forged or expired gets `event: refused` and is left "
+                "out while the others go on. `all=1` (API key) adds every run. `id:` is the "
+                "global position; idle, `event: position` carries it. Without a cursor the "
+                "stream starts at the log's head.",
+                "security": [],
+                "parameters": [
+                    {
+                        "name": "run",
+                        "in": "query",
+                        "required": False,
+                        "style": "form",
+                        "explode": True,
+                        "description": "A run to follow, as `<id>:<token>` (at most 64).",
+                        "schema": {"type": "array", "maxItems": 64, "items": {"type": "string"}},
+                    },
+                    _query("all", "`1`: every run's events too (API key only).", enum=["1"]),
+                    *CURSOR,
+                ],
+                "responses": _sse("The stream (`id:` = the global log position)"),
+            }
+        },
         "/healthz": {
             "get": {
                 "operationId": "healthz",

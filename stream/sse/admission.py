@@ -93,12 +93,23 @@ class Admission:
         return frozenset(self._streams)
 
     # -- opening and closing -----------------------------------------------------
-    def admit(self, token: str | None, *, expires_in: float | None = None) -> Subscriber:
+    def admit(
+        self,
+        token: str | None,
+        *,
+        expires_in: float | None = None,
+        tokens: tuple[str, ...] = (),
+    ) -> Subscriber:
         """Open a stream for a client holding `token` (None: the API key), or refuse it.
+
+        A multiplexed stream (stream/sse/multi.py) opened with several run tokens
+        passes them as `tokens`: it takes a slot of each, so a link handed out still
+        opens at most `max_streams_per_token` streams however they are combined.
 
         The stream ends at its (jittered) lifetime, or `expires_in` seconds from now
         if that is sooner (the run token it was opened with expires).
         """
+        held = tokens or ((token,) if token is not None else ())
         if not self.accepting:
             raise StreamRefused("shutting_down", "the server is shutting down")
         if len(self._streams) >= self.max_streams:
@@ -106,7 +117,7 @@ class Admission:
             raise StreamRefused(
                 "server_cap", f"the server already has {len(self._streams)} open streams"
             )
-        if token is not None and self._per_token.get(token, 0) >= self.max_streams_per_token:
+        if any(self._per_token.get(t, 0) >= self.max_streams_per_token for t in held):
             self.metrics.streams_refused.labels("token_cap").inc()
             raise StreamRefused(
                 "token_cap",
@@ -116,10 +127,12 @@ class Admission:
         age = self.lifetime * (1.0 - LIFETIME_JITTER * random.random())
         if expires_in is not None:
             age = min(age, expires_in)
-        sub = Subscriber(self.buffer, token=token, deadline=self.clock.monotonic() + age)
+        sub = Subscriber(
+            self.buffer, token=token, tokens=held, deadline=self.clock.monotonic() + age
+        )
         self._streams.add(sub)
-        if token is not None:
-            self._per_token[token] = self._per_token.get(token, 0) + 1
+        for held_token in held:
+            self._per_token[held_token] = self._per_token.get(held_token, 0) + 1
         return sub
 
     def release(self, sub: Subscriber) -> None:
@@ -132,12 +145,12 @@ class Admission:
         if sub not in self._streams:
             return
         self._streams.discard(sub)
-        if sub.token is not None:
-            left = self._per_token.get(sub.token, 1) - 1
+        for held_token in sub.tokens:
+            left = self._per_token.get(held_token, 1) - 1
             if left > 0:
-                self._per_token[sub.token] = left
+                self._per_token[held_token] = left
             else:
-                self._per_token.pop(sub.token, None)
+                self._per_token.pop(held_token, None)
         since = sub.writing_since
         if sub.overflowed:
             self.count_slow("buffer")

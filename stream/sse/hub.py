@@ -94,9 +94,11 @@ class TailHub:
         return self.admission.dropped_slow
 
     # -- admission ----------------------------------------------------------------
-    def admit(self, token: str | None, *, expires_in: float | None = None) -> Subscriber:
+    def admit(
+        self, token: str | None, *, expires_in: float | None = None, tokens: tuple[str, ...] = ()
+    ) -> Subscriber:
         """Open a stream (see `Admission.admit`); `StreamRefused` over a cap."""
-        return self.admission.admit(token, expires_in=expires_in)
+        return self.admission.admit(token, expires_in=expires_in, tokens=tokens)
 
     def release(self, sub: Subscriber) -> None:
         """The stream's response is over (idempotent)."""
@@ -116,6 +118,12 @@ class TailHub:
     ) -> AbstractContextManager[Subscriber]:
         """Receive the frames of one run (or of every run with `None`) while inside."""
         return self.tail.subscribe(run_id, sub)
+
+    def subscribe_set(
+        self, run_ids: frozenset[str], sub: Subscriber
+    ) -> AbstractContextManager[Subscriber]:
+        """Receive global frames (`id:` the `pos`) of the runs in `run_ids` while inside."""
+        return self.tail.subscribe_set(run_ids, sub)
 
     def subscribers(self) -> Iterator[Subscriber]:
         return self.tail.subscribers()

@@ -139,3 +139,7 @@ async def all_events() -> Response:
         ping_interval=settings.ping_interval,
     )
     return _event_stream(body if gap is None else with_preface(gap, body))
+
+
+# `GET /streams`, many runs on one stream, registers itself on this blueprint.
+from stream.sse import multi as _multi  # noqa: E402, F401

@@ -56,10 +56,18 @@ class Subscriber:
         "deadline",
         "dropped",
         "token",
+        "tokens",
         "writing_since",
     )
 
-    def __init__(self, limit: int, *, token: str | None = None, deadline: float = math.inf) -> None:
+    def __init__(
+        self,
+        limit: int,
+        *,
+        token: str | None = None,
+        tokens: tuple[str, ...] = (),
+        deadline: float = math.inf,
+    ) -> None:
         self._items: collections.deque[Item] = collections.deque()
         self._ready = asyncio.Event()
         self._limit = limit
@@ -69,6 +77,8 @@ class Subscriber:
         self._task: asyncio.Task[object] | None = None
         self.token = token
         """The run token the stream was opened with (None: the API key). Admission's."""
+        self.tokens = tokens or ((token,) if token is not None else ())
+        """Every run token the stream holds a slot of (several: a multiplexed stream)."""
         self.deadline = deadline
         """When the stream ends (monotonic clock): lifetime or token expiry. Admission's."""
         self.writing_since: float | None = None

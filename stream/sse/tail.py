@@ -70,6 +70,8 @@ class Tail:
         self._on_slow = on_slow
         self._runs: dict[str, set[Subscriber]] = {}
         self._global: set[Subscriber] = set()
+        self._sets: dict[str, set[Subscriber]] = {}
+        """Multiplexed streams (stream/sse/multi.py) by run: sent global frames of those runs."""
         self._subscriptions = 0
         self._cursor = 0
         """The last `pos` dispatched (or skipped while nobody watched)."""
@@ -116,6 +118,11 @@ class Tail:
         yield from self._global
         for subs in self._runs.values():
             yield from subs
+        seen: set[Subscriber] = set()
+        for subs in self._sets.values():
+            for sub in subs - seen:
+                seen.add(sub)
+                yield sub
 
     @contextlib.contextmanager
     def subscribe(self, run_id: str | None, sub: Subscriber | None = None) -> Iterator[Subscriber]:
@@ -138,6 +145,26 @@ class Tail:
                 self._runs.pop(run_id, None)
             if own and sub.overflowed:
                 self._on_slow("buffer")
+
+    @contextlib.contextmanager
+    def subscribe_set(self, run_ids: frozenset[str], sub: Subscriber) -> Iterator[Subscriber]:
+        """Receive the global frames (keyed by `pos`) of every run in `run_ids` while inside.
+
+        What a multiplexed stream follows: one subscriber for a set of runs, each
+        event's frame the one the global stream sends (encoded once for both).
+        """
+        self._subscriptions += 1  # see `_skip_unwatched`
+        for run_id in run_ids:
+            self._sets.setdefault(run_id, set()).add(sub)
+        try:
+            yield sub
+        finally:
+            for run_id in run_ids:
+                group = self._sets.get(run_id)
+                if group is not None:
+                    group.discard(sub)
+                    if not group:
+                        del self._sets[run_id]
 
     # -- told by the writer ----------------------------------------------------
     def _on_own_commit(self, added: Sequence[Event], waits: Sequence[float]) -> None:
@@ -218,30 +245,34 @@ class Tail:
         Woken by a commit, the head the listener told of is used as is (no read per
         commit; a head from another SQLite process is picked up at the next poll).
         """
-        if self._runs or self._global:
+        if self._runs or self._global or self._sets:
             return False
         if committed is not None:
             self._cursor = max(self._cursor, committed)
             return True
         subscriptions = self._subscriptions
         head = await self.events.head()
-        if subscriptions != self._subscriptions or self._runs or self._global:
+        if subscriptions != self._subscriptions or self._runs or self._global or self._sets:
             return False
         self._cursor = max(self._cursor, head)
         return True
 
     def _dispatch(self, batch: Sequence[Event]) -> None:
-        runs, everyone = self._runs, self._global
+        runs, everyone, sets = self._runs, self._global, self._sets
         for event in batch:
             subs = runs.get(event.run_id)
             if subs:
                 frame = run_frame(event)
                 for sub in subs:
                     sub.push(event.seq, frame, event.terminal)
-            if everyone:
+            multiplexed = sets.get(event.run_id) if sets else None
+            if everyone or multiplexed:
                 frame = global_frame(event)
                 for sub in everyone:
                     sub.push(event.pos, frame, False)
+                if multiplexed:
+                    for sub in multiplexed:
+                        sub.push(event.pos, frame, False)
 
     def _observe_lag(self, event: Event) -> None:
         """Seconds from the event's commit to its dispatch (0 if the clocks disagree)."""

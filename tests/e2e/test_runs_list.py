@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import time
+from pathlib import Path
 
 from playwright.async_api import Browser, expect
 
@@ -69,4 +71,38 @@ async def test_cancel_and_rerun_from_the_list(
     await expect(page.locator("#status")).to_have_attribute(
         "data-status", "cancelled", timeout=LONG
     )
+    await page.close()
+
+
+async def test_a_running_rows_actions_fit_the_table_at_1280_px(
+    browser: Browser, server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = server_factory(ping_interval=1)
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    # Three days on: every start is a date and time, every running duration is long.
+    await page.clock.set_fixed_time(time.time() + 3 * 86400 + 3600)
+    await login(page, server)
+    start(server, "scrape", url="https://www.example.com/in/a-rather-long-profile-name-here")
+    run = start(server, "ticker", count=2000, interval_ms=50)
+    row = page.locator(f"#runs tr[data-run='{run['run_id']}']")
+    await expect(row).to_have_attribute("data-status", "running", timeout=LONG)
+    await expect(row.locator("button[data-action='cancel']")).to_be_visible()
+    await page.screenshot(path=str(tmp_path / "runs-1280.png"))
+    # Measured in one go: the list redraws its rows as progress arrives.
+    measured = await page.eval_on_selector(
+        ".table-wrap",
+        """wrap => ({
+            right: wrap.getBoundingClientRect().right,
+            scroll: wrap.scrollWidth,
+            client: wrap.clientWidth,
+            buttons: [...wrap.querySelectorAll("tr[data-status='running'] button")].map(
+                b => [b.dataset.action, b.getBoundingClientRect().right]),
+        })""",
+    )
+    assert {action for action, _ in measured["buttons"]} == {"cancel", "rerun"}
+    for action, right in measured["buttons"]:
+        assert right <= measured["right"], f"{action} is clipped: {measured}"
+    assert measured["scroll"] <= measured["client"], f"the table overflows its box: {measured}"
+    await row.locator("button[data-action='cancel']").click()
+    await expect(row).to_have_attribute("data-status", "cancelled", timeout=LONG)
     await page.close()

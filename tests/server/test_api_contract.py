@@ -42,7 +42,7 @@ from tests.conftest import ServerFactory
 MAX_EXAMPLES = 25
 NOT_API = {"pages", "static", "openapi", "demo"}
 """Blueprints that serve HTML, files or the document itself: deliberately undocumented."""
-STREAMING = {"/events", "/runs/{run_id}/events"}
+STREAMING = {"/events", "/runs/{run_id}/events", "/streams"}
 
 
 def problem_json(ctx: Any, response: Any, case: Any) -> bool | None:

@@ -60,7 +60,8 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.env.get("STEPLOG_CERTFILE") else "http"  # TLS: self-signed
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         log = self.log_path.open("ab")
@@ -85,7 +86,8 @@ class ServerProcess:
             if process.poll() is not None:
                 raise RuntimeError(f"steplog serve exited early; see {self.log_path}")
             with contextlib.suppress(httpx.TransportError):
-                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+                answer = httpx.get(f"{self.url}/healthz", timeout=1, verify=False)
+                return answer.status_code == 200
             return False
 
         wait_until(answers, timeout, what=f"steplog serve on port {self.port} to answer /healthz")

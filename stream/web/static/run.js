@@ -165,7 +165,15 @@ const stream = runStream((after) => withToken(`/runs/${runId}/events`, after ? {
     if (linkExpired) return "stop"; // said once, by `expired`; retrying would only be refused again
     return current && FINISHED.has(current.status) && seen >= current.last_seq ? "ended" : "retry";
   },
-});
+}, { log: logPage, shared: { run: runId, token } });
+
+/** A page of the run's log after `after` (null if it could not be read). */
+async function logPage(after, limit) {
+  const headers = { Accept: "application/json" };
+  const response = await fetch(withToken(`/runs/${runId}/log`, { after, limit }), { headers }).catch(() => null);
+  if (!response?.ok) return null;
+  return (await response.json()).events;
+}
 
 function follow(afterSeq) {
   if (playback) clearTimeout(playback);

@@ -4,6 +4,7 @@
 import { el, fmtAgo, fmtDuration } from "./dom.js";
 import { backoff } from "./retry.js";
 import { drawDurations } from "./chart.js";
+import { subscribe } from "./shared.js";
 
 const PAGE = 50;
 const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
@@ -41,11 +42,17 @@ function duration(run) {
 
 function actionButtons(run) {
   const live = run.status === "queued" || run.status === "running";
+  // The buttons may stack (style.css): the column then takes one button's width, so a
+  // running row (two buttons) never pushes the table past its box.
   return el(
     "td",
     { class: "row-actions" },
-    live ? el("button", { type: "button", "data-action": "cancel", "aria-label": `cancel run ${run.id.slice(-8)}`, text: "Cancel" }) : null,
-    el("button", { type: "button", "data-action": "rerun", "aria-label": `re-run ${run.id.slice(-8)}`, text: "Re-run" }),
+    el(
+      "div",
+      { class: "acts" },
+      live ? el("button", { type: "button", "data-action": "cancel", "aria-label": `cancel run ${run.id.slice(-8)}`, text: "Cancel" }) : null,
+      el("button", { type: "button", "data-action": "rerun", "aria-label": `re-run ${run.id.slice(-8)}`, text: "Re-run" }),
+    ),
   );
 }
 
@@ -142,7 +149,58 @@ function refreshCounts() {
 const retry = backoff();
 let lastId = 0; // the global position of the last event seen: where a new stream resumes
 
+/** An event of the global stream: new runs and status changes fetch the record. */
+let painted = false;
+function handle(env, pos) {
+  lastId = pos || lastId;
+  const run = rows.get(env.run_id);
+  if (!run || env.type.startsWith("run.")) {
+    refresh(env.run_id); // new run or a status change: fetch the record
+    refreshCounts();
+  }
+  if (run && env.pct !== null) {
+    run.pct = env.pct;
+    if (!painted) {
+      painted = true; // one repaint per frame, however many events arrive
+      requestAnimationFrame(() => {
+        painted = false;
+        render();
+      });
+    }
+  }
+}
+
+/** On the stream every tab of the browser shares (shared.js); false where there is none. */
+function liveShared() {
+  let opened = false;
+  const subscription = subscribe({ all: true }, {
+    open() {
+      retry.reset();
+      connection("live");
+      // The shared stream resumes from its own cursor, which may be past this
+      // page's first load: load once more now that the stream is following.
+      if (!opened) {
+        opened = true;
+        load();
+      }
+    },
+    event: (env) => handle(env, env.pos),
+    state(kind, seconds) {
+      connection(kind, kind === "unavailable" ? `retrying in ${seconds} s` : "");
+    },
+    refused() {
+      location.href = "/login"; // the API key cookie is gone or no longer the key
+    },
+    fallback: liveOwn,
+  });
+  return subscription !== null;
+}
+
 function live() {
+  if (!liveShared()) liveOwn();
+}
+
+function liveOwn() {
   const source = new EventSource(`/events?last_event_id=${lastId}`);
   source.onopen = () => {
     retry.reset();
@@ -157,31 +215,11 @@ function live() {
     // stream (a 429 over the stream cap, a proxy's 502/503 while the server
     // restarts), which EventSource gives up on and hides from us: open a new one
     // later. Said once per attempt, not counted down: the indicator is a live region.
-    const seconds = retry.schedule(live);
+    const seconds = retry.schedule(liveOwn);
     connection("unavailable", `retrying in ${seconds} s`);
   };
-  let painted = false;
-  const handle = (message) => {
-    lastId = message.lastEventId || lastId;
-    const env = JSON.parse(message.data);
-    const run = rows.get(env.run_id);
-    if (!run || env.type.startsWith("run.")) {
-      refresh(env.run_id); // new run or a status change: fetch the record
-      refreshCounts();
-    }
-    if (run && env.pct !== null) {
-      run.pct = env.pct;
-      if (!painted) {
-        painted = true; // one repaint per frame, however many events arrive
-        requestAnimationFrame(() => {
-          painted = false;
-          render();
-        });
-      }
-    }
-  };
   for (const name of ["progress", "completed", "failed", "cancelled"]) {
-    source.addEventListener(name, handle);
+    source.addEventListener(name, (message) => handle(JSON.parse(message.data), message.lastEventId));
   }
 }
 

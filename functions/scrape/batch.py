@@ -29,10 +29,9 @@ from functions.context import Context
 from functions.errors import LogUnavailable, PermanentError, TransientError, is_transient
 from functions.faults import describe
 from functions.registry import function
-from functions.scrape.analyze import analyzer_name, load_analyzer, run_analyzer
 from functions.scrape.batch_params import DEFAULT_BATCH_TIMEOUT, BatchParams
 from functions.scrape.browser import open_session
-from functions.scrape.dedupe import dedupe
+from functions.scrape.egress.targets import Guard, check_url
 from functions.scrape.extract import build_profile
 from functions.scrape.pages import (
     RENDER_MARGIN_S,
@@ -45,8 +44,9 @@ from functions.scrape.pages import (
 from functions.scrape.params import CREDENTIALS_ENV, ScrapeParams, credentials_for
 from functions.scrape.recipe import choose
 from functions.scrape.render import wait_rendered
-from functions.scrape.sanitize import sanitize
-from functions.scrape.targets import Guard, check_url
+from functions.scrape.result.analyze import analyzer_name, load_analyzer, run_analyzer
+from functions.scrape.result.dedupe import dedupe
+from functions.scrape.result.sanitize import sanitize
 from storage import EventType, LeaseLost, RunFinished
 
 START_PCT = 2.0

@@ -14,9 +14,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from functions.scrape.egress.targets import TargetRefused, split_url
 from functions.scrape.params import DEFAULT_STEP_TIMEOUT
 from functions.scrape.recipe import recipes
-from functions.scrape.targets import TargetRefused, split_url
 
 BATCH_MAX_ENV = "STEPLOG_SCRAPE_BATCH_MAX"
 DEFAULT_BATCH_MAX = 50

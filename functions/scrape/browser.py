@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from functions.errors import PermanentError
-from functions.scrape.proxy import EgressProxy
-from functions.scrape.targets import Guard
+from functions.scrape.egress.proxy import EgressProxy
+from functions.scrape.egress.targets import Guard
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, Page, Playwright

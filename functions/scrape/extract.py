@@ -16,10 +16,10 @@ import json
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
 
-from functions.scrape.dates import parse_month, parse_range
 from functions.scrape.jsondepth import too_deep
 from functions.scrape.recipe import Recipe
 from functions.scrape.render import DEEP_JS
+from functions.scrape.result.dates import parse_month, parse_range
 
 if TYPE_CHECKING:
     from playwright.async_api import Page

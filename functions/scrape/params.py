@@ -31,14 +31,14 @@ from pydantic import (
 )
 
 from functions.errors import PermanentError
-from functions.scrape.recipe import recipes
-from functions.scrape.targets import (
+from functions.scrape.egress.targets import (
     TargetRefused,
     canonical_host,
     parse_entry,
     split_url,
     url_port,
 )
+from functions.scrape.recipe import recipes
 from functions.sealing import REVEAL_SECRETS as REVEAL_SECRETS  # what the intake dumps with
 
 CREDENTIALS_ENV = "STEPLOG_SCRAPE_CREDENTIALS"

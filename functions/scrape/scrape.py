@@ -24,9 +24,8 @@ from urllib.parse import urlsplit
 from functions.context import Context
 from functions.errors import PermanentError, TransientError
 from functions.registry import function
-from functions.scrape.analyze import analyzer_name, load_analyzer, run_analyzer
 from functions.scrape.browser import Session, open_session, shared
-from functions.scrape.dedupe import dedupe, merged_count
+from functions.scrape.egress.targets import Guard, check_url
 from functions.scrape.extract import build_profile
 from functions.scrape.pages import (
     RENDER_MARGIN_S,
@@ -46,8 +45,9 @@ from functions.scrape.params import (
 )
 from functions.scrape.recipe import Recipe, choose
 from functions.scrape.render import wait_rendered
-from functions.scrape.sanitize import sanitize
-from functions.scrape.targets import Guard, check_url
+from functions.scrape.result.analyze import analyzer_name, load_analyzer, run_analyzer
+from functions.scrape.result.dedupe import dedupe, merged_count
+from functions.scrape.result.sanitize import sanitize
 
 LAUNCH_TIMEOUT = 60.0
 STEP_GRACE = 1.0

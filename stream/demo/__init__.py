@@ -38,7 +38,7 @@ def allow_targets(settings: Settings) -> list[str]:
     A separate `steplog worker` calls this too (with `STEPLOG_DEMO=1` and the
     server's `STEPLOG_HOST`/`STEPLOG_PORT`), since it scrapes the same site.
     """
-    from functions.scrape.targets import allow_host
+    from functions.scrape.egress.targets import allow_host
 
     hosts = [settings.host]
     if settings.host in WILDCARD_HOSTS:

@@ -12,12 +12,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from functions.scrape import targets
+from functions.scrape.egress import targets
+from functions.scrape.egress.proxy import EgressProxy
+from functions.scrape.egress.targets import Guard, TargetRefused, allow_host, check_url, parse_entry
 from functions.scrape.extract import build_profile, structured_data
 from functions.scrape.jsondepth import MAX_JSONLD_DEPTH, too_deep
-from functions.scrape.proxy import EgressProxy
 from functions.scrape.recipe import choose
-from functions.scrape.targets import Guard, TargetRefused, allow_host, check_url, parse_entry
 from tests.unit.test_scrape_units import socks_connect
 
 PERSON = {"@context": "https://schema.org", "@type": "Person", "name": "Ada Lovelace"}
@@ -132,7 +132,7 @@ async def test_the_proxy_checks_every_request_on_a_prefix_only_host() -> None:
 
 
 def test_repeated_list_items_merge_the_way_the_analysis_merges_skills() -> None:
-    from functions.scrape.dedupe import dedupe, merged_count
+    from functions.scrape.result.dedupe import dedupe, merged_count
 
     job = {"title": "Engineer", "company": "Acme", "start": "2020-01", "end": None}
     profile = {

@@ -21,17 +21,17 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from functions.errors import PermanentError, TransientError, is_transient
-from functions.scrape import browser, targets
-from functions.scrape.analyze import (
-    analyze,
-    count_skills,
-    experience_months,
-    keywords,
-    load_analyzer,
-    run_analyzer,
-    seniority,
+from functions.scrape import browser
+from functions.scrape.egress import targets
+from functions.scrape.egress.proxy import EgressProxy
+from functions.scrape.egress.targets import (
+    Guard,
+    TargetRefused,
+    allow_host,
+    check_url,
+    parse_entry,
+    refusal_reason,
 )
-from functions.scrape.dates import parse_month, parse_range
 from functions.scrape.extract import build_profile, person_from_jsonld, structured_data
 from functions.scrape.pages import status_error
 from functions.scrape.params import (
@@ -41,17 +41,18 @@ from functions.scrape.params import (
     ScrapeParams,
     credentials_for,
 )
-from functions.scrape.proxy import EgressProxy
 from functions.scrape.recipe import choose, recipes
-from functions.scrape.sanitize import clean_text, sanitize, to_ascii
-from functions.scrape.targets import (
-    Guard,
-    TargetRefused,
-    allow_host,
-    check_url,
-    parse_entry,
-    refusal_reason,
+from functions.scrape.result.analyze import (
+    analyze,
+    count_skills,
+    experience_months,
+    keywords,
+    load_analyzer,
+    run_analyzer,
+    seniority,
 )
+from functions.scrape.result.dates import parse_month, parse_range
+from functions.scrape.result.sanitize import clean_text, sanitize, to_ascii
 
 # --- sanitize ---------------------------------------------------------------------------------
 
@@ -225,9 +226,9 @@ def test_the_default_analysis_is_deterministic() -> None:
 
 
 async def test_analyzers_are_plugged_in_by_name() -> None:
-    result = await run_analyzer("functions.scrape.analyze:analyze", {}, date(2026, 1, 1))
+    result = await run_analyzer("functions.scrape.result.analyze:analyze", {}, date(2026, 1, 1))
     assert result["experience_years"] == 0
-    for spec in ("no-colon", "no.such.module:fn", "functions.scrape.analyze:missing"):
+    for spec in ("no-colon", "no.such.module:fn", "functions.scrape.result.analyze:missing"):
         with pytest.raises(PermanentError, match="STEPLOG_SCRAPE_ANALYZER"):
             load_analyzer(spec)
     with pytest.raises(PermanentError, match="not a dict"):

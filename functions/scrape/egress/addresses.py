@@ -1,4 +1,4 @@
-"""What kind of address an IP is, for the SSRF guard (functions/scrape/targets.py).
+"""What kind of address an IP is, for the SSRF guard (functions/scrape/egress/targets.py).
 
 Anything but a public unicast address is refused: loopback, private, link-local,
 unique-local, multicast, unspecified, reserved, the clouds' metadata addresses, and

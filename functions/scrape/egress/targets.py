@@ -17,7 +17,7 @@ the policy is checked for every connection, not only for the first URL:
 `Guard` applies the policy to one run and remembers what it refused, so the run
 can fail saying why. It is enforced twice: by `route()` on every request the
 browser context makes (URL-level, early), and by the run's egress proxy
-(`functions.scrape.proxy`) on every connection, which also sees redirect hops
+(`functions.scrape.egress.proxy`) on every connection, which also sees redirect hops
 that route interception never does, and connects only to the address it checked
 (no DNS rebinding between check and connect).
 """
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from functions.errors import PermanentError, TransientError
-from functions.scrape.addresses import IPAddress, address_kind
+from functions.scrape.egress.addresses import IPAddress, address_kind
 
 if TYPE_CHECKING:
     from playwright.async_api import Request, Route, WebSocketRoute

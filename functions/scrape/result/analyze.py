@@ -20,10 +20,10 @@ from datetime import date
 from typing import Any
 
 from functions.errors import PermanentError
-from functions.scrape.dates import as_month, month_index
+from functions.scrape.result.dates import as_month, month_index
 
 ANALYZER_ENV = "STEPLOG_SCRAPE_ANALYZER"
-DEFAULT_ANALYZER = "functions.scrape.analyze:analyze"
+DEFAULT_ANALYZER = "functions.scrape.result.analyze:analyze"
 TOP_KEYWORDS = 10
 
 Analyzer = Callable[[dict[str, Any], date], Any]

@@ -21,8 +21,8 @@ import ipaddress
 import logging
 import struct
 
-from functions.scrape.httpcheck import FORBIDDEN, RequestRefused, forward_requests
-from functions.scrape.targets import (
+from functions.scrape.egress.httpcheck import FORBIDDEN, RequestRefused, forward_requests
+from functions.scrape.egress.targets import (
     Guard,
     TargetRefused,
     TargetUnresolvable,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from functions.scrape.analyze import normalise_skill
+from functions.scrape.result.analyze import normalise_skill
 
 LISTS = ("experience", "education", "skills", "links")
 

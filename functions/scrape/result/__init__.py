@@ -1,0 +1,1 @@
+"""What a scrape returns: sanitised text, de-duplicated lists, dates, the local analysis."""

@@ -96,6 +96,11 @@ def serve(
     except ValueError as exc:  # a STEPLOG_* variable that makes no sense
         raise click.ClickException(str(exc)) from None
     _configure_logging(settings.log_level, settings.log_format)
+    from stream.serving import bind, hypercorn_config
+
+    # The port first: a busy one is one line before anything is set up or logged
+    # (the demo site, the log, key files).
+    sockets = bind(hypercorn_config(settings), settings)
     app = create_app(settings)
 
     def on_ready(url: str) -> None:
@@ -109,7 +114,7 @@ def serve(
         with contextlib.suppress(OSError):  # a read-only home is no reason not to serve
             remember_server(url, settings.data_dir / "api-key")
 
-    asyncio.run(serve_app(app, settings, on_ready))
+    asyncio.run(serve_app(app, settings, on_ready, sockets))
 
 
 @main.command()

@@ -1,4 +1,4 @@
-"""`steplog migrate`, `log copy`, `tokens rotate`, `secret-key new`: an operator's chores.
+"""`steplog migrate`, `log copy`, `tokens rotate`, `secret-key new`, `webhook-secret new`: chores.
 
 Kept apart from cli.py (which registers them) because they talk to the storage
 layer directly rather than to a running server.
@@ -169,3 +169,19 @@ def new_secret_key() -> None:
     from functions.sealing import new_key
 
     click.echo(new_key())
+
+
+@click.group("webhook-secret")
+def webhook_secret_group() -> None:
+    """The Standard Webhooks secret webhooks are signed with (STEPLOG_WEBHOOK_SECRET)."""
+
+
+@webhook_secret_group.command("new")
+def new_webhook_secret() -> None:
+    """Print a new `whsec_…` secret for STEPLOG_WEBHOOK_SECRET (what `serve` generates).
+
+    Give the same one to every instance and to the sender that signs the webhooks.
+    """
+    from stream.settings import new_webhook_secret as make
+
+    click.echo(make())

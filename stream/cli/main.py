@@ -187,12 +187,14 @@ from stream.cli.admin import (  # noqa: E402  (operator chores: admin.py)
     migrate,
     secret_key_group,
     tokens_group,
+    webhook_secret_group,
 )
 
 main.add_command(migrate)
 main.add_command(log_group)
 main.add_command(tokens_group)
 main.add_command(secret_key_group)
+main.add_command(webhook_secret_group)
 
 from stream.cli.audit import audit_group, runs_show  # noqa: E402  (audit: audit.py)
 

@@ -65,6 +65,8 @@ class Context:
         self.current_step: str | None = None
         self.pct: float | None = None
         self.cancel_event = threading.Event()
+        self.stop_reason: str | None = None
+        """Set when the worker stops and hands this attempt back: what a step cut short says."""
         self._recorded: dict[str, tuple[Any, int]] | None = None
         self._earlier_pct: float | None = None
 
@@ -123,7 +125,7 @@ class Context:
             if isinstance(exc, TimeoutError) and timeout is not None:
                 failure = f"timed out after {timeout:g}s"
             elif isinstance(exc, asyncio.CancelledError):
-                failure = "cancelled"
+                failure = self.stop_reason or "cancelled"
             else:
                 failure = describe(exc)
             with contextlib.suppress(Exception):

@@ -127,8 +127,14 @@ class WorkerPool:
         task.cancel()
         return True
 
-    async def stop(self) -> None:
-        """Stop claiming; runs still going give their lease back for another worker."""
+    async def stop(self, who: str = "the worker") -> None:
+        """Stop claiming; runs still going give their lease back for another worker.
+
+        `who` stopped ("the server" for `steplog serve`) is what a running step's
+        `step.failed` then says, instead of a bare "cancelled" that reads like a user's.
+        """
+        for _task, ctx in self._work.values():
+            ctx.stop_reason = f"{who} shut down; the run was handed back"
         self._stopping = True
         self._wake.set()
         for task in self._slots:

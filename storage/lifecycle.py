@@ -24,16 +24,25 @@ def leased(
     new_attempt = attempt + 1
     events = []
     if lease_expired:
+        # A lease given back (`release`: its worker shut down) has no owner left; one that
+        # ran out still names the worker that held it.
+        handed_back = lost_by is None
+        message = (
+            f"attempt {attempt} was handed back (its worker shut down); retrying as attempt"
+            f" {new_attempt}"
+            if handed_back
+            else f"attempt {attempt} lost its lease; retrying as attempt {new_attempt}"
+        )
         events.append(
             NewEvent(
                 run_id,
                 EventType.RUN_RETRYING,
                 attempt=new_attempt,
-                message=f"attempt {attempt} lost its lease; retrying as attempt {new_attempt}",
+                message=message,
                 data={
                     "previous_attempt": attempt,
                     "previous_worker": lost_by,
-                    "reason": "lease expired",
+                    "reason": "handed back" if handed_back else "lease expired",
                 },
             )
         )

@@ -107,7 +107,7 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
     @app.after_serving
     async def shutdown() -> None:
         if pool is not None:
-            await pool.stop()
+            await pool.stop("the server")
         await hub.stop()
         await events.close()
 
@@ -167,4 +167,4 @@ async def begin_shutdown(app: Quart) -> None:
     closed = state.hub.shut()
     log.info("shutting down: ended %d open streams; stopping workers", closed)
     if state.pool is not None:
-        await state.pool.stop()
+        await state.pool.stop("the server")

@@ -111,7 +111,12 @@ def hypercorn_config(settings: Settings) -> Config:
     return config
 
 
-async def serve(app: Quart, settings: Settings, on_ready: OnReady | None = None) -> None:
+async def serve(
+    app: Quart,
+    settings: Settings,
+    on_ready: OnReady | None = None,
+    sockets: Sockets | None = None,
+) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully (see the module docstring).
 
     The address is bound before anything else starts (the log, the workers): a
@@ -119,7 +124,8 @@ async def serve(app: Quart, settings: Settings, on_ready: OnReady | None = None)
     """
     config = hypercorn_config(settings)
     check_tls_files(settings)
-    sockets = bind(config, settings)
+    if sockets is None:  # `steplog serve` binds before it even builds the app
+        sockets = bind(config, settings)
     metrics: Metrics = app.extensions["steplog.metrics"]
     idle_close.install()
     protocol_errors.install()
@@ -163,7 +169,10 @@ def bind(config: Config, settings: Settings) -> Sockets:
     except OSError as exc:
         where = f"{settings.host}:{settings.port}"
         if exc.errno == errno.EADDRINUSE:
-            message = f"port {settings.port} is in use — pass --port or set STEPLOG_PORT"
+            message = (
+                f"port {settings.port} is in use — pass --port or set STEPLOG_PORT"
+                " (with make: make run PORT=8001)"
+            )
         elif exc.errno == errno.EACCES:
             message = f"not allowed to listen on {where} — use a port above 1023"
         elif isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:

@@ -130,7 +130,7 @@ class Settings:
             self.with_secret_key(),
             api_key=self.api_key or credential(self.db, "api-key", _new_api_key),
             webhook_secret=self.webhook_secret
-            or credential(self.db, "webhook-secret", _new_webhook_secret),
+            or credential(self.db, "webhook-secret", new_webhook_secret),
         )
 
     def with_secret_key(self) -> Settings:
@@ -255,5 +255,6 @@ def _new_api_key() -> str:
     return "slk_" + secrets.token_urlsafe(24)
 
 
-def _new_webhook_secret() -> str:
+def new_webhook_secret() -> str:
+    """A Standard Webhooks secret: `whsec_` and 32 random bytes in base64."""
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii")

@@ -113,7 +113,8 @@ class Report:
         """The summary, then every problem, then the note: what the CLI prints."""
         out = [self.summary()]
         if not self.ok:
-            out.extend(f"  {problem.line()}" for problem in self.problems)
+            # The summary names the first problem already: list only the others.
+            out.extend(f"  {problem.line()}" for problem in self.problems[1:])
             out.append(f"  verified {self.events} events before stopping")
         if self.note:
             out.append(f"note: {self.note}")

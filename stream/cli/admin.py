@@ -1,4 +1,4 @@
-"""`steplog migrate`, `log copy`, `tokens rotate`, `secret-key new`: an operator's chores.
+"""`steplog migrate`, `log copy`, `tokens rotate`, `secret-key new`, `webhook-secret new`: chores.
 
 Kept apart from cli.py (which registers them) because they talk to the storage
 layer directly rather than to a running server.
@@ -76,15 +76,23 @@ def copy(source: str, target: str) -> None:
 
     Stop every `steplog serve` and `steplog worker` using the source first.
     """
-    from storage.backends import backend_for
+    from storage.backends import SQLITE_SCHEME, backend_for, log_file
     from storage.errors import SteplogError
+    from stream.cli.errors import CliError
 
     if not backend_for(source).exists(source):
-        raise click.UsageError(f"--from: no SQLite log at {source}")
+        # `sqlite:///data/x.db` is the absolute /data/x.db (three slashes, then the path):
+        # say which file was looked for, and how to name one relative to here.
+        hint = (
+            "; sqlite:///… names an absolute path: give a relative one alone (data/steplog.db)"
+            if source.startswith(SQLITE_SCHEME)
+            else ""
+        )
+        raise CliError(f"--from: no SQLite log at {log_file(source)}{hint}", 2)
     try:
         report = asyncio.run(_copy(source, target))
     except SteplogError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise CliError(str(exc)) from exc
     click.echo(
         f"copied {report.runs} runs and {report.events} events; chain verified on arrival"
         f" (head pos {report.head}, hash {report.head_hash})"
@@ -161,3 +169,19 @@ def new_secret_key() -> None:
     from functions.sealing import new_key
 
     click.echo(new_key())
+
+
+@click.group("webhook-secret")
+def webhook_secret_group() -> None:
+    """The Standard Webhooks secret webhooks are signed with (STEPLOG_WEBHOOK_SECRET)."""
+
+
+@webhook_secret_group.command("new")
+def new_webhook_secret() -> None:
+    """Print a new `whsec_…` secret for STEPLOG_WEBHOOK_SECRET (what `serve` generates).
+
+    Give the same one to every instance and to the sender that signs the webhooks.
+    """
+    from stream.settings import new_webhook_secret as make
+
+    click.echo(make())

@@ -9,7 +9,8 @@ same way so the timeline an auditor prints comes from the same bytes
 
 Exit codes: 0 all verified; 1 something is wrong with the log (the problems
 are printed); 2 the audit could not run (no such file, not a steplog log, a
-malformed anchor, a bad filter).
+malformed anchor, a bad filter). `runs show` of a run the log does not have
+exits 4, like every other command naming an unknown run (stream/cli/errors.py).
 """
 
 from __future__ import annotations
@@ -191,9 +192,10 @@ def _write(job: Export, handle: IO[bytes]) -> None:
 @click.argument("run_id")
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the timeline as JSON.")
-@click.option("--url", envvar="STEPLOG_URL", default="http://127.0.0.1:8000", show_default=True,
-              help="The server the printed view_url points at.")  # fmt: skip
-def runs_show(run_id: str, db: str, as_json: bool, url: str) -> None:
+@click.option("--url", envvar="STEPLOG_URL", metavar="URL",
+              help="The server the printed view_url points at [default: the one `steplog"
+                   " serve` or `steplog login` recorded, else http://127.0.0.1:8000].")  # fmt: skip
+def runs_show(run_id: str, db: str, as_json: bool, url: str | None) -> None:
     """Print RUN_ID's timeline: every step with start, end, duration, attempt, and the ending.
 
     Then a fresh view_url for the run (valid STEPLOG_TOKEN_TTL seconds), signed with
@@ -201,12 +203,17 @@ def runs_show(run_id: str, db: str, as_json: bool, url: str) -> None:
     """
     from storage.archive.audit_hook import archived_run
     from storage.audit import AuditError
-    from storage.audit.timeline import run_timeline
+    from storage.audit.timeline import UnknownRun, run_timeline
+    from stream.cli.config import resolve_url
+    from stream.cli.errors import NOT_FOUND
 
     try:
         timeline = run_timeline(db, run_id)
-        link = _view_link(db, run_id, url)
+        link = _view_link(db, run_id, resolve_url(url))
         archived = archived_run(db, run_id)
+    except UnknownRun as exc:  # the same code as `tail` / `trigger` of an unknown run
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(NOT_FOUND)
     except AuditError as exc:
         _fail(str(exc))
         return
@@ -226,8 +233,8 @@ def runs_show(run_id: str, db: str, as_json: bool, url: str) -> None:
     else:
         for line in timeline.lines():
             click.echo(line)
-        if link is not None:
-            click.echo(f"view_url: {link[0]}  (valid until {link[1]})")
+    if link is not None and not as_json:
+        click.echo(f"view_url: {link[0]}  (valid until {link[1]})")
 
 
 def _view_link(db: str, run_id: str, url: str) -> tuple[str, str] | None:

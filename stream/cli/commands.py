@@ -132,7 +132,20 @@ def follow_to_end(
 
     console = make_console()
     view = RunView(run_id)
+    # The live view is drawn once the server answered with the run's stream: an unknown
+    # run or a server that is down gets its one error line, not a frame of a run that
+    # was never read ("queued, 0%").
     live = None if as_json or not console.is_terminal else Live(view.render(), console=console)
+    drawn = False
+
+    def draw() -> None:
+        nonlocal drawn
+        if live is None:
+            return
+        if not drawn:
+            live.start()
+            drawn = True
+        live.update(view.render())
 
     def show(envelope: dict[str, Any], raw: str) -> None:
         if as_json:
@@ -142,18 +155,17 @@ def follow_to_end(
         if live is None:
             click.echo(view.line(envelope))
             return
+        draw()
         live.console.print(Text(view.line(envelope)))  # stays in the scrollback
         live.update(view.render())
 
     def on_state(state: LinkState) -> None:
         view.connection = state.line()
-        if live is not None:
-            live.update(view.render())
+        if state.state == "live" or (drawn and live is not None):
+            draw()
         elif state.state == "reconnecting":
             click.echo(state.line(), err=True)
 
-    if live is not None:
-        live.start()
     try:
         outcome = asyncio.run(
             follow_run(target, run_id, from_seq, show, on_state=on_state, give_up_after=give_up)
@@ -161,7 +173,7 @@ def follow_to_end(
     except KeyboardInterrupt:
         outcome = "interrupted"
     finally:
-        if live is not None:
+        if live is not None and drawn:
             view.connection = "ended"
             live.update(view.render())
             live.stop()

@@ -107,6 +107,11 @@ def serve(
     except ValueError as exc:  # a STEPLOG_* variable that makes no sense
         raise click.ClickException(str(exc)) from None
     _configure_logging(settings.log_level, settings.log_format)
+    from stream.serving import bind, hypercorn_config
+
+    # The port first: a busy one is one line before anything is set up or logged
+    # (the demo site, the log, key files).
+    sockets = bind(hypercorn_config(settings), settings)
     app = create_app(settings)
 
     def on_ready(url: str) -> None:
@@ -120,7 +125,7 @@ def serve(
         with contextlib.suppress(OSError):  # a read-only home is no reason not to serve
             remember_server(url, settings.data_dir / "api-key")
 
-    asyncio.run(serve_app(app, settings, on_ready))
+    asyncio.run(serve_app(app, settings, on_ready, sockets))
 
 
 @main.command()
@@ -193,12 +198,14 @@ from stream.cli.admin import (  # noqa: E402  (operator chores: admin.py)
     migrate,
     secret_key_group,
     tokens_group,
+    webhook_secret_group,
 )
 
 main.add_command(migrate)
 main.add_command(log_group)
 main.add_command(tokens_group)
 main.add_command(secret_key_group)
+main.add_command(webhook_secret_group)
 
 from stream.cli.audit import audit_group, runs_show  # noqa: E402  (audit: audit.py)
 

@@ -26,6 +26,8 @@ STYLES = {
     "running": "blue", "done": "green", "failed": "red", "reused": "green", "pending": "dim",
     "cancelled": "yellow", "interrupted": "yellow", "retrying": "yellow",
 }  # fmt: skip
+SAID_AT_THE_END = frozenset({"run.failed", "run.cancelled"})
+"""Events whose message `ending()` prints once the run ended: their line leaves it out."""
 ENDED_STEP = {"run.cancelled": "cancelled", "run.failed": "failed", "run.retrying": "interrupted"}
 """What a step still shown as running becomes when the run (or its attempt) ends."""
 
@@ -117,16 +119,22 @@ class RunView:
         parts: list[RenderableType] = [header, table, bar]
         if self.batch is not None:
             parts.append(Text(batch_counts(self.batch), style="bold"))
-        return Group(*parts, Text(self.message, style="italic"))
+        # A failed or cancelled run's message is its error, printed once below the view.
+        said_below = self.status in ("failed", "cancelled")
+        return Group(*parts, Text("" if said_below else self.message, style="italic"))
 
     def line(self, env: dict[str, Any]) -> str:
-        """One plain line per event, for when stdout is not a terminal."""
-        pct = "" if env.get("pct") is None else f"{env['pct']:5.1f}% "
+        """One line per event, in columns whether or not the event carries a pct.
+
+        A run's failure or cancellation is left to `ending()`, so its error is said once.
+        """
+        pct = " " * 7 if env.get("pct") is None else f"{env['pct']:5.1f}% "
         step = f"[{env['step']}] " if env.get("step") else ""
         data = env.get("data")
         counts = data.get("batch") if isinstance(data, dict) else None
         tail = f" ({batch_counts(counts)})" if isinstance(counts, dict) else ""
-        return f"{env['seq']:>6} {pct}{env['type']:<15} {step}{env.get('message') or ''}{tail}"
+        message = "" if env["type"] in SAID_AT_THE_END else env.get("message") or ""
+        return f"{env['seq']:>6} {pct}{env['type']:<15} {step}{message}{tail}".rstrip()
 
     def ending(self) -> list[str]:
         """What is printed once the run ended: its result, pretty, or its error."""

@@ -43,10 +43,13 @@ def allow_targets(settings: Settings) -> list[str]:
     hosts = [settings.host]
     if settings.host in WILDCARD_HOSTS:
         hosts = ["127.0.0.1", "localhost", "::1"]
-    allowed = [
-        f"[{h}]:{settings.port}/demo" if ":" in h else f"{h}:{settings.port}/demo" for h in hosts
-    ]
+    allowed = [f"{_host_port(h, settings.port)}/demo" for h in hosts]
+    where = f"the demo site at {_host_port(hosts[0], settings.port)}/demo"
     for entry in allowed:
-        allow_host(entry)
+        allow_host(entry, where)
     log.info("demo site on /demo; the scraper may fetch %s", ", ".join(allowed))
     return allowed
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -24,6 +24,7 @@ from storage.writer.idempotency import fingerprint
 from storage.writer.validate import json_text
 from stream.http.archived import archived_json, archived_source
 from stream.http.auth import holds_api_key, require_api_key, require_run_access
+from stream.http.internal_runs import is_internal, user_counts, user_runs
 from stream.http.json_depth import MAX_JSON_DEPTH, too_deep
 from stream.http.metrics import metrics
 from stream.http.params import int_arg
@@ -56,6 +57,10 @@ def run_json(run: Run) -> dict[str, Any]:
         "error": run.error,
         "steps": list(_plan(run.function)),
         "trigger": trigger_of(run.idempotency_key),
+        # steplog's own runs (the archiver's) and runs of a function this server does
+        # not know cannot be started again: the pages offer no Re-run for them.
+        "internal": is_internal(run.function),
+        "rerunnable": run.function in registry.names(),
     }
 
 
@@ -274,17 +279,23 @@ async def list_runs() -> Response:
     if status is not None and status not in RunStatus.__members__.values():
         known = ", ".join(RunStatus)
         raise HTTPProblem(400, "Bad filter", f"status must be one of {known}, not {status!r}")
-    runs = await app_state.events.list_runs(
-        status=status,
-        function=request.args.get("function"),
-        limit=limit,
-        before=before,
-    )
+    function = request.args.get("function")
+    include = request.args.get("include")
+    if include not in (None, "", "internal"):
+        raise HTTPProblem(400, "Bad filter", f"include must be 'internal', not {include[:64]!r}")
+    if function or include:  # asked by name, or for everything: as stored
+        runs = await app_state.events.list_runs(
+            status=status, function=function, limit=limit, before=before
+        )
+        counts = await app_state.events.run_counts()
+    else:  # the users' runs: steplog's own (the archiver's) left out, counts too
+        runs = await user_runs(app_state.events, status=status, limit=limit, before=before)
+        counts = await user_counts(app_state.events)
     body: dict[str, Any] = {
         "runs": [run_json(r) for r in runs],
         "head": head,
         "functions": registry.names(),
-        "counts": await app_state.events.run_counts(),
+        "counts": counts,
     }
     if app_state.settings.demo:
         host = app_state.settings.host
@@ -360,6 +371,11 @@ async def rerun(run_id: str) -> Response:
     app_state = state()
     require_api_key(request, app_state.api_key)
     run = await find_run(run_id)
+    if is_internal(run.function):
+        raise HTTPProblem(
+            409, "Not rerunnable", f"run {run.id} is steplog's own ({run.function}): it is"
+            " written by steplog, not started by a function",
+        )  # fmt: skip
     spec = registry.get(run.function)
     # A fresh key: never a replay of another request, and the run reads as a re-run.
     new, _ = await app_state.events.create_run(

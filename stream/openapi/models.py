@@ -56,6 +56,10 @@ class RunRecord(BaseModel):
     steps: list[str]
     trigger: str | None = None
     """How the run was started: `webhook`, `api` or `rerun` (from its idempotency key)."""
+    internal: bool = False
+    """A run steplog wrote for itself (`steplog.archive`): `GET /runs` leaves it out."""
+    rerunnable: bool = True
+    """False for a function this server does not know (or an internal run): no Re-run."""
     stream_url: str | None = None
     """`GET /runs/{id}` with the API key only, like the three below: a fresh run token."""
     view_url: str | None = None
@@ -70,7 +74,8 @@ class RunList(BaseModel):
     head: int
     functions: list[str]
     counts: dict[str, int] | None = None
-    """How many runs are in each status, over the whole log (not just this page)."""
+    """How many runs are in each status, over the whole log (not just this page; without
+    steplog's own runs unless they were asked for)."""
     demo_url: str | None = None
 
 

@@ -168,7 +168,12 @@ def _paths() -> dict[str, Any]:
                 "security": API_KEY,
                 "parameters": [
                     _query("status", "Only runs in this status"),
-                    _query("function", "Only runs of this function"),
+                    _query(
+                        "function",
+                        "Only runs of this function (`steplog.archive`: the"
+                        " archiver's own runs, otherwise left out)",
+                    ),
+                    _query("include", "`internal`: also steplog's own runs (`steplog.*`)"),
                     _query("limit", "Page size", type="integer", minimum=1, maximum=1000),
                     _query("before", "Only runs older than this run id"),
                 ],

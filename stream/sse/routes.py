@@ -89,7 +89,9 @@ async def run_events(run_id: str) -> Response:
             f"event {cursor} does not exist; the run's last event is {run.last_seq}",
         )
     if run.status.finished and cursor == run.last_seq:
-        return Response(b"", status=204)  # EventSource stops reconnecting on 204
+        done = Response(b"", status=204)  # EventSource stops reconnecting on 204
+        del done.headers["Content-Type"]  # no body, so no type (not Quart's text/html)
+        return done
     settings = app_state.settings
     token = _run_token(app_state.api_key)
     expires_at = None if token is None else expiry(token)

@@ -6,6 +6,9 @@ servers through the test launcher and are not something a deployment needs.
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import click
 
 from tests.bench.run import run_benchmarks
@@ -15,7 +18,11 @@ from tests.bench.run import run_benchmarks
 @click.option("--quick", is_flag=True, help="Smaller workloads, for a smoke run.")
 def bench(quick: bool) -> None:
     """Measure appends, replay, fan-out and memory against real servers; print a table."""
-    click.echo(run_benchmarks(quick=quick))
+    # Every process the benchmarks start keeps its per-user config (which `steplog
+    # serve` writes) away from the user's own `~/.config/steplog`.
+    with tempfile.TemporaryDirectory(prefix="steplog-bench-config-") as home:
+        os.environ["XDG_CONFIG_HOME"] = home
+        click.echo(run_benchmarks(quick=quick))
 
 
 bench()

@@ -75,6 +75,9 @@ def _server(root: Path, name: str, **settings: Any) -> Iterator[ServerProcess]:
     mypy cannot tell them apart from `make_server`'s keyword-only `port`.
     """
     server = make_server(root / name, **settings)
+    # `steplog serve` records itself in the per-user config (for the CLI): a benchmark's
+    # server, gone a minute later, must not replace the user's real one there.
+    server.env["XDG_CONFIG_HOME"] = str(root / name / "config-home")
     try:
         server.start(timeout=60)
     except Exception as exc:

@@ -40,3 +40,19 @@ def test_runs_show_counts_in_words_and_prints_the_result_pretty(
     assert "(1 events)" not in shown.stdout
     assert "(1 event)" in shown.stdout  # the tick step: one progress event
     assert 'result:\n{\n  "ticks": 1\n}\n' in shown.stdout
+
+
+def test_an_archived_anchor_fails_in_one_line_not_two(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    run = start_run(server, count=1, interval_ms=0)
+    wait_for_status(server, run["run_id"], "succeeded")
+    env = user_env(tmp_path / "config", STEPLOG_DB=str(server.db))
+    line = steplog("audit", "anchor", env=env).stdout.strip()
+    archived = steplog("log", "archive", "--keep-days", "0", "--to", str(tmp_path / "a"), env=env)
+    assert archived.returncode == 0, archived.stderr
+    done = steplog("audit", "verify", "--anchor", line, env=env)
+    assert done.returncode == 1
+    said = [text for text in done.stdout.splitlines() if "is archived (in segment-" in text]
+    assert len(said) == 1, done.stdout
+    assert said[0].startswith("FAIL pos ")

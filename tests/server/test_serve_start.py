@@ -17,10 +17,15 @@ def test_a_busy_port_is_one_line_and_a_prompt_exit(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         done = steplog("serve", "--port", str(port), "--db", str(tmp_path / "steplog.db"),
-                       env=user_env(tmp_path / "config"), timeout=30)  # fmt: skip
+                       "--demo", env=user_env(tmp_path / "config"), timeout=30)  # fmt: skip
     assert done.returncode == 1
-    assert error_lines(done) == [f"error: port {port} is in use — pass --port or set STEPLOG_PORT"]
+    assert error_lines(done) == [
+        f"error: port {port} is in use — pass --port or set STEPLOG_PORT"
+        " (with make: make run PORT=8001)"
+    ]
     assert "serving on" not in done.stdout + done.stderr  # nothing announced before the bind
+    assert "demo site" not in done.stdout + done.stderr  # nor set up
+    assert not (tmp_path / "steplog.db").exists()
 
 
 def test_serve_says_where_to_look_and_where_the_key_is(server: ServerProcess) -> None:

@@ -99,6 +99,9 @@ def path_under(path: str, prefix: str) -> bool:
 
 
 _allowed: set[HostEntry] = set()
+_described: dict[HostEntry, str] = {}
+"""What an `allow_host()` entry is, in words ("the demo site at 127.0.0.1:8000/demo"), so a
+refusal can say what *is* allowed instead of leaving the user to guess the port."""
 
 
 def canonical_host(host: str) -> str:
@@ -144,9 +147,24 @@ def parse_entry(text: str) -> HostEntry:
     return HostEntry(canonical_host(host), port, path.rstrip("/"))
 
 
-def allow_host(entry: str) -> None:
-    """Allow `host`, `host:port` or `host:port/prefix` in this process (the app's demo site)."""
-    _allowed.add(parse_entry(entry))
+def allow_host(entry: str, what: str = "") -> None:
+    """Allow `host`, `host:port` or `host:port/prefix` in this process (the demo site, `what`)."""
+    parsed = parse_entry(entry)
+    _allowed.add(parsed)
+    if what:
+        _described[parsed] = what
+
+
+def allow_hint(ip: IPAddress) -> str:
+    """What to do about a refused non-public `ip`: what this process allows, and the setting."""
+    if ip.is_loopback:
+        allowed = sorted(set(_described.values()))
+        if allowed:
+            return (
+                f"only {' and '.join(allowed)} may be scraped on a loopback address;"
+                f" set {ALLOW_ENV} to allow others"
+            )
+    return f"set {ALLOW_ENV}=host:port to allow it"
 
 
 def allowed_entries(env: dict[str, str] | None = None) -> set[HostEntry]:
@@ -229,7 +247,7 @@ async def check_host(host: str, port: int, *, target: str | None = None) -> list
     for ip in addresses:
         reason = refusal_reason(ip, host)
         if reason is not None:
-            raise TargetRefused(shown, reason)
+            raise TargetRefused(shown, f"{reason} ({allow_hint(ip)})")
     return addresses
 
 

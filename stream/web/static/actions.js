@@ -39,6 +39,7 @@ export function actions({ root, cancel, rerun, error, runId, onChanged }) {
   return function show(run) {
     const keyHolder = typeof run.token === "string";
     root.hidden = !keyHolder;
-    cancel.hidden = !LIVE.has(run.status);
+    cancel.hidden = !LIVE.has(run.status) || run.rerunnable === false;
+    rerun.hidden = run.rerunnable === false; // steplog's own run, or a function not served
   };
 }

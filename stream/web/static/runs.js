@@ -31,6 +31,7 @@ function target(run) {
 function visible(run) {
   const status = filters.elements.status.value;
   const fn = filters.elements.function.value;
+  if (run.internal && run.function !== fn) return false; // steplog's own (the archiver's)
   return (!status || run.status === status) && (!fn || run.function === fn);
 }
 
@@ -51,7 +52,7 @@ function actionButtons(run) {
       "div",
       { class: "acts" },
       live ? el("button", { type: "button", "data-action": "cancel", "aria-label": `cancel run ${run.id.slice(-8)}`, text: "Cancel" }) : null,
-      el("button", { type: "button", "data-action": "rerun", "aria-label": `re-run ${run.id.slice(-8)}`, text: "Re-run" }),
+      run.rerunnable === false ? null : el("button", { type: "button", "data-action": "rerun", "aria-label": `re-run ${run.id.slice(-8)}`, text: "Re-run" }),
     ),
   );
 }
@@ -88,7 +89,8 @@ function row(run) {
 
 function render() {
   const list = [...rows.values()].filter(visible).sort((a, b) => (a.id < b.id ? 1 : -1));
-  table.replaceChildren(...list.map(row));
+  const empty = el("tr", { class: "empty" }, el("td", { colspan: 10, class: "muted", text: filters.elements.status.value || filters.elements.function.value ? "No runs match." : "No runs yet." }));
+  table.replaceChildren(...(list.length ? list.map(row) : [empty]));
   drawDurations(document.getElementById("chart"), list);
 }
 

@@ -133,6 +133,7 @@ export function apply(state, env) {
     }
     case "run.succeeded":
       state.status = "succeeded";
+      state.pct ??= 100; // a run that reported no progress (the archiver's) is still done
       state.result = data.result ?? null;
       state.finishedAt = at;
       break;

@@ -69,7 +69,7 @@ function barNode(bar, row, laneEnd, live, now, from, span) {
 export function drawTimeline(root, state, now, { live, cursor, until = null }) {
   const lanes = [...state.lanes.values()].filter((lane) => lane.startAt !== null);
   if (!lanes.length || state.firstAt === null) {
-    root.replaceChildren(el("p", { class: "muted", text: state.firstAt === null ? "No events yet." : "Waiting for a worker…" }));
+    root.replaceChildren(el("p", { class: "muted", text: state.firstAt === null ? "No events yet." : state.finishedAt !== null ? "No worker ran it." : "Waiting for a worker…" }));
     return;
   }
   const from = state.firstAt;

@@ -287,7 +287,7 @@ def test_runs_show_prints_the_timeline_and_runs_still_lists(server: ServerProces
     assert run_id in listed.stdout
 
     unknown = steplog("runs", "show", "0" * 28, "--db", server.database)
-    assert unknown.returncode == 2 and "no run with id" in unknown.stderr
+    assert unknown.returncode == 4 and "no run with id" in unknown.stderr
 
 
 def test_log_copy_both_ways_keeps_the_chain(server: ServerProcess, tmp_path: Path) -> None:

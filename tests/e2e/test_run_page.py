@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from playwright.async_api import Browser, Page, expect
 from tests.conftest import ServerFactory
 from tests.e2e.test_stream_view import LONG, run_record, start
 from tests.support.launcher import ServerProcess
+from tests.support.wait import wait_for
 
 DONE = {"succeeded", "failed", "cancelled"}
 LONG_TASKS = """
@@ -33,12 +32,13 @@ async def seqs(page: Page) -> list[int]:
 
 
 async def finished(server: ServerProcess, run_id: str, deadline_s: float) -> None:
-    """Wait until the run has ended: a condition polled against a deadline."""
-    deadline = time.monotonic() + deadline_s
+    """Wait until the run has ended (the one wait helper: a condition and a deadline)."""
     async with httpx.AsyncClient(base_url=server.url, headers=server.headers) as client:
-        while (await client.get(f"/runs/{run_id}")).json()["status"] not in DONE:
-            assert time.monotonic() < deadline, f"run {run_id} did not finish in {deadline_s}s"
-            await asyncio.sleep(0.5)
+
+        async def ended() -> bool:
+            return (await client.get(f"/runs/{run_id}")).json()["status"] in DONE
+
+        await wait_for(ended, deadline_s, interval=0.2, what=f"run {run_id} to end")
 
 
 async def login(page: Page, server: ServerProcess) -> None:

@@ -18,8 +18,8 @@ async def test_runs_list_pages_counts_and_opens_rows(
 ) -> None:
     server = server_factory(ping_interval=1)
     made = [start(server, "ticker", count=1, interval_ms=0)["run_id"] for _ in range(120)]
-    await finished(server, made[-1], deadline_s=60)
-    await finished(server, made[0], deadline_s=60)
+    for run_id in made:  # every run has ended: the counts and the chart are settled
+        await finished(server, run_id, deadline_s=60)
     page = await browser.new_page(viewport={"width": 1200, "height": 900})
     await login(page, server)
     await expect(page.locator("#counts li[data-status='succeeded'] strong")).to_have_text(
@@ -34,7 +34,7 @@ async def test_runs_list_pages_counts_and_opens_rows(
     await expect(page.locator("#more")).to_be_hidden()
     ids = await page.eval_on_selector_all("#runs tbody tr", "rows => rows.map(r => r.dataset.run)")
     assert ids == sorted(made, reverse=True)  # newest first, each once
-    assert await page.locator("#chart svg rect").count() == 40
+    await expect(page.locator("#chart svg rect")).to_have_count(40, timeout=LONG)
     first = page.locator(f"#runs tr[data-run='{made[-1]}']")
     await expect(first.locator(".trigger")).to_have_text("api")
     await expect(first.locator(".run-id")).to_have_text(made[-1][-8:])

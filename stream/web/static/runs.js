@@ -117,14 +117,21 @@ async function fetchPage(extra) {
   return response.ok ? response.json() : null;
 }
 
-async function load(next = false) {
-  const mine = ++generation;
+/**
+ * Load the newest page (replacing the list), the page before `cursor` (`next`), or,
+ * with `merge`, the newest page into what is shown: the catch-up when the live stream
+ * opens, which must not drop the older pages the reader loaded or one in flight.
+ */
+async function load(next = false, merge = false) {
+  const mine = merge ? generation : ++generation;
   const body = await fetchPage(next && cursor ? { before: cursor } : {});
   if (!body || mine !== generation) return body;
-  if (!next) rows.clear();
+  if (!next && !merge) rows.clear();
   for (const run of body.runs) rows.set(run.id, { ...run, pct: rows.get(run.id)?.pct ?? null });
-  if (body.runs.length) cursor = body.runs[body.runs.length - 1].id;
-  more.hidden = body.runs.length < PAGE;
+  if (!merge) {
+    if (body.runs.length) cursor = body.runs[body.runs.length - 1].id;
+    more.hidden = body.runs.length < PAGE;
+  }
   renderCounts(body.counts);
   render();
   return body;
@@ -183,7 +190,7 @@ function liveShared() {
       // page's first load: load once more now that the stream is following.
       if (!opened) {
         opened = true;
-        load();
+        load(false, true);
       }
     },
     event: (env) => handle(env, env.pos),

@@ -13,38 +13,19 @@ import gzip
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from storage import EventLog, NewEvent, open_log
+from storage import EventLog, NewEvent
 from storage.archive import ArchiveError, archive, store_for
 from storage.archive.audit import verify_with_archive
 from storage.archive.replay import SegmentRun
 from storage.archive.segment import read_rows
 from storage.audit import Report, verify_log
-from tests.support import postgres as testing
 
 FUTURE = time.time() + 3600
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.needs("postgres"))])
-async def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield str(tmp_path / "log.db")
-        return
-    async with testing.scratch_schema(testing.postgres_url_for_tests()) as url:
-        yield url
-
-
-@pytest.fixture
-async def log(log_url: str) -> AsyncIterator[EventLog]:
-    opened = open_log(log_url)
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 async def finished_runs(log: EventLog, count: int, events: int = 3) -> list[str]:

@@ -13,7 +13,7 @@ from storage import EventLog
 from storage.archive import archive, store_for
 from storage.archive.audit import verify_with_archive
 from storage.audit import Anchor, Report, verify_log
-from tests.sqlite.test_archive import FUTURE, finished_runs, log, log_url  # noqa: F401
+from tests.sqlite.test_archive import FUTURE, finished_runs
 
 
 def live_verify(url: str, anchor: Anchor) -> Report:
@@ -21,8 +21,8 @@ def live_verify(url: str, anchor: Anchor) -> Report:
 
 
 async def test_an_archived_anchor_is_named_then_checked_against_its_segment(
-    log: EventLog,  # noqa: F811
-    log_url: str,  # noqa: F811
+    log: EventLog,
+    log_url: str,
     tmp_path: Path,
 ) -> None:
     await finished_runs(log, 4)

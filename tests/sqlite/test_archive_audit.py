@@ -15,40 +15,20 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 
-from storage import EventLog, NewEvent, chain, open_log
+from storage import EventLog, NewEvent, chain
 from storage.archive import archive, store_for
 from storage.archive.segment import read_rows
 from storage.audit import Report, open_source, verify, verify_log
 from storage.audit.model import ANCHOR, INSERTED, RECORDS, SEQ
 from storage.audit.postgres import dollar_params
-from tests.support import postgres as testing
 
 FUTURE = time.time() + 3600
 Statement = str | tuple[str, tuple[Any, ...]]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.needs("postgres"))])
-async def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield str(tmp_path / "log.db")
-        return
-    async with testing.scratch_schema(testing.postgres_url_for_tests()) as url:
-        yield url
-
-
-@pytest.fixture
-async def log(log_url: str) -> AsyncIterator[EventLog]:
-    opened = open_log(log_url)
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 async def finished_runs(log: EventLog, count: int, events: int = 3) -> list[str]:

@@ -15,11 +15,11 @@ import pytest
 from storage import EventLog
 from storage.archive import archive, store_for
 from storage.copy import ArchivedSource, copy_log
-from tests.sqlite.test_archive import FUTURE, finished_runs, log, log_url  # noqa: F401
+from tests.sqlite.test_archive import FUTURE, finished_runs
 
 
 async def test_an_archived_log_is_refused_and_the_target_untouched(
-    log: EventLog,  # noqa: F811
+    log: EventLog,
     tmp_path: Path,
 ) -> None:
     await finished_runs(log, 3)
@@ -36,7 +36,7 @@ async def test_an_archived_log_is_refused_and_the_target_untouched(
 
 
 async def test_a_log_never_archived_still_copies(
-    log: EventLog,  # noqa: F811
+    log: EventLog,
     tmp_path: Path,
 ) -> None:
     await finished_runs(log, 2)

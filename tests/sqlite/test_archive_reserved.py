@@ -9,10 +9,9 @@ from __future__ import annotations
 import pytest
 
 from storage import EventLog, InvalidEvent, NewEvent
-from tests.sqlite.test_archive import finished_runs, log, log_url  # noqa: F401  (fixtures)
 
 
-async def test_a_run_cannot_append_an_archive_segment_event(log: EventLog) -> None:  # noqa: F811
+async def test_a_run_cannot_append_an_archive_segment_event(log: EventLog) -> None:
     run, _ = await log.create_run("f", {})
     claimed = await log.claim_run("w", 30, ["f"])
     assert claimed is not None and claimed.id == run.id

@@ -11,18 +11,24 @@ import tempfile
 
 import click
 
-from tests.bench.run import run_benchmarks
+from tests.bench.run import BENCHMARKS, run_benchmarks
 
 
 @click.command()
 @click.option("--quick", is_flag=True, help="Smaller workloads, for a smoke run.")
-def bench(quick: bool) -> None:
+@click.option(
+    "--only",
+    type=click.Choice(BENCHMARKS),
+    multiple=True,
+    help="Run only this group (repeatable); default: all of them.",
+)
+def bench(quick: bool, only: tuple[str, ...]) -> None:
     """Measure appends, replay, fan-out and memory against real servers; print a table."""
     # Every process the benchmarks start keeps its per-user config (which `steplog
     # serve` writes) away from the user's own `~/.config/steplog`.
     with tempfile.TemporaryDirectory(prefix="steplog-bench-config-") as home:
         os.environ["XDG_CONFIG_HOME"] = home
-        click.echo(run_benchmarks(quick=quick))
+        click.echo(run_benchmarks(quick=quick, only=frozenset(only or BENCHMARKS)))
 
 
 bench()

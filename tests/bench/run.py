@@ -99,8 +99,12 @@ QUICK = Plan(
 )
 
 
-def run_benchmarks(quick: bool = False) -> str:
-    """Run every benchmark against fresh real servers; return a markdown table."""
+BENCHMARKS = ("appends", "replay", "fanout", "memory", "postgres", "audit", "archive")
+"""The groups `--only` selects from, in the order they run."""
+
+
+def run_benchmarks(quick: bool = False, only: frozenset[str] = frozenset(BENCHMARKS)) -> str:
+    """Run the benchmarks in `only` against fresh real servers; return a markdown table."""
     plan = QUICK if quick else FULL
     console = Console(stderr=True)
     _raise_open_file_limit()
@@ -109,18 +113,31 @@ def run_benchmarks(quick: bool = False) -> str:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="steplog-bench-") as tmp:
         root = Path(tmp)
-        rows.extend(bench_appends(root, plan, console))
-        # Writing the replay's big run takes a while and weighs nothing on memory, so
-        # the memory benchmark runs meanwhile (its figure is RSS, not speed).
-        replay, memory = bench_replay(
-            root, plan, console, lambda: bench_memory(root, plan, console)
-        )
+        if "appends" in only:
+            rows.extend(bench_appends(root, plan, console))
+        replay: list[Row] = []
+        memory: list[Row] = []
+        if "replay" in only:
+            # Writing the replay's big run takes a while and weighs nothing on memory,
+            # so the memory benchmark runs meanwhile (its figure is RSS, not speed).
+            replay, memory = bench_replay(
+                root,
+                plan,
+                console,
+                (lambda: bench_memory(root, plan, console)) if "memory" in only else list,
+            )
+        elif "memory" in only:
+            memory = bench_memory(root, plan, console)
         rows.extend(replay)
-        rows.extend(bench_fanout(root, plan, console))
+        if "fanout" in only:
+            rows.extend(bench_fanout(root, plan, console))
         rows.extend(memory)
-        rows.extend(bench_postgres(root, plan, console))
-    rows.extend(audit_rows(quick))
-    rows.extend(archive_rows(quick))
+        if "postgres" in only:
+            rows.extend(bench_postgres(root, plan, console))
+    if "audit" in only:
+        rows.extend(audit_rows(quick))
+    if "archive" in only:
+        rows.extend(archive_rows(quick))
     elapsed = time.perf_counter() - started
     machine = _machine_note(load_before, elapsed)
     console.log(machine)

@@ -31,6 +31,7 @@ from hypercorn.utils import wrap_app
 from quart import Quart
 
 from storage.errors import SteplogError
+from stream import heap
 from stream.app import begin_shutdown
 from stream.http.metrics import Metrics
 from stream.middleware import idle_close, protocol_errors, request_heads
@@ -151,6 +152,7 @@ async def serve(
         log.info("open %s/ in a browser; %s", url, key_location(settings))
         if on_ready is not None:
             on_ready(url)
+        heap.settle()  # everything start-up made lives as long as the process
         await stop.wait()
         try:
             async with asyncio.timeout(settings.graceful_timeout):

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from stream import eventloop
 from stream.cli.errors import EXIT_CODES_HELP, CliError
 from stream.settings import DEFAULT_DB, DEFAULT_TOKEN_TTL, Settings
 
@@ -104,6 +105,7 @@ def serve(
             certfile=certfile,
             keyfile=keyfile,
         )
+        loop = eventloop.loop_factory()
     except ValueError as exc:  # a STEPLOG_* variable that makes no sense
         raise click.ClickException(str(exc)) from None
     _configure_logging(settings.log_level, settings.log_format)
@@ -125,7 +127,7 @@ def serve(
         with contextlib.suppress(OSError):  # a read-only home is no reason not to serve
             remember_server(url, settings.data_dir / "api-key")
 
-    asyncio.run(serve_app(app, settings, on_ready, sockets))
+    eventloop.run(serve_app(app, settings, on_ready, sockets), loop)
 
 
 @main.command()
@@ -145,6 +147,7 @@ def worker(db: str, workers: int) -> None:
 
     try:
         settings = Settings.from_env(db=db, workers=workers).with_secret_key()
+        event_loop = eventloop.loop_factory()
     except ValueError as exc:  # a STEPLOG_* variable that makes no sense
         raise click.ClickException(str(exc)) from None
     _configure_logging(settings.log_level)
@@ -183,7 +186,7 @@ def worker(db: str, workers: int) -> None:
         await pool.stop()
         await events.close()
 
-    asyncio.run(run())
+    eventloop.run(run(), event_loop)
 
 
 def _configure_logging(level: str, fmt: str | None = None) -> None:

@@ -138,8 +138,35 @@ async def _stream(
             yield chunk
         if position.ended or sub.closed:
             return
-        async for chunk in _follow(sub, position.cursor, ping_interval, hub.clock):
-            yield chunk
+        # Live: the hot path, one pass per event per stream, so it is written out here
+        # rather than delegated to another generator (each layer costs every delivery).
+        cursor = position.cursor
+        pings = _PingClock(sub, ping_interval, hub.clock)
+        try:
+            while True:
+                if not sub.ready:
+                    await sub.wait()  # woken by the hub's push or close, or by `pings`
+                if sub.closed or sub.overflowed:
+                    return  # the client reconnects with Last-Event-ID, resumes from the log
+                frames: list[bytes] = []
+                ended = False
+                for key, frame, terminal in sub.drain():
+                    if key <= cursor:
+                        continue
+                    frames.append(frame)
+                    cursor = key
+                    if terminal:
+                        ended = True
+                        break
+                if frames:
+                    pings.wrote()
+                    yield frames[0] if len(frames) == 1 else b"".join(frames)
+                    if ended:
+                        return
+                elif pings.due():
+                    yield PING
+        finally:
+            pings.stop()
 
 
 class _Position:
@@ -167,37 +194,6 @@ async def _catch_up(
         yield chunk
         if position.ended or count < REPLAY_BATCH:
             return
-
-
-async def _follow(
-    sub: Subscriber, cursor: int, ping_interval: float, clock: Clock
-) -> AsyncIterator[bytes]:
-    pings = _PingClock(sub, ping_interval, clock)
-    try:
-        while True:
-            if not sub.ready:
-                await sub.wait()  # woken by the hub's push or close, or by `pings`
-            if sub.closed or sub.overflowed:
-                return  # the client reconnects with Last-Event-ID and resumes from the log
-            chunk: list[bytes] = []
-            ended = False
-            for key, frame, terminal in sub.drain():
-                if key <= cursor:
-                    continue
-                chunk.append(frame)
-                cursor = key
-                if terminal:
-                    ended = True
-                    break
-            if chunk:
-                pings.wrote()
-                yield b"".join(chunk)
-                if ended:
-                    return
-            elif pings.due():
-                yield PING
-    finally:
-        pings.stop()
 
 
 class _PingClock:

@@ -32,10 +32,7 @@ sends nothing and changes nothing the hub wrote.
 from __future__ import annotations
 
 import asyncio
-import collections
 import math
-from collections.abc import Coroutine
-from typing import Any
 
 Item = tuple[int, bytes, bool]
 """(key, frame, terminal): the id the frame carries (a run's `seq` or the global
@@ -53,6 +50,7 @@ class Subscriber:
         "_overflowed",
         "_ready",
         "_task",
+        "_waiter",
         "deadline",
         "dropped",
         "token",
@@ -68,8 +66,9 @@ class Subscriber:
         tokens: tuple[str, ...] = (),
         deadline: float = math.inf,
     ) -> None:
-        self._items: collections.deque[Item] = collections.deque()
-        self._ready = asyncio.Event()
+        self._items: list[Item] = []
+        self._ready = False
+        self._waiter: asyncio.Future[None] | None = None
         self._limit = limit
         self._overflowed = False
         self._closed = False
@@ -92,19 +91,20 @@ class Subscriber:
         """Queue a frame (the tail's fan-out); past the buffer's limit, overflow instead."""
         if self._overflowed or self._closed:
             return
-        if len(self._items) >= self._limit:
+        items = self._items
+        if len(items) >= self._limit:
             self._overflowed = True
-            self._items.clear()
+            items.clear()
         else:
-            self._items.append((key, frame, terminal))
-        self._ready.set()
+            items.append((key, frame, terminal))
+        self._wake()
 
     def close(self, farewell: bytes = b"") -> None:
         """End the stream at its next wake-up, sending `farewell` first (the first one given)."""
         if not self._closed:
             self._closed = True
             self._farewell = farewell
-        self._ready.set()
+        self._wake()
 
     @property
     def closed(self) -> bool:
@@ -124,23 +124,39 @@ class Subscriber:
     @property
     def ready(self) -> bool:
         """Something to drain, or the stream was closed (or nudged): `drain` now."""
-        return self._ready.is_set()
+        return self._ready
 
-    def wait(self) -> Coroutine[Any, Any, bool]:
-        """Until `ready` (await it; a plain method returning the event's own wait, which
-        saves a coroutine per delivery on the hot path: check `ready` first)."""
-        return self._ready.wait()
+    def wait(self) -> asyncio.Future[None]:
+        """Await it until `ready` (check `ready` first: this does not).
+
+        One future, made when the response starts waiting and resolved by the next
+        `push`, `close` or `nudge`: not an `asyncio.Event`, whose waiter list (a deque
+        of about 700 bytes) and coroutine per wait cost memory on every idle stream
+        and time on every delivery. A wait cancelled with its task leaves a done
+        future behind, and the next wait makes a new one.
+        """
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+        return waiter
 
     def drain(self) -> list[Item]:
         """Take every queued frame, oldest first."""
-        items = list(self._items)
-        self._items.clear()
-        self._ready.clear()
+        items, self._items = self._items, []
+        self._ready = False
         return items
 
     def nudge(self) -> None:
         """Wake the response's `wait` with nothing queued (its own ping timer)."""
-        self._ready.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        self._ready = True
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     # -- the response -> the hub -----------------------------------------------
     def attach(self, task: asyncio.Task[object] | None) -> None:

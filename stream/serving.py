@@ -31,7 +31,7 @@ from hypercorn.utils import wrap_app
 from quart import Quart
 
 from storage.errors import SteplogError
-from stream import heap
+from stream import fdlimit, heap
 from stream.app import begin_shutdown
 from stream.http.metrics import Metrics
 from stream.middleware import idle_close, protocol_errors, request_heads
@@ -125,6 +125,7 @@ async def serve(
     """
     config = hypercorn_config(settings)
     check_tls_files(settings)
+    fdlimit.raise_for(settings.max_streams)  # a socket per stream
     if sockets is None:  # `steplog serve` binds before it even builds the app
         sockets = bind(config, settings)
     metrics: Metrics = app.extensions["steplog.metrics"]

@@ -6,7 +6,7 @@ committed between the last replay read and the subscription is not missed;
 anything delivered twice is dropped by comparing with the cursor. Idle streams
 get a `: ping` comment every `ping_interval` seconds.
 
-Every body runs inside `_policed`, which is the response's whole life on one
+Every body runs inside `policed`, which is the response's whole life on one
 screen: it tells the hub which task writes the response (what the watchdog
 cancels) and marks each write's start (`writing_since`), sends the hub's last
 comment when the hub ends the stream (lifetime, shutdown), and in one `finally`,
@@ -60,7 +60,7 @@ def run_stream(
         return replay_frames(rows), len(rows), seq, kind in TERMINAL_EVENTS
 
     body = _stream(read, hub, sub, run_id, cursor, retry_ms, ping_interval)
-    return _policed(hub, sub, body)
+    return policed(hub, sub, body)
 
 
 def global_stream(
@@ -81,7 +81,7 @@ def global_stream(
         return b"".join([global_frame(e) for e in batch]), len(batch), batch[-1].pos, False
 
     body = _stream(read, hub, sub, None, cursor, retry_ms, ping_interval)
-    return _policed(hub, sub, body)
+    return policed(hub, sub, body)
 
 
 async def farewell_stream(retry_ms: int) -> AsyncIterator[bytes]:
@@ -94,7 +94,7 @@ async def farewell_stream(retry_ms: int) -> AsyncIterator[bytes]:
     yield encode_retry(retry_ms) + SHUTDOWN
 
 
-async def _policed(
+async def policed(
     hub: TailHub, sub: Subscriber, body: AsyncGenerator[bytes, None]
 ) -> AsyncGenerator[bytes, None]:
     """Run `body` under the hub's watch, and clean up after it (see the module docstring)."""
@@ -141,7 +141,7 @@ async def _stream(
         # Live: the hot path, one pass per event per stream, so it is written out here
         # rather than delegated to another generator (each layer costs every delivery).
         cursor = position.cursor
-        pings = _PingClock(sub, ping_interval, hub.clock)
+        pings = PingClock(sub, ping_interval, hub.clock)
         try:
             while True:
                 if not sub.ready:
@@ -196,7 +196,7 @@ async def _catch_up(
             return
 
 
-class _PingClock:
+class PingClock:
     """When an idle stream is owed a `: ping`: one timer per ping interval, not per event.
 
     A live stream used to wait for each event under `asyncio.timeout(ping_interval)`,

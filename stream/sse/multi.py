@@ -28,7 +28,6 @@ ends when the first of them expires; its client reconnects and that run is refus
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
@@ -40,13 +39,12 @@ from storage.runids import is_run_id
 from stream.http.auth import holds_api_key
 from stream.http.problems import HTTPProblem
 from stream.http.tokens import Verdict, check
-from stream.middleware.request_end import at_request_end
-from stream.sse.body import REPLAY_BATCH, _PingClock, _policed, farewell_stream
+from stream.sse.body import REPLAY_BATCH, PingClock, farewell_stream, policed
 from stream.sse.cursors import resume_cursor
 from stream.sse.encoder import encode_event, encode_retry
 from stream.sse.frames import global_frame
-from stream.sse.hub import StreamRefused, Subscriber, TailHub
-from stream.sse.routes import RETRY_AFTER_SECONDS, _event_stream, streams
+from stream.sse.hub import Subscriber, TailHub
+from stream.sse.routes import admit, event_stream_response, streams
 from stream.state import state
 
 MAX_RUNS = 64
@@ -134,15 +132,9 @@ async def multiplexed() -> Response:
     settings = app_state.settings
     hub = app_state.hub
     expires_in = None if selection.expires_at is None else selection.expires_at - app_state.clock()
-    try:
-        sub = hub.admit(None, expires_in=expires_in, tokens=selection.tokens)
-    except StreamRefused as refused:
-        if refused.reason == "shutting_down":
-            return _event_stream(farewell_stream(settings.retry_ms))
-        problem = HTTPProblem(429, "Too many open streams", refused.detail, reason=refused.reason)
-        problem.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        raise problem from None
-    at_request_end(functools.partial(hub.release, sub))
+    sub = admit(None, expires_in, selection.tokens)
+    if sub is None:
+        return event_stream_response(farewell_stream(settings.retry_ms))
     body = set_stream(
         app_state.events,
         hub,
@@ -152,7 +144,7 @@ async def multiplexed() -> Response:
         retry_ms=settings.retry_ms,
         ping_interval=settings.ping_interval,
     )
-    return _event_stream(_policed(hub, sub, body))
+    return event_stream_response(policed(hub, sub, body))
 
 
 async def set_stream(
@@ -207,7 +199,7 @@ async def _follow(
     hub: TailHub, sub: Subscriber, cursor: int, ping_interval: float
 ) -> AsyncIterator[bytes]:
     """Live frames; while idle, a position (the tail's cursor) instead of a ping."""
-    pings = _PingClock(sub, ping_interval, hub.clock)
+    pings = PingClock(sub, ping_interval, hub.clock)
     known = cursor
     try:
         while True:

@@ -37,22 +37,25 @@ RETRY_AFTER_SECONDS = 5
 """What a refused client is told to wait: long enough for other streams to end."""
 
 
-def _event_stream(body: AsyncIterator[bytes]) -> Response:
+def event_stream_response(body: AsyncIterator[bytes]) -> Response:
     response = Response(body, status=200, headers=dict(EVENT_STREAM_HEADERS))
     response.timeout = None  # streams outlive Quart's response timeout; nothing else does
     return response
 
 
-def _admit(token: str | None, expires_in: float | None = None) -> Subscriber | None:
+def admit(
+    token: str | None, expires_in: float | None = None, tokens: tuple[str, ...] = ()
+) -> Subscriber | None:
     """A slot for this stream, ending within `expires_in` seconds if given; None while
-    shutting down; 429 over a cap.
+    shutting down; 429 over a cap. `tokens`: every run token the stream holds a slot
+    of, when it is opened with several (`GET /streams`).
 
     The body gives the slot back when it ends; the request's end does, should the
     body never start.
     """
     hub = state().hub
     try:
-        sub = hub.admit(token, expires_in=expires_in)
+        sub = hub.admit(token, expires_in=expires_in, tokens=tokens)
     except StreamRefused as refused:
         if refused.reason == "shutting_down":
             return None
@@ -97,11 +100,11 @@ async def run_events(run_id: str) -> Response:
     expires_at = None if token is None else expiry(token)
     # The stream ends when its token does (like at its lifetime); the client's
     # reconnect is then answered 401 token_expired, so a link stops at its expiry.
-    sub = _admit(token, None if expires_at is None else expires_at - app_state.clock())
+    sub = admit(token, None if expires_at is None else expires_at - app_state.clock())
     if sub is None:
-        return _event_stream(farewell_stream(settings.retry_ms))
+        return event_stream_response(farewell_stream(settings.retry_ms))
     source = await archived_source(app_state.events, settings, run)  # archived: its segment
-    return _event_stream(
+    return event_stream_response(
         run_stream(
             source or app_state.events,  # type: ignore[arg-type]
             app_state.hub,
@@ -129,9 +132,9 @@ async def all_events() -> Response:
         )
     settings = app_state.settings
     gap = await archived_gap(app_state.events, cursor)  # resuming inside the archive
-    sub = _admit(None)
+    sub = admit(None)
     if sub is None:
-        return _event_stream(farewell_stream(settings.retry_ms))
+        return event_stream_response(farewell_stream(settings.retry_ms))
     body = global_stream(
         app_state.events,
         app_state.hub,
@@ -140,7 +143,7 @@ async def all_events() -> Response:
         retry_ms=settings.retry_ms,
         ping_interval=settings.ping_interval,
     )
-    return _event_stream(body if gap is None else with_preface(gap, body))
+    return event_stream_response(body if gap is None else with_preface(gap, body))
 
 
 # `GET /streams`, many runs on one stream, registers itself on this blueprint.

@@ -269,6 +269,12 @@ def _incomplete(runs: list[FanoutResult]) -> str:
 
 
 def _client_cpu(runs: list[FanoutResult]) -> str:
+    """Median share of a core (and the worst), and CPU per delivery: per event, the
+    client reads every subscriber in turn, so the last one waits that times N."""
     peak = max(r.client_cpu for r in runs)
-    figure = f"{statistics.median(r.client_cpu for r in runs):.0%} (max {peak:.0%})"
+    per_delivery = statistics.median(r.client_per_delivery for r in runs)
+    figure = (
+        f"{statistics.median(r.client_cpu for r in runs):.0%} (max {peak:.0%};"
+        f" {per_delivery * 1e6:.0f} µs per delivery)"
+    )
     return figure + (" — saturated, the client is measured" if peak >= CLIENT_SATURATED else "")

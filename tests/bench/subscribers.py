@@ -75,6 +75,10 @@ class FanoutResult:
     """Subscribers that failed: refused, disconnected, out of order, or an exception."""
     client_cpu: float
     """Bench process CPU time over wall time during the live window (1.0 = one core)."""
+    client_per_delivery: float
+    """Bench process CPU seconds per live delivery: times the subscriber count, the
+    client's own floor under the latency of the last subscriber served per event (one
+    event loop reads the subscribers one after the other)."""
 
 
 @dataclass(slots=True)
@@ -152,7 +156,8 @@ async def measure(source: FanoutSource, n: int, nominal: float, console: Console
         )
         cpu_start, wall_start = time.process_time(), time.perf_counter()
         _done, pending = await asyncio.wait(tasks, timeout=nominal * 1.2 + 2)
-        client_cpu = (time.process_time() - cpu_start) / (time.perf_counter() - wall_start)
+        cpu = time.process_time() - cpu_start
+        client_cpu = cpu / (time.perf_counter() - wall_start)
         emitted = await source.emitted()
         cut = emitted.last_seq  # every subscriber must get at least this far
         if pending:
@@ -166,7 +171,9 @@ async def measure(source: FanoutSource, n: int, nominal: float, console: Console
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return _result(source.label, state, subscribers, emitted, live_from, client_cpu, console)
+    per_delivery = cpu / max(1, len(state.latencies))
+    client = (client_cpu, per_delivery)
+    return _result(source.label, state, subscribers, emitted, live_from, client, console)
 
 
 def _result(
@@ -175,7 +182,7 @@ def _result(
     subscribers: list[_Subscriber],
     emitted: Emitted,
     live_from: float,
-    client_cpu: float,
+    client: tuple[float, float],
     console: Console,
 ) -> FanoutResult:
     """The latency percentiles, achieved rate and completeness of one measurement."""
@@ -191,15 +198,17 @@ def _result(
     short = sum(s.next_seq <= cut for s in subscribers)
     unfinished = sum(not s.done for s in subscribers) if emitted.finished else 0
     complete = not emitted.failed and not problems and not short and not unfinished
+    client_cpu, per_delivery = client
     saturated = " (saturated: the client may be the bottleneck)" * (client_cpu > CLIENT_SATURATED)
     console.log(
         f"fan-out ({label}): p50 {_ms(p50)}, p99 {_ms(p99)}, max {_ms(latencies[-1])} over"
         f" {len(latencies):,} live deliveries; {rate:.1f} events/s emitted; client CPU"
-        f" {client_cpu:.0%}{saturated}; complete: {complete}"
+        f" {client_cpu:.0%}{saturated}, {per_delivery * 1e6:.0f} µs per delivery; complete:"
+        f" {complete}"
         + (f" ({len(problems)} errors, first: {problems[0]})" if problems else "")
         + (f" ({short} short, {unfinished} unfinished)" if short or unfinished else "")
     )
-    return FanoutResult(p50, p99, rate, complete, len(problems), client_cpu)
+    return FanoutResult(p50, p99, rate, complete, len(problems), client_cpu, per_delivery)
 
 
 async def _subscribe(

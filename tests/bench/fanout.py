@@ -26,6 +26,7 @@ from tests.bench.common import (
     BenchError,
     Row,
     _auth,
+    _cpu_seconds,
     _error,
     _median_figure,
     _ms,
@@ -47,6 +48,8 @@ class SteplogSource(AbstractAsyncContextManager["SteplogSource"]):
     label = "steplog"
 
     def __init__(self, server: ServerProcess, count: int, interval_ms: int) -> None:
+        assert server.process is not None, "the server is running"
+        self.pid = server.process.pid
         self.port = server.port
         self.headers = _auth(server)
         self.api = Api(server)
@@ -64,6 +67,9 @@ class SteplogSource(AbstractAsyncContextManager["SteplogSource"]):
         run = await self.api.run(self.run_id)
         return Emitted(run.last_seq, run.status in FINISHED, run.status == "failed")
 
+    def server_cpu(self) -> float:
+        return _cpu_seconds(self.pid)
+
     def seq_of(self, frame: bytes) -> int | None:
         if not frame.startswith(b"id: "):
             return None
@@ -80,6 +86,7 @@ class NchanSource(AbstractAsyncContextManager["NchanSource"]):
     label = "nchan"
 
     def __init__(self, server: nchan.NchanServer, count: int, interval_ms: int) -> None:
+        self.server = server
         self.port = server.port
         self.headers = nchan.SUBSCRIBE_HEADERS
         self.count, self.interval = count, interval_ms / 1000
@@ -117,6 +124,9 @@ class NchanSource(AbstractAsyncContextManager["NchanSource"]):
         if problem is not None:
             raise BenchError(f"publishing to nchan failed: {problem}") from problem
         return Emitted(self.last_seq, finished=True, failed=False)
+
+    def server_cpu(self) -> float:
+        return self.server.worker_cpu()
 
     def seq_of(self, frame: bytes) -> int | None:
         start = frame.find(b'"seq":')

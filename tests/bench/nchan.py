@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.timefmt import iso
-from tests.bench.common import HOST, BenchError
+from tests.bench.common import HOST, BenchError, _cpu_seconds
 from tests.support.launcher import free_port
 from tests.support.wait import wait_until
 
@@ -62,6 +62,15 @@ class NchanServer:
     prefix: Path
     port: int
     process: subprocess.Popen[bytes]
+
+    def worker_cpu(self) -> float:
+        """CPU seconds its worker (the master's child) has used: beside the client's,
+        it says which side of a measurement was busy."""
+        pid = self.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if not children:
+            raise BenchError("nchan has no worker process")
+        return _cpu_seconds(int(children[0]))
 
     def error_log(self) -> str:
         path = self.prefix / "logs" / "error.log"

@@ -54,6 +54,10 @@ class FanoutSource(Protocol):
 
     async def emitted(self) -> Emitted: ...
 
+    def server_cpu(self) -> float:
+        """CPU seconds the server has used so far (for the log: who was busy)."""
+        ...
+
     def seq_of(self, frame: bytes) -> int | None:
         """The frame's sequence number (1, 2, … in emit order); None if no event."""
         ...
@@ -155,9 +159,11 @@ async def measure(source: FanoutSource, n: int, nominal: float, console: Console
             f" {time.perf_counter() - started:.1f} s"
         )
         cpu_start, wall_start = time.process_time(), time.perf_counter()
+        server_start = source.server_cpu()
         _done, pending = await asyncio.wait(tasks, timeout=nominal * 1.2 + 2)
         cpu = time.process_time() - cpu_start
-        client_cpu = cpu / (time.perf_counter() - wall_start)
+        wall = time.perf_counter() - wall_start
+        client_cpu, server_cpu = cpu / wall, (source.server_cpu() - server_start) / wall
         emitted = await source.emitted()
         cut = emitted.last_seq  # every subscriber must get at least this far
         if pending:
@@ -172,8 +178,8 @@ async def measure(source: FanoutSource, n: int, nominal: float, console: Console
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     per_delivery = cpu / max(1, len(state.latencies))
-    client = (client_cpu, per_delivery)
-    return _result(source.label, state, subscribers, emitted, live_from, client, console)
+    cpus = (client_cpu, per_delivery, server_cpu)
+    return _result(source.label, state, subscribers, emitted, live_from, cpus, console)
 
 
 def _result(
@@ -182,7 +188,7 @@ def _result(
     subscribers: list[_Subscriber],
     emitted: Emitted,
     live_from: float,
-    client: tuple[float, float],
+    cpus: tuple[float, float, float],
     console: Console,
 ) -> FanoutResult:
     """The latency percentiles, achieved rate and completeness of one measurement."""
@@ -198,13 +204,13 @@ def _result(
     short = sum(s.next_seq <= cut for s in subscribers)
     unfinished = sum(not s.done for s in subscribers) if emitted.finished else 0
     complete = not emitted.failed and not problems and not short and not unfinished
-    client_cpu, per_delivery = client
+    client_cpu, per_delivery, server_cpu = cpus
     saturated = " (saturated: the client may be the bottleneck)" * (client_cpu > CLIENT_SATURATED)
     console.log(
         f"fan-out ({label}): p50 {_ms(p50)}, p99 {_ms(p99)}, max {_ms(latencies[-1])} over"
         f" {len(latencies):,} live deliveries; {rate:.1f} events/s emitted; client CPU"
-        f" {client_cpu:.0%}{saturated}, {per_delivery * 1e6:.0f} µs per delivery; complete:"
-        f" {complete}"
+        f" {client_cpu:.0%}{saturated}, {per_delivery * 1e6:.0f} µs per delivery; server CPU"
+        f" {server_cpu:.0%}; complete: {complete}"
         + (f" ({len(problems)} errors, first: {problems[0]})" if problems else "")
         + (f" ({short} short, {unfinished} unfinished)" if short or unfinished else "")
     )

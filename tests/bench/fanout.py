@@ -155,7 +155,7 @@ def bench_fanout(root: Path, plan: Plan, console: Console) -> list[Row]:
     failures: dict[str, str] = {}
     absent = nchan.missing()
     if absent is not None:
-        console.log(f"[yellow]fan-out: {absent}")
+        console.log(f"[yellow]fan-out: {absent}; {nchan.HINT}")
         failures["nchan"] = f"not measured: {absent}"
     for rep in range(plan.reps):
         if "steplog" not in failures:
@@ -172,7 +172,7 @@ def bench_fanout(root: Path, plan: Plan, console: Console) -> list[Row]:
                     results["nchan"].append(asyncio.run(_measure(source_n, plan, console)))
             except Exception as exc:
                 failures["nchan"] = _error(console, "fan-out (nchan)", exc)
-    return _rows(name, rate, results, failures, peer_absent=absent is not None)
+    return _rows(name, rate, results, failures, peer_absent=absent is not None, subscribers=n)
 
 
 async def _measure(
@@ -190,6 +190,7 @@ def _rows(
     failures: dict[str, str],
     *,
     peer_absent: bool,
+    subscribers: int,
 ) -> list[Row]:
     """The table's rows: each server's figures, then the two side by side.
 
@@ -256,7 +257,7 @@ def _rows(
         ),
         Row(
             name + "bench client CPU (share of one core) while fanning out",
-            both(_client_cpu),
+            both(lambda runs: _client_cpu(runs, subscribers)),
             f"< {CLIENT_SATURATED:.0%} (the client is not the bottleneck)",
             bool(measured)
             and all(r.client_cpu < CLIENT_SATURATED for r in measured)
@@ -278,13 +279,15 @@ def _incomplete(runs: list[FanoutResult]) -> str:
     return f"no ({sum(not r.complete for r in runs)} of {len(runs)} runs)"
 
 
-def _client_cpu(runs: list[FanoutResult]) -> str:
+def _client_cpu(runs: list[FanoutResult], subscribers: int) -> str:
     """Median share of a core (and the worst), and CPU per delivery: per event, the
-    client reads every subscriber in turn, so the last one waits that times N."""
+    client reads every subscriber in turn, so the last one waits that times N (the
+    client's own floor under the p99, about half of it under the p50)."""
     peak = max(r.client_cpu for r in runs)
     per_delivery = statistics.median(r.client_per_delivery for r in runs)
     figure = (
         f"{statistics.median(r.client_cpu for r in runs):.0%} (max {peak:.0%};"
-        f" {per_delivery * 1e6:.0f} µs per delivery)"
+        f" {per_delivery * 1e6:.0f} µs per delivery, {_ms(per_delivery * subscribers)}"
+        " per event for all)"
     )
     return figure + (" — saturated, the client is measured" if peak >= CLIENT_SATURATED else "")

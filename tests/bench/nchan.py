@@ -49,10 +49,13 @@ class _Config(string.Template):
 def missing() -> str | None:
     """Why nchan cannot run here (for the table's rows), or None when it can."""
     if not NGINX.exists():
-        return f"nchan not installed (no {NGINX}: Debian's nginx and libnginx-mod-nchan)"
+        return f"nchan not installed (no {NGINX})"
     if not MODULE.exists():
-        return "nchan not installed (Debian's libnginx-mod-nchan; `make system-deps` as root)"
+        return "nchan not installed (Debian's libnginx-mod-nchan)"
     return None
+
+
+HINT = "`make system-deps` as root installs Debian's nginx and libnginx-mod-nchan"
 
 
 @dataclass

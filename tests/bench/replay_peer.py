@@ -41,7 +41,7 @@ def bench_nchan_replay(
     )
     absent = nchan.missing()
     if absent is not None:
-        console.log(f"[yellow]replay: {absent}")
+        console.log(f"[yellow]replay: {absent}; {nchan.HINT}")
         ratio.figure = f"not measured: {absent}"
         return [Row(name, f"not measured: {absent}"), ratio]
     try:

@@ -22,13 +22,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Debian's Chromium and nginx for the browser and proxy tests, jq for the README's
-# examples; never a browser download.
+# Debian's Chromium and nginx for the browser and proxy tests, nchan (nginx's pub/sub
+# module) as the benchmark's peer, jq for the README's examples; never a browser download.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=""; \
 	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	  [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	  [ -e /usr/lib/nginx/modules/ngx_nchan_module.so ] || missing="$$missing libnginx-mod-nchan"; \
 	  [ -x /usr/bin/jq ] || missing="$$missing jq"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing$$missing from Debian"; \

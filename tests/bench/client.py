@@ -190,3 +190,26 @@ async def get(
         with contextlib.suppress(Exception):
             writer.transport.abort()
         raise
+
+
+async def count_events(response: Response, stop_after: int | None = None) -> tuple[int, int, bytes]:
+    """Read an SSE body, counting events (one `data:` line each), until it ends or, with
+    `stop_after`, once that many have fully arrived (a stream that stays open, like
+    nchan's). Returns the events, the body bytes and the body's last 4 KiB.
+
+    Counting `\\ndata: ` with bytes.count keeps the client at C speed; the last six
+    bytes of each piece are carried over so a marker split across reads counts once.
+    """
+    events = size = 0
+    carry = tail = b""
+    while (body := await response.read()) is not None:
+        if not body:
+            continue
+        data = carry + body
+        events += data.count(b"\ndata: ")
+        carry = data[-6:]
+        size += len(body)
+        tail = (tail + body)[-4096:]
+        if stop_after is not None and events >= stop_after and tail.endswith(b"\n\n"):
+            break
+    return events, size, tail

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import resource
 import statistics
 import time
@@ -218,6 +219,12 @@ def _rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise BenchError(f"no VmRSS for process {pid}")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process (all its threads) has used, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _gather_bounded(coros: list[Awaitable[Any]], limit: int) -> list[Any]:

@@ -1,262 +1,299 @@
-"""`make bench` live fan-out: many subscribers of one emitting run, commit-to-receipt
-latency and completeness (see `tests.bench.run`)."""
+"""`make bench` live fan-out: many subscribers of one emitting stream, steplog beside
+nchan, with the same client (`tests.bench.subscribers`; see `tests.bench.run`).
+
+Each repetition measures steplog (a ticker run: commit-to-receipt latency) and then
+nchan (a channel a publisher in this process posts to on the same schedule:
+publish-to-receipt latency), so the two figures of a repetition are taken in the
+same minute on the same machine; the rows give each one's median and their ratio.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import statistics
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from storage.timefmt import parse_iso
-from tests.bench import client as bench_client
+from tests.bench import nchan
 from tests.bench.common import (
-    CONNECT_CONCURRENCY,
     FINISHED,
-    HOST,
     Api,
     BenchError,
     Row,
     _auth,
+    _cpu_seconds,
     _error,
     _median_figure,
     _ms,
-    _percentile,
     _server,
 )
+from tests.bench.subscribers import CLIENT_SATURATED, Emitted, FanoutResult, measure
 from tests.support.launcher import ServerProcess
 
 if TYPE_CHECKING:
     from tests.bench.run import Plan
 
-# -- 3. live fan-out --------------------------------------------------------------------
+RATIO_TARGET = 2.0
+"""steplog's latency may be at most this many times nchan's (p50 and p99)."""
 
 
-@dataclass(slots=True)
-class _FanoutState:
-    """What all subscribers of one measurement share."""
+class SteplogSource(AbstractAsyncContextManager["SteplogSource"]):
+    """A ticker run on a steplog server; a frame's seq is its `id:` line."""
 
-    live_from: float | None = None
-    """Epoch seconds after which every subscriber was attached: only events committed
-    from then on count for latency (earlier ones may have come by replay)."""
-    at_cache: dict[int, float] = field(default_factory=dict)
-    """seq -> commit time: every subscriber sees the same events, parse each `at` once."""
-    latencies: list[tuple[int, float]] = field(default_factory=list)
-    """(seq, receipt - commit) for every live delivery."""
-    connected: int = 0
-    all_connected: asyncio.Event = field(default_factory=asyncio.Event)
-    expected: int = 0
-    cut: int | None = None
-    """When the run outlives the measurement: the last seq every subscriber must get."""
-    caught_up: int = 0
-    all_caught_up: asyncio.Event = field(default_factory=asyncio.Event)
+    label = "steplog"
 
-    def catch_up(self, sub: _Subscriber) -> None:
-        """Count `sub` once it has everything up to the cut (or has given up)."""
-        if self.cut is None or sub.caught_up:
-            return
-        if sub.next_seq > self.cut or sub.problem is not None:
-            sub.caught_up = True
-            self.caught_up += 1
-            if self.caught_up >= self.expected:
-                self.all_caught_up.set()
+    def __init__(self, server: ServerProcess, count: int, interval_ms: int) -> None:
+        assert server.process is not None, "the server is running"
+        self.pid = server.process.pid
+        self.port = server.port
+        self.headers = _auth(server)
+        self.api = Api(server)
+        self.count, self.interval_ms = count, interval_ms
+        self.run_id = ""
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.api.__aexit__()
+
+    async def start(self) -> str:
+        self.run_id = await self.api.start_ticker(self.count, self.interval_ms)
+        return f"/runs/{self.run_id}/events"
+
+    async def emitted(self) -> Emitted:
+        run = await self.api.run(self.run_id)
+        return Emitted(run.last_seq, run.status in FINISHED, run.status == "failed")
+
+    def server_cpu(self) -> float:
+        return _cpu_seconds(self.pid)
+
+    def seq_of(self, frame: bytes) -> int | None:
+        if not frame.startswith(b"id: "):
+            return None
+        return int(frame[4 : frame.index(b"\n")])
+
+    def attached(self, frame: bytes) -> bool:
+        return frame.startswith(b"retry:")  # sent just before the stream joins the hub
 
 
-@dataclass(slots=True)
-class _Subscriber:
-    next_seq: int = 1
-    done: bool = False
-    problem: str | None = None
-    caught_up: bool = False
+class NchanSource(AbstractAsyncContextManager["NchanSource"]):
+    """A channel on nchan, published to from here on the ticker's schedule (tick n at
+    n x interval); a frame's seq is the envelope's `"seq"`, the last one `completed`."""
 
+    label = "nchan"
 
-@dataclass(slots=True)
-class _FanoutResult:
-    p99: float
-    emitted_per_s: float
-    complete: bool
+    def __init__(self, server: nchan.NchanServer, count: int, interval_ms: int) -> None:
+        self.server = server
+        self.port = server.port
+        self.headers = nchan.SUBSCRIBE_HEADERS
+        self.count, self.interval = count, interval_ms / 1000
+        self.channel = f"fanout{time.time_ns()}"
+        self.publisher = nchan.Publisher(server.port, self.channel)
+        self.last_seq = 0
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        await self.publisher.__aexit__()
+
+    async def start(self) -> str:
+        await self.publisher.__aenter__()
+        self.task = asyncio.create_task(self._publish_all())
+        return f"/sub/{self.channel}"
+
+    async def _publish_all(self) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for seq in range(1, self.count + 1):
+            event = "completed" if seq == self.count else "progress"
+            body = nchan.envelope(self.channel, seq, self.count, time.time())
+            await self.publisher.publish([(event, body)])
+            self.last_seq = seq
+            await asyncio.sleep(max(0.0, start + seq * self.interval - loop.time()))
+
+    async def emitted(self) -> Emitted:
+        """How far publishing got; a publisher that failed fails the measurement."""
+        if self.task is None or not self.task.done():
+            return Emitted(self.last_seq, finished=False, failed=False)
+        problem = self.task.exception()
+        if problem is not None:
+            raise BenchError(f"publishing to nchan failed: {problem}") from problem
+        return Emitted(self.last_seq, finished=True, failed=False)
+
+    def server_cpu(self) -> float:
+        return self.server.worker_cpu()
+
+    def seq_of(self, frame: bytes) -> int | None:
+        start = frame.find(b'"seq":')
+        if start < 0:
+            return None
+        return int(frame[start + 6 : frame.index(b",", start)])
+
+    def attached(self, frame: bytes) -> bool:
+        return frame.startswith(b": hi")  # nchan's greeting once it has subscribed
 
 
 def bench_fanout(root: Path, plan: Plan, console: Console) -> list[Row]:
-    """N subscribers on one run emitting 20 events/s: p99 commit-to-receipt latency.
+    """N subscribers on one stream of 20 events/s: steplog's latency beside nchan's.
 
-    Besides the latency, two rows keep it honest: whether every subscriber got every
-    event, and the event rate the run actually reached while fanning out (the emitter
-    shares the server's event loop, so an overloaded server emits more slowly and the
-    latency would otherwise be measured under a lighter load than asked for).
+    Besides the latencies, rows keep it honest: whether every subscriber got every
+    event, how many failed, the event rate actually reached while fanning out (the
+    ticker shares steplog's event loop, so an overloaded server emits more slowly
+    and would otherwise be measured under a lighter load than asked for), and the
+    bench client's own CPU use (if it saturates a core, the client is measured).
     """
     n = plan.fanout_subscribers
     rate = 1000 / plan.fanout_interval_ms
     seconds = plan.fanout_count * plan.fanout_interval_ms / 1000
     name = f"live fan-out, {n:,} subscribers, {rate:.0f} events/s for {seconds:.0f} s: "
+    results: dict[str, list[FanoutResult]] = {"steplog": [], "nchan": []}
+    failures: dict[str, str] = {}
+    absent = nchan.missing()
+    if absent is not None:
+        console.log(f"[yellow]fan-out: {absent}; {nchan.HINT}")
+        failures["nchan"] = f"not measured: {absent}"
+    for rep in range(plan.reps):
+        if "steplog" not in failures:
+            try:
+                with _server(root, f"fanout{rep}", workers=2) as server:
+                    source = SteplogSource(server, plan.fanout_count, plan.fanout_interval_ms)
+                    results["steplog"].append(asyncio.run(_measure(source, plan, console)))
+            except Exception as exc:
+                failures["steplog"] = _error(console, "fan-out (steplog)", exc)
+        if "nchan" not in failures:
+            try:
+                with nchan.running(root / f"nchan-fanout{rep}") as peer:
+                    source_n = NchanSource(peer, plan.fanout_count, plan.fanout_interval_ms)
+                    results["nchan"].append(asyncio.run(_measure(source_n, plan, console)))
+            except Exception as exc:
+                failures["nchan"] = _error(console, "fan-out (nchan)", exc)
+    return _rows(name, rate, results, failures, peer_absent=absent is not None, subscribers=n)
+
+
+async def _measure(
+    source: SteplogSource | NchanSource, plan: Plan, console: Console
+) -> FanoutResult:
+    nominal = plan.fanout_count * plan.fanout_interval_ms / 1000
+    async with source:
+        return await measure(source, plan.fanout_subscribers, nominal, console)
+
+
+def _rows(
+    name: str,
+    rate: float,
+    results: dict[str, list[FanoutResult]],
+    failures: dict[str, str],
+    *,
+    peer_absent: bool,
+    subscribers: int,
+) -> list[Row]:
+    """The table's rows: each server's figures, then the two side by side.
+
+    `failures` holds why a server has no figures; a peer that is not installed
+    (`peer_absent`) says so in its cells but fails no target: steplog's are judged alone.
+    """
+    failed = bool(failures) and not (peer_absent and failures.keys() == {"nchan"})
+
+    def figure(label: str, value: Callable[[FanoutResult], float]) -> str:
+        if label in failures:
+            return failures[label]
+        return _median_figure([value(r) for r in results[label]], _ms)
+
+    def median(label: str, value: Callable[[FanoutResult], float]) -> float | None:
+        if label in failures or not results[label]:
+            return None
+        return statistics.median(value(r) for r in results[label])
+
+    def both(describe: Callable[[list[FanoutResult]], str]) -> str:
+        return ", ".join(
+            f"{label} {failures.get(label) or describe(results[label])}" for label in results
+        )
+
+    steplog_p99 = median("steplog", _p99)
     rows = [
-        Row(name + "commit-to-receipt p99", "", "< 250 ms"),
-        Row(name + "every event to every subscriber", "", "yes"),
-        Row(name + "event rate reached while fanning out", "", f"≥ {rate * 0.9:.0f}/s"),
+        Row(name + "steplog commit-to-receipt p50", figure("steplog", _p50)),
+        Row(
+            name + "steplog commit-to-receipt p99",
+            figure("steplog", _p99),
+            "< 250 ms",
+            None if steplog_p99 is None else steplog_p99 < 0.250,
+        ),
+        Row(name + "nchan publish-to-receipt p50", figure("nchan", _p50)),
+        Row(name + "nchan publish-to-receipt p99", figure("nchan", _p99)),
     ]
-    results: list[_FanoutResult] = []
-    try:
-        for rep in range(plan.reps):
-            with _server(root, f"fanout{rep}", workers=2) as server:
-                results.append(asyncio.run(_fanout_once(server, plan, console)))
-    except Exception as exc:
-        message = _error(console, "fan-out", exc)
-        for row in rows:
-            row.figure, row.met = message, False
-        return rows
-    p99s = [r.p99 for r in results]
-    rows[0].figure = _median_figure(p99s, _ms)
-    rows[0].met = statistics.median(p99s) < 0.250
-    failed = sum(not r.complete for r in results)
-    rows[1].figure = "yes" if not failed else f"no ({failed} of {len(results)} runs)"
-    rows[1].met = not failed
-    rates = [r.emitted_per_s for r in results]
-    rows[2].figure = _median_figure(rates, lambda v: f"{v:,.1f}/s")
-    rows[2].met = statistics.median(rates) >= rate * 0.9  # the ticker's sleep adds drift
+    for pct, value in (("p50", _p50), ("p99", _p99)):
+        ours, theirs = median("steplog", value), median("nchan", value)
+        row = Row(f"{name}{pct} steplog / nchan", "not measured", f"≤ {RATIO_TARGET:.0f}x")
+        row.met = None if peer_absent else False
+        if peer_absent:
+            row.figure = failures["nchan"]
+        elif ours is not None and theirs:
+            row.figure, row.met = f"{ours / theirs:.1f}x", ours / theirs <= RATIO_TARGET
+        rows.append(row)
+    measured = [r for label, runs in results.items() if label not in failures for r in runs]
+    rows += [
+        Row(
+            name + "every event to every subscriber",
+            both(lambda runs: "yes" if all(r.complete for r in runs) else _incomplete(runs)),
+            "yes, both",
+            bool(measured) and all(r.complete for r in measured) and not failed,
+        ),
+        Row(
+            name + "subscriber errors",
+            both(lambda runs: f"{sum(r.errors for r in runs):,}"),
+            "0, both",
+            bool(measured) and not any(r.errors for r in measured) and not failed,
+        ),
+        Row(
+            name + "event rate reached while fanning out",
+            both(lambda runs: f"{statistics.median(r.emitted_per_s for r in runs):,.1f}/s"),
+            f"≥ {rate * 0.9:.0f}/s",  # the emitter's sleep adds drift
+            bool(measured)
+            and not failed
+            and all(  # each server's median, the figure shown
+                statistics.median(r.emitted_per_s for r in runs) >= rate * 0.9
+                for label, runs in results.items()
+                if label not in failures
+            ),
+        ),
+        Row(
+            name + "bench client CPU (share of one core) while fanning out",
+            both(lambda runs: _client_cpu(runs, subscribers)),
+            f"< {CLIENT_SATURATED:.0%} (the client is not the bottleneck)",
+            bool(measured)
+            and all(r.client_cpu < CLIENT_SATURATED for r in measured)
+            and not failed,
+        ),
+    ]
     return rows
 
 
-async def _fanout_once(server: ServerProcess, plan: Plan, console: Console) -> _FanoutResult:
-    """One measurement on a fresh server.
+def _p50(result: FanoutResult) -> float:
+    return result.p50
 
-    The run starts as soon as it is created, so subscribers attach from seq 0 while it
-    runs, get its first events by replay, and latency counts only what was committed
-    after all of them were attached. If the server cannot keep the asked-for rate,
-    the measurement stops at 1.2 x the nominal duration: it then checks every event
-    committed so far reached every subscriber, instead of waiting for the run's end.
-    """
-    n = plan.fanout_subscribers
-    state = _FanoutState(expected=n)
-    subscribers = [_Subscriber() for _ in range(n)]
-    connect = asyncio.Semaphore(CONNECT_CONCURRENCY)
-    nominal = plan.fanout_count * plan.fanout_interval_ms / 1000
-    async with Api(server) as api:
-        run_id = await api.start_ticker(plan.fanout_count, plan.fanout_interval_ms)
-        path = f"/runs/{run_id}/events"
-        tasks = [
-            asyncio.create_task(_subscribe(server, path, state, sub, connect))
-            for sub in subscribers
-        ]
-        try:
-            started = time.perf_counter()
-            try:
-                await asyncio.wait_for(state.all_connected.wait(), 120)
-            except TimeoutError:
-                raise BenchError(f"only {state.connected} of {n} subscribers attached") from None
-            # The retry line comes just before a stream subscribes to the hub: give the
-            # last ones a moment to finish their catch-up read.
-            live_from = state.live_from = time.time() + 0.2
-            console.log(
-                f"fan-out: {n:,} subscribers attached in {time.perf_counter() - started:.1f} s"
-            )
-            _done, pending = await asyncio.wait(tasks, timeout=nominal * 1.2 + 2)
-            run = await api.run(run_id)
-            cut = run.last_seq  # every subscriber must get at least this far
-            if pending:
-                console.log(f"fan-out: run not finished in time, checking up to seq {cut}")
-                state.cut = cut
-                for sub in subscribers:
-                    state.catch_up(sub)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(state.all_caught_up.wait(), 15)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-    latencies = sorted(latency for seq, latency in state.latencies if seq <= cut)
-    if not latencies:
-        raise BenchError("no event was committed after all subscribers attached")
-    p99 = _percentile(latencies, 0.99)
-    live_ats = sorted(at for seq, at in state.at_cache.items() if at >= live_from and seq <= cut)
-    span = live_ats[-1] - live_ats[0] if len(live_ats) > 1 else 0.0
-    emitted = (len(live_ats) - 1) / span if span > 0 else 0.0
-    problems = [s.problem for s in subscribers if s.problem]
-    short = sum(s.next_seq <= cut for s in subscribers)
-    unfinished = sum(not s.done for s in subscribers) if run.status in FINISHED else 0
-    complete = run.status != "failed" and not problems and not short and not unfinished
-    console.log(
-        f"fan-out: p50 {_ms(_percentile(latencies, 0.5))}, p99 {_ms(p99)}, max"
-        f" {_ms(latencies[-1])} over {len(latencies):,} live deliveries; run emitted"
-        f" {emitted:.1f} events/s; complete: {complete}"
-        + (f" (first problem: {problems[0]})" if problems else "")
-        + (f" ({short} short, {unfinished} unfinished)" if short or unfinished else "")
+
+def _p99(result: FanoutResult) -> float:
+    return result.p99
+
+
+def _incomplete(runs: list[FanoutResult]) -> str:
+    return f"no ({sum(not r.complete for r in runs)} of {len(runs)} runs)"
+
+
+def _client_cpu(runs: list[FanoutResult], subscribers: int) -> str:
+    """Median share of a core (and the worst), and CPU per delivery: per event, the
+    client reads every subscriber in turn, so the last one waits that times N (the
+    client's own floor under the p99, about half of it under the p50)."""
+    peak = max(r.client_cpu for r in runs)
+    per_delivery = statistics.median(r.client_per_delivery for r in runs)
+    figure = (
+        f"{statistics.median(r.client_cpu for r in runs):.0%} (max {peak:.0%};"
+        f" {per_delivery * 1e6:.0f} µs per delivery, {_ms(per_delivery * subscribers)}"
+        " per event for all)"
     )
-    return _FanoutResult(p99, emitted, complete)
-
-
-async def _subscribe(
-    server: ServerProcess,
-    path: str,
-    state: _FanoutState,
-    sub: _Subscriber,
-    connect: asyncio.Semaphore,
-) -> None:
-    """One subscriber: check every event arrives once and in order, time the live ones.
-
-    Frames are split on the blank line that ends them; all that is parsed per frame
-    is its `id:` (seq) and, once per seq for all subscribers, its `at`.
-    """
-    attached = False
-    response: bench_client.Response | None = None
-    try:
-        async with connect:
-            response = await bench_client.get(HOST, server.port, path, _auth(server), timeout=60)
-        if response.status != 200:
-            sub.problem = f"status {response.status}"
-            return
-        buffer = b""
-        at_cache, latencies = state.at_cache, state.latencies
-        while (body := await response.read()) is not None:
-            received = time.time()
-            if not body:
-                continue
-            buffer += body
-            if b"\n\n" not in buffer:
-                continue
-            *frames, buffer = buffer.split(b"\n\n")
-            live_from = state.live_from
-            for frame in frames:
-                if not frame.startswith(b"id: "):
-                    if not attached and frame.startswith(b"retry:"):
-                        attached = True
-                        _attached(state)
-                    continue  # the retry line, or a `: ping`
-                newline = frame.index(b"\n")
-                seq = int(frame[4:newline])
-                if seq != sub.next_seq and sub.problem is None:
-                    sub.problem = f"expected seq {sub.next_seq}, got {seq}"
-                sub.next_seq = seq + 1
-                at = at_cache.get(seq)
-                if at is None:
-                    start = frame.rindex(b'"at":"') + 6
-                    at = at_cache[seq] = parse_iso(frame[start : frame.index(b'"', start)].decode())
-                if live_from is not None and at >= live_from:
-                    latencies.append((seq, received - at))
-                if frame.startswith(b"event: completed", newline + 1):
-                    sub.done = True
-            state.catch_up(sub)
-        if not sub.done and sub.problem is None:
-            sub.problem = "the stream ended before the completed event"
-    except asyncio.CancelledError:
-        raise  # the measurement is over; what arrived is judged by the caller
-    except Exception as exc:
-        if sub.problem is None:
-            sub.problem = f"{type(exc).__name__}: {exc}"
-    finally:
-        if response is not None:
-            response.close()
-        if not attached:
-            _attached(state)  # counted as given up, so nobody waits for it
-        state.catch_up(sub)
-
-
-def _attached(state: _FanoutState) -> None:
-    """Count a subscriber as attached (or as given up, so nobody waits for it)."""
-    state.connected += 1
-    if state.connected >= state.expected:
-        state.all_connected.set()
+    return figure + (" — saturated, the client is measured" if peak >= CLIENT_SATURATED else "")

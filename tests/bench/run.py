@@ -13,7 +13,8 @@ The figures:
    event), so HTTP polling overhead on the benchmark side does not count.
 2. replay of a finished 100,000-event run to one client, from the start.
 3. live fan-out: 1,000 subscribers of one run emitting 20 events/s; commit-to-receipt
-   latency p99, and whether every subscriber got every event exactly once, in order.
+   latency p50 and p99, and whether every subscriber got every event exactly once,
+   in order.
 4. server memory per idle open stream (RSS growth over 1,000 idle streams).
 
 Then appends (64 emitters), replay and memory again on PostgreSQL, each on a
@@ -21,8 +22,14 @@ throwaway schema of the server at `STEPLOG_BENCH_POSTGRES` (default: the local
 test server), with smaller counts where writing the events would take long; when
 that server cannot be reached, one row says so instead.
 
+Replay and fan-out are also measured on a peer, nchan (nginx's pub/sub module, one
+worker: `tests.bench.nchan`), in the same run with the same client, and the rows
+give the ratio of steplog's figure to nchan's; without nchan installed those rows
+say so.
+
 Clients read raw sockets (`tests.bench.client`) rather than httpx so the client is
-not what gets measured. Progress goes to stderr; the markdown table is returned.
+not what gets measured; the fan-out rows show the client's own CPU use to check it.
+Progress goes to stderr; the markdown table is returned.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from tests.bench.common import Row, _raise_open_file_limit
 from tests.bench.common import RunInfo as RunInfo
 from tests.bench.common import _server as _server
 from tests.bench.fanout import bench_fanout
+from tests.bench.replay_peer import bench_nchan_replay
 from tests.bench.storage import _replay_all as _replay_all
 from tests.bench.storage import _start_replay_run as _start_replay_run
 from tests.bench.storage import bench_appends, bench_memory, bench_postgres, bench_replay
@@ -125,6 +133,7 @@ def run_benchmarks(quick: bool = False, only: frozenset[str] = frozenset(BENCHMA
                 plan,
                 console,
                 (lambda: bench_memory(root, plan, console)) if "memory" in only else list,
+                peer=lambda rates: bench_nchan_replay(root, plan, console, rates),
             )
         elif "memory" in only:
             memory = bench_memory(root, plan, console)

@@ -123,12 +123,15 @@ def bench_replay(
     *,
     db: str | None = None,
     suffix: str = "",
+    peer: Callable[[list[float]], list[Row]] | None = None,
 ) -> tuple[list[Row], list[Row]]:
     """Replay of a finished run from the start to one client (target: 100k events/s).
 
     The run is written by one ticker (one emitter, each append acknowledged), which
     takes a while; `meanwhile` runs during that time and its rows are returned too.
-    `db` and `suffix` as for `bench_appends`.
+    `db` and `suffix` as for `bench_appends`. `peer`, given steplog's rates (none if
+    they could not be measured), measures the same replay on another server right
+    after and returns its rows, which follow steplog's.
     """
     name = f"replay of a finished {plan.replay_events:,}-event run to 1 client{suffix}"
     target = "≥ 100,000 events/s"
@@ -139,11 +142,15 @@ def bench_replay(
             other = meanwhile()
             rates = asyncio.run(_replay_all(server, run_id, plan, console))
     except Exception as exc:
+        rates = []
         rows = [Row(name, _error(console, name, exc), target, False)]
     else:
         median = statistics.median(rates)
         rows = [Row(name, _median_figure(rates, _rate), target, median >= 100_000)]
-    return rows, meanwhile() if other is None else other
+    other = meanwhile() if other is None else other
+    if peer is not None:
+        rows += peer(rates)
+    return rows, other
 
 
 async def _start_replay_run(server: ServerProcess, plan: Plan, console: Console) -> str:
@@ -163,33 +170,25 @@ async def _replay_all(
     console.log(f"replay: the run is written ({time.perf_counter() - started:.0f} s more)")
     rates = []
     for _ in range(plan.reps):
-        events, seconds = await asyncio.wait_for(_replay_once(server, run), 120)
+        cpu = time.process_time()
+        events, seconds, size = await asyncio.wait_for(_replay_once(server, run), 120)
+        cpu = time.process_time() - cpu
         rates.append(events / seconds)
-        console.log(f"replay: {events:,} events in {seconds:.2f} s = {_rate(events / seconds)}")
+        console.log(
+            f"replay: {events:,} events ({size / events:.0f} bytes each) in {seconds:.2f} s"
+            f" = {_rate(events / seconds)}; client CPU {cpu / seconds:.0%}"
+        )
     return rates
 
 
-async def _replay_once(server: ServerProcess, run: RunInfo) -> tuple[int, float]:
-    """Read the whole stream from the start; count events (one `data:` line each).
-
-    Counting `\\ndata: ` with bytes.count keeps the client at C speed; the last six
-    bytes of each piece are carried over so a marker split across reads counts once.
-    """
+async def _replay_once(server: ServerProcess, run: RunInfo) -> tuple[int, float, int]:
+    """Read the whole stream from the start; count events (`bench_client.count_events`)."""
     started = time.perf_counter()
     response = await bench_client.get(HOST, server.port, f"/runs/{run.id}/events", _auth(server))
     try:
         if response.status != 200:
             raise BenchError(f"GET /runs/{run.id}/events answered {response.status}")
-        events = 0
-        carry = b""
-        tail = b""
-        while (body := await response.read()) is not None:
-            if not body:
-                continue
-            data = carry + body
-            events += data.count(b"\ndata: ")
-            carry = data[-6:]
-            tail = (tail + body)[-4096:]
+        events, size, tail = await bench_client.count_events(response)
         seconds = time.perf_counter() - started
     finally:
         response.close()
@@ -198,7 +197,7 @@ async def _replay_once(server: ServerProcess, run: RunInfo) -> tuple[int, float]
         raise BenchError("the replay did not end with the `completed` event")
     if events != run.last_seq:
         raise BenchError(f"replay delivered {events} events, the run has {run.last_seq}")
-    return events, seconds
+    return events, seconds, size
 
 
 # -- 4. memory per idle stream ----------------------------------------------------------

@@ -31,6 +31,7 @@ from tests.bench.common import (
     _median_figure,
     _ms,
     _server,
+    measure_with,
 )
 from tests.bench.subscribers import CLIENT_SATURATED, Emitted, FanoutResult, measure
 from tests.support.launcher import ServerProcess
@@ -162,14 +163,14 @@ def bench_fanout(root: Path, plan: Plan, console: Console) -> list[Row]:
             try:
                 with _server(root, f"fanout{rep}", workers=2) as server:
                     source = SteplogSource(server, plan.fanout_count, plan.fanout_interval_ms)
-                    results["steplog"].append(asyncio.run(_measure(source, plan, console)))
+                    results["steplog"].append(measure_with(_measure(source, plan, console)))
             except Exception as exc:
                 failures["steplog"] = _error(console, "fan-out (steplog)", exc)
         if "nchan" not in failures:
             try:
                 with nchan.running(root / f"nchan-fanout{rep}") as peer:
                     source_n = NchanSource(peer, plan.fanout_count, plan.fanout_interval_ms)
-                    results["nchan"].append(asyncio.run(_measure(source_n, plan, console)))
+                    results["nchan"].append(measure_with(_measure(source_n, plan, console)))
             except Exception as exc:
                 failures["nchan"] = _error(console, "fan-out (nchan)", exc)
     return _rows(name, rate, results, failures, peer_absent=absent is not None, subscribers=n)

@@ -19,7 +19,15 @@ from rich.console import Console
 
 from tests.bench import client as bench_client
 from tests.bench import nchan
-from tests.bench.common import HOST, BenchError, Row, _error, _median_figure, _rate
+from tests.bench.common import (
+    HOST,
+    BenchError,
+    Row,
+    _error,
+    _median_figure,
+    _rate,
+    measure_with,
+)
 
 if TYPE_CHECKING:
     from tests.bench.run import Plan
@@ -49,7 +57,7 @@ def bench_nchan_replay(
             channel = f"replay{time.time_ns()}"
             asyncio.run(_fill(server, channel, n, console))
             rates = [
-                asyncio.run(_replay_once(server, channel, n, console)) for _ in range(plan.reps)
+                measure_with(_replay_once(server, channel, n, console)) for _ in range(plan.reps)
             ]
     except Exception as exc:
         message = _error(console, "replay (nchan)", exc)

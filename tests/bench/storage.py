@@ -34,6 +34,7 @@ from tests.bench.common import (
     _rate,
     _rss_bytes,
     _server,
+    measure_with,
 )
 from tests.support import postgres as postgres_testing
 from tests.support.launcher import ServerProcess
@@ -140,7 +141,7 @@ def bench_replay(
         with _server(root, "pg-replay" if db else "replay", db=db, workers=1) as server:
             run_id = asyncio.run(_start_replay_run(server, plan, console))
             other = meanwhile()
-            rates = asyncio.run(_replay_all(server, run_id, plan, console))
+            rates = measure_with(_replay_all(server, run_id, plan, console))
     except Exception as exc:
         rates = []
         rows = [Row(name, _error(console, name, exc), target, False)]

@@ -50,6 +50,11 @@ class Operation(Pending[T]):
         except SteplogError as exc:  # refused (fenced, unknown run): only this caller fails
             self._error = exc
 
+    @property
+    def refused(self) -> bool:
+        """This operation failed on its own in the last `run` (the others may commit)."""
+        return self._error is not None
+
     def fail(self, exc: BaseException) -> None:
         """The whole transaction is gone: tell the caller."""
         if not self.future.done():
@@ -136,12 +141,12 @@ class Batch(Numbering):
             for run_id, last_seq, ending in self.changed_runs()
         ]
         await self.conn.execute(
-            QUERIES["write_batch"], *_columns(self.rows, 11), *_columns(runs, 5), self.now_iso
+            QUERIES["write_batch"], *columns(self.rows, 11), *columns(runs, 5), self.now_iso
         )
         self.rows = []
         self.wrote_events = True
 
 
-def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+def columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
     """Rows to the column arrays `unnest` takes."""
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width

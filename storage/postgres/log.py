@@ -64,6 +64,7 @@ from storage.errors import SteplogError
 from storage.interface import CommitListener
 from storage.postgres import migrations, operations
 from storage.postgres.batch import Batch, Operation
+from storage.postgres.cached import InDoubt, Sent, WriterCache, is_stale
 from storage.postgres.errors import is_connection_error, is_disk_full, translate
 from storage.postgres.notify import CommitWatcher
 from storage.postgres.reads import PostgresReads
@@ -116,6 +117,8 @@ class PostgresEventLog(PostgresReads):
         self._lock_key = 0
         self._channel = ""
         self._watcher: CommitWatcher | None = None
+        self._cache = WriterCache()
+        """The head and runs as the last commit left them: the short way (cached.py)."""
         self._committed_head = 0
         """The head of this writer's last commit that added events."""
         self._disk_full = False
@@ -156,7 +159,13 @@ class PostgresEventLog(PostgresReads):
         # A writer that freezes or loses its network mid-transaction would hold
         # the append lock (and so every process's appends) until TCP gave up:
         # the server ends such a session after a few idle seconds instead.
-        settings = {**SESSION_SETTINGS, "idle_in_transaction_session_timeout": self._idle_limit_ms}
+        # The short way's transaction is implicit: READ COMMITTED whatever the server's
+        # default, as BEGIN ISOLATION LEVEL READ COMMITTED gives the long way.
+        settings = {
+            **SESSION_SETTINGS,
+            "idle_in_transaction_session_timeout": self._idle_limit_ms,
+            "default_transaction_isolation": "read committed",
+        }
         return await asyncpg.connect(self.url, server_settings=settings)
 
     async def close(self) -> None:
@@ -241,21 +250,37 @@ class PostgresEventLog(PostgresReads):
         Every caller is answered (`settle`) before this returns, so commit observers
         can tell the appends acknowledged from those refused.
 
+        Plain appends go the short way when the writer's cache allows (one statement:
+        storage/postgres/cached.py), else the long way (`_transaction`).
+
         A connection found dead before COMMIT was sent (say, closed by a server
         restart while idle) certainly committed nothing, so the batch is run once
-        more on a fresh connection instead of failing every caller. A transaction
-        that failed otherwise while applying the operations is run once more with
-        a savepoint per operation, so whatever one of them did wrong fails only
-        its caller (see storage/writer/commits.py).
+        more on a fresh connection instead of failing every caller. So is a group
+        whose short-way statement lost its connection, after finding out under the
+        append lock whether it committed (`Sent`). A transaction that failed
+        otherwise while applying the operations is run once more with a savepoint
+        per operation, so whatever one of them did wrong fails only its caller (see
+        storage/writer/commits.py).
         """
         reconnected = alone = False
+        in_doubt: Sent | None = None
         while True:
             progress = commits.Progress()
             try:
-                batch = await self._transaction(ops, progress, alone=alone)
+                batch = None if alone or in_doubt else await self._short_way(ops, progress)
+                if batch is None:
+                    batch = await self._transaction(ops, progress, alone=alone, in_doubt=in_doubt)
             except Exception as exc:  # the whole transaction is gone
                 # Whatever failed, the connection's state is suspect: start afresh.
+                self._cache.forget()
                 await self._drop_writer()
+                if isinstance(exc, InDoubt):
+                    if not reconnected:
+                        log.warning("writer connection lost (%s) appending in one statement;"
+                                    " finding out whether it committed", exc.cause)  # fmt: skip
+                        reconnected, in_doubt = True, exc.sent
+                        continue
+                    exc = exc.cause
                 lost = is_connection_error(exc)
                 if lost and not reconnected and not progress.committing:
                     log.warning("writer connection lost (%s); retrying the batch", exc)
@@ -284,12 +309,48 @@ class PostgresEventLog(PostgresReads):
             if self._disk_full:
                 self._disk_full = False
                 log.warning("PostgreSQL takes writes again after its disk was full")
+            self._cache.remember(batch)
             for op in ops:
                 op.settle()
             return batch
 
+    async def _short_way(
+        self, ops: list[Operation[Any]], progress: commits.Progress
+    ) -> Batch | None:
+        """The group in one statement, numbered against the writer's cache; None when it
+        has to go the long way (the cache cannot serve it, or the database found the
+        cache out of date: nothing was written then).
+
+        A lost connection leaves the outcome unknown: raised as `InDoubt`.
+        """
+        if self._before_commit is not None:
+            return None  # a late commit needs a transaction to hold open (tests)
+        conn = await self._writer()
+        short = self._cache.batch_for(conn, ops)
+        if short is None:
+            return None
+        short.batch.set_time(self.clock())
+        progress.stage = "applying"
+        if not await short.number(ops):
+            return None
+        try:
+            await short.send(self._lock_key, self._channel)
+        except Exception as exc:
+            if is_stale(exc):
+                self._cache.forget()
+                return None
+            if is_connection_error(exc):
+                raise InDoubt(short.sent(), exc) from exc
+            raise  # refused by the server: certainly not committed
+        return short.batch
+
     async def _transaction(
-        self, ops: list[Operation[Any]], progress: commits.Progress, *, alone: bool = False
+        self,
+        ops: list[Operation[Any]],
+        progress: commits.Progress,
+        *,
+        alone: bool = False,
+        in_doubt: Sent | None = None,
     ) -> Batch:
         """One write transaction in as few round trips as possible: every one of them
         is spent holding the append lock that all processes share.
@@ -299,12 +360,26 @@ class PostgresEventLog(PostgresReads):
         open; the caller drops the connection, which makes the server roll it back.
         `alone` gives every operation a savepoint (and its own flush): one that
         fails is undone and its caller told, and the others commit.
+
+        `in_doubt`: a short-way statement for `ops` lost its connection. Once the
+        lock is held, that statement has either committed or can no longer commit
+        (it writes only on top of the head it was numbered from, and whatever this
+        transaction writes goes there): if its first row is in the log, the group
+        is done and is answered as it was numbered; otherwise it is applied anew.
         """
         conn = await self._writer()
         await conn.execute(QUERIES["begin_append"])
         batch = Batch(conn)
         appends = [op for op in ops if op.appends]
         await batch.start(self._lock_key, appends)
+        if (
+            in_doubt is not None
+            and await conn.fetchval(QUERIES["event_hash"], in_doubt.pos) == in_doubt.hash
+        ):
+            log.warning("the group of %d appends had committed; answering it", len(ops))
+            progress.stage = "committing"
+            await conn.execute(QUERIES["commit"])
+            return in_doubt.batch
         # The time is read under the lock, so `at` follows commit order closely.
         batch.set_time(self.clock())
         progress.stage = "applying"
@@ -346,7 +421,7 @@ async def _prepare_writer(conn: asyncpg.Connection) -> None:
     """Prepare the statements run under the append lock, before any lock is held:
     the first use of a statement makes asyncpg look its types up, a few round
     trips that must not be spent while every process waits."""
-    for name in ("lock_for_append", "write_batch"):
+    for name in ("lock_for_append", "write_batch", "append_batch"):
         await conn.prepare(QUERIES[name])
 
 

@@ -141,12 +141,12 @@ class Batch(Numbering):
             for run_id, last_seq, ending in self.changed_runs()
         ]
         await self.conn.execute(
-            QUERIES["write_batch"], *columns(self.rows, 11), *columns(runs, 5), self.now_iso
+            QUERIES["write_batch"], *_columns(self.rows, 11), *_columns(runs, 5), self.now_iso
         )
         self.rows = []
         self.wrote_events = True
 
 
-def columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
     """Rows to the column arrays `unnest` takes."""
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width

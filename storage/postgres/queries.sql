@@ -88,12 +88,8 @@ UPDATE runs
 -- The short way for a group of plain appends (storage/postgres/cached.py): the whole
 -- write transaction in one round trip, run outside BEGIN so it commits on its own.
 -- Raises SQLSTATE SLSTA, having written nothing, unless the head ($3, $4) and each
--- run's (attempt, status, last_seq) ($16-$19) are still what the writer numbered from.
-SELECT steplog_append_batch($1, $2, $3, $4,
-    $5::bigint[], $6::text[], $7::integer[], $8::text[], $9::text[], $10::text[],
-    $11::double precision[], $12::text[], $13::integer[], $14::text[], $15::text[],
-    $16::text[], $17::integer[], $18::text[], $19::integer[], $20::integer[], $21::text[],
-    $22::text[], $23::text[], $24);
+-- run's (attempt, status, last_seq) in $6 are still what the writer numbered from.
+SELECT steplog_append_batch($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7);
 
 -- event_hash --
 -- After a short-way statement lost its connection: did its first row commit?

@@ -164,3 +164,37 @@ async def test_a_short_way_statement_that_outlived_its_connection_is_answered_on
     assert event in events
     report = await asyncio.to_thread(verify_log, pg_url)
     assert report.ok, report.problems
+
+
+async def test_the_short_way_stores_exactly_what_it_hashed(
+    open_logs: Callable[..., PostgresEventLog], pg_url: str
+) -> None:
+    """Rows travel as JSON text: every string and pct must read back as numbered, so
+    the chain `audit verify` recomputes is the one the writer built."""
+    log = open_logs()
+    await log.open()
+    run_id = await running_run(log)
+    await log.append(note(run_id, "warm"))
+    awkward = ['"quoted" \\ back\\slash', "tab\tnew\nline", "é ß 漢字 🙂", "\u2028\u2029", "{}", ""]
+    pcts = [None, 0.0, -0.0, 33.333, 1e-9, 99.995, 12345678.125, 1e300]
+    appended = await asyncio.gather(
+        *(
+            log.append(
+                NewEvent(
+                    run_id,
+                    EventType.STEP_PROGRESS,
+                    1,
+                    step=text,
+                    message=text,
+                    pct=pct,
+                    data={"text": text, "n": [1, 2.5, None]},
+                )
+            )
+            for text in awkward
+            for pct in pcts
+        )
+    )
+    stored = await log.read_run(run_id, appended[0].seq - 1)
+    assert stored == sorted(appended)
+    report = await asyncio.to_thread(verify_log, pg_url)
+    assert report.ok, report.problems

@@ -23,7 +23,7 @@ refusals are only ever decided from rows read under the lock.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,9 @@ import asyncpg
 from storage.jsonenc import c_encoder
 from storage.numbering import RunState
 from storage.postgres.batch import Batch, Operation
+from storage.postgres.errors import is_connection_error
 from storage.sqlfiles import POSTGRES as QUERIES
+from storage.writer.commits import Progress
 from storage.writer.writes import Append
 
 
@@ -73,6 +75,12 @@ class Sent:
     pos: int
     hash: str
     batch: Batch
+
+    async def committed(self, conn: asyncpg.Connection) -> bool:
+        """Whether the group is in the log; asked holding the append lock, when the
+        statement has either committed or can no longer commit."""
+        stored: str | None = await conn.fetchval(QUERIES["event_hash"], self.pos)
+        return stored == self.hash
 
 
 class InDoubt(Exception):
@@ -176,3 +184,37 @@ class Short:
         )
         batch.rows = []
         batch.wrote_events = True
+
+
+async def short_way(
+    cache: WriterCache,
+    conn: asyncpg.Connection,
+    ops: Sequence[Operation[Any]],
+    progress: Progress,
+    clock: Callable[[], float],
+    lock_key: int,
+    channel: str,
+) -> Batch | None:
+    """The group in one statement, numbered against `cache`; None when it has to go the
+    long way (the cache cannot serve it, an append would be refused, or the database
+    found the cache out of date: nothing was written then).
+
+    A lost connection leaves the outcome unknown: raised as `InDoubt`.
+    """
+    short = cache.batch_for(conn, ops)
+    if short is None:
+        return None
+    short.batch.set_time(clock())
+    progress.stage = "applying"
+    if not await short.number(ops):
+        return None
+    try:
+        await short.send(lock_key, channel)
+    except Exception as exc:
+        if is_stale(exc):
+            cache.forget()
+            return None
+        if is_connection_error(exc):
+            raise InDoubt(short.sent(), exc) from exc
+        raise  # refused by the server: certainly not committed
+    return short.batch

@@ -50,6 +50,11 @@ class Operation(Pending[T]):
         except SteplogError as exc:  # refused (fenced, unknown run): only this caller fails
             self._error = exc
 
+    @property
+    def refused(self) -> bool:
+        """This operation failed on its own in the last `run` (the others may commit)."""
+        return self._error is not None
+
     def fail(self, exc: BaseException) -> None:
         """The whole transaction is gone: tell the caller."""
         if not self.future.done():

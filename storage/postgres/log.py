@@ -40,11 +40,15 @@ Throughput comes from group commit: while one process holds the lock, its
 peers' writers keep queueing, and each then commits everything it gathered in
 one transaction (one `unnest` INSERT). The cost is that appends from all
 processes share one commit stream (fsync) — the price of one totally ordered,
-hash-chained log; see storage/postgres/README.md.
+hash-chained log; see storage/postgres/README.md. A group of plain appends
+usually needs only one round trip, `steplog_append_batch`, which does all of
+the above in one function call checked against the writer's cache
+(storage/postgres/cached.py).
 
 A lost connection during COMMIT leaves the outcome unknown (as with any remote
 database): the caller gets `StorageUnavailable` and the event may or may not be
-in the log; a worker's retry then continues from what the log holds.
+in the log; a worker's retry then continues from what the log holds. (For the
+one-statement way the writer finds the outcome out instead: `_transaction`.)
 """
 
 from __future__ import annotations
@@ -52,11 +56,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -64,18 +66,22 @@ from storage.errors import SteplogError
 from storage.interface import CommitListener
 from storage.postgres import migrations, operations
 from storage.postgres.batch import Batch, Operation
+from storage.postgres.cached import InDoubt, Sent, WriterCache, short_way
 from storage.postgres.errors import is_connection_error, is_disk_full, translate
 from storage.postgres.notify import CommitWatcher
 from storage.postgres.reads import PostgresReads
+from storage.postgres.sessions import (
+    SESSION_SETTINGS,
+    channel_name,
+    prepare_writer,
+    redacted,
+    writer_settings,
+)
 from storage.sqlfiles import POSTGRES as QUERIES
 from storage.writer import commits
 from storage.writer.queued import STOP, Operations
 
 log = logging.getLogger("steplog.storage.postgres")
-
-# Short OLTP statements only: JIT compilation would cost more than it saves (and
-# makes asyncpg's one-off type introspection slow).
-SESSION_SETTINGS = {"jit": "off"}
 
 
 class PostgresEventLog(PostgresReads):
@@ -98,7 +104,7 @@ class PostgresEventLog(PostgresReads):
 
         `poll_interval` is the safety-net check for commits from other processes
         when a NOTIFY was missed. `idle_limit` is how long the server lets a
-        write transaction sit idle before ending it (see `_connect_writer`); the
+        write transaction sit idle before ending it (see `sessions.writer_settings`); the
         writer itself never pauses inside one. `before_commit` is awaited inside
         every write transaction just before COMMIT: tests use it to make commits
         late.
@@ -116,13 +122,15 @@ class PostgresEventLog(PostgresReads):
         self._lock_key = 0
         self._channel = ""
         self._watcher: CommitWatcher | None = None
+        self._cache = WriterCache()
+        """The head and runs as the last commit left them: the short way (cached.py)."""
         self._committed_head = 0
         """The head of this writer's last commit that added events."""
         self._disk_full = False
         """The last write failed with SQLSTATE 53100: logged once until one commits."""
 
     def __repr__(self) -> str:
-        return f"PostgresEventLog({_redacted(self.url)!r})"
+        return f"PostgresEventLog({redacted(self.url)!r})"
 
     # -- lifecycle -------------------------------------------------------------
     async def open(self) -> None:
@@ -134,8 +142,8 @@ class PostgresEventLog(PostgresReads):
             elif await migrations.current(conn) != migrations.latest():
                 raise SteplogError("the database schema is not up to date: run `steplog migrate`")
             self._lock_key = await conn.fetchval(QUERIES["append_lock_key"])
-            self._channel = _channel_name(await conn.fetchval(QUERIES["current_schema"]))
-            await _prepare_writer(conn)
+            self._channel = channel_name(await conn.fetchval(QUERIES["current_schema"]))
+            await prepare_writer(conn)
             self._pool = await asyncpg.create_pool(
                 self.url, min_size=0, max_size=self._readers, server_settings=SESSION_SETTINGS
             )
@@ -153,10 +161,7 @@ class PostgresEventLog(PostgresReads):
         return await asyncpg.connect(self.url, server_settings=SESSION_SETTINGS)
 
     async def _connect_writer(self) -> asyncpg.Connection:
-        # A writer that freezes or loses its network mid-transaction would hold
-        # the append lock (and so every process's appends) until TCP gave up:
-        # the server ends such a session after a few idle seconds instead.
-        settings = {**SESSION_SETTINGS, "idle_in_transaction_session_timeout": self._idle_limit_ms}
+        settings = writer_settings(self._idle_limit_ms)
         return await asyncpg.connect(self.url, server_settings=settings)
 
     async def close(self) -> None:
@@ -231,7 +236,7 @@ class PostgresEventLog(PostgresReads):
         """The writer's connection, reopened after a loss."""
         if self._writer_conn is None or self._writer_conn.is_closed():
             conn = await self._connect_writer()
-            await _prepare_writer(conn)
+            await prepare_writer(conn)
             self._writer_conn = conn
         return self._writer_conn
 
@@ -241,21 +246,37 @@ class PostgresEventLog(PostgresReads):
         Every caller is answered (`settle`) before this returns, so commit observers
         can tell the appends acknowledged from those refused.
 
+        Plain appends go the short way when the writer's cache allows (one statement:
+        storage/postgres/cached.py), else the long way (`_transaction`).
+
         A connection found dead before COMMIT was sent (say, closed by a server
         restart while idle) certainly committed nothing, so the batch is run once
-        more on a fresh connection instead of failing every caller. A transaction
-        that failed otherwise while applying the operations is run once more with
-        a savepoint per operation, so whatever one of them did wrong fails only
-        its caller (see storage/writer/commits.py).
+        more on a fresh connection instead of failing every caller. So is a group
+        whose short-way statement lost its connection, after finding out under the
+        append lock whether it committed (`Sent`). A transaction that failed
+        otherwise while applying the operations is run once more with a savepoint
+        per operation, so whatever one of them did wrong fails only its caller (see
+        storage/writer/commits.py).
         """
         reconnected = alone = False
+        in_doubt: Sent | None = None
         while True:
             progress = commits.Progress()
             try:
-                batch = await self._transaction(ops, progress, alone=alone)
+                batch = None if alone or in_doubt else await self._short_way(ops, progress)
+                if batch is None:
+                    batch = await self._transaction(ops, progress, alone=alone, in_doubt=in_doubt)
             except Exception as exc:  # the whole transaction is gone
                 # Whatever failed, the connection's state is suspect: start afresh.
+                self._cache.forget()
                 await self._drop_writer()
+                if isinstance(exc, InDoubt):
+                    if not reconnected:
+                        log.warning("writer connection lost (%s) appending in one statement;"
+                                    " finding out whether it committed", exc.cause)  # fmt: skip
+                        reconnected, in_doubt = True, exc.sent
+                        continue
+                    exc = exc.cause
                 lost = is_connection_error(exc)
                 if lost and not reconnected and not progress.committing:
                     log.warning("writer connection lost (%s); retrying the batch", exc)
@@ -284,12 +305,28 @@ class PostgresEventLog(PostgresReads):
             if self._disk_full:
                 self._disk_full = False
                 log.warning("PostgreSQL takes writes again after its disk was full")
+            self._cache.remember(batch)
             for op in ops:
                 op.settle()
             return batch
 
+    async def _short_way(
+        self, ops: list[Operation[Any]], progress: commits.Progress
+    ) -> Batch | None:
+        """The group in one statement (`cached.short_way`), or None for the long way."""
+        if self._before_commit is not None:
+            return None  # a late commit needs a transaction to hold open (tests)
+        conn = await self._writer()
+        where = (self._lock_key, self._channel)
+        return await short_way(self._cache, conn, ops, progress, self.clock, *where)
+
     async def _transaction(
-        self, ops: list[Operation[Any]], progress: commits.Progress, *, alone: bool = False
+        self,
+        ops: list[Operation[Any]],
+        progress: commits.Progress,
+        *,
+        alone: bool = False,
+        in_doubt: Sent | None = None,
     ) -> Batch:
         """One write transaction in as few round trips as possible: every one of them
         is spent holding the append lock that all processes share.
@@ -299,12 +336,21 @@ class PostgresEventLog(PostgresReads):
         open; the caller drops the connection, which makes the server roll it back.
         `alone` gives every operation a savepoint (and its own flush): one that
         fails is undone and its caller told, and the others commit.
+
+        `in_doubt`: a short-way statement for `ops` lost its connection; once the
+        lock is held it is known whether it committed (see `Sent`). If it did, the
+        group is answered as it was numbered; otherwise it is applied anew.
         """
         conn = await self._writer()
         await conn.execute(QUERIES["begin_append"])
         batch = Batch(conn)
         appends = [op for op in ops if op.appends]
         await batch.start(self._lock_key, appends)
+        if in_doubt is not None and await in_doubt.committed(conn):
+            log.warning("the group of %d appends had committed; answering it", len(ops))
+            progress.stage = "committing"
+            await conn.execute(QUERIES["commit"])
+            return in_doubt.batch
         # The time is read under the lock, so `at` follows commit order closely.
         batch.set_time(self.clock())
         progress.stage = "applying"
@@ -340,28 +386,6 @@ class PostgresEventLog(PostgresReads):
         super().add_commit_listener(listener)
         if self._watcher is None and not self._closed:
             self._start_watcher()
-
-
-async def _prepare_writer(conn: asyncpg.Connection) -> None:
-    """Prepare the statements run under the append lock, before any lock is held:
-    the first use of a statement makes asyncpg look its types up, a few round
-    trips that must not be spent while every process waits."""
-    for name in ("lock_for_append", "write_batch"):
-        await conn.prepare(QUERIES[name])
-
-
-def _channel_name(schema: str) -> str:
-    """This log's NOTIFY channel: one per schema, and only [a-z0-9_] (it is spliced into SQL)."""
-    return "steplog_" + re.sub(r"[^a-z0-9_]", "_", schema.lower())[:50]
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, for logs and reprs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 __all__ = ["PostgresEventLog"]

@@ -84,6 +84,17 @@ UPDATE runs
        AS u (id, last_seq, status, result, error)
  WHERE runs.id = u.id;
 
+-- append_batch --
+-- The short way for a group of plain appends (storage/postgres/cached.py): the whole
+-- write transaction in one round trip, run outside BEGIN so it commits on its own.
+-- Raises SQLSTATE SLSTA, having written nothing, unless the head ($3, $4) and each
+-- run's (attempt, status, last_seq) in $6 are still what the writer numbered from.
+SELECT steplog_append_batch($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7);
+
+-- event_hash --
+-- After a short-way statement lost its connection: did its first row commit?
+SELECT hash FROM events WHERE pos = $1;
+
 -- notify_and_commit --
 -- The last round trip: the wake-up (delivered by PostgreSQL only if and when the
 -- transaction commits; payload = new head pos) and the COMMIT. {channel} is made

@@ -60,12 +60,12 @@ async def fill(log: EventLog) -> None:
 async def test_migrate_creates_then_reports_the_schema(pg_url: str) -> None:
     first = steplog("migrate", "--db", pg_url)
     assert first.returncode == 0, first.stderr
-    assert "migrated from version 0 to 3" in first.stdout
+    assert "migrated from version 0 to 4" in first.stdout
     again = steplog("migrate", "--db", pg_url)
-    assert again.returncode == 0 and "already at version 3" in again.stdout
+    assert again.returncode == 0 and "already at version 4" in again.stdout
     conn = await asyncpg.connect(pg_url)
     try:
-        assert await conn.fetchval("SELECT max(version) FROM schema_version") == 3
+        assert await conn.fetchval("SELECT max(version) FROM schema_version") == 4
         assert await conn.fetchval("SELECT count(*) FROM events") == 0
     finally:
         await conn.close()

@@ -42,6 +42,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from tests.bench.capacity import bench_capacity
 from tests.bench.common import (
     CONNECT_CONCURRENCY as CONNECT_CONCURRENCY,
 )
@@ -75,6 +76,8 @@ class Plan:
     fanout_interval_ms: int
     memory_streams: int
     memory_warmup: int
+    capacity_idle: int
+    """Idle streams held open beside the live fan-out (`tests.bench.capacity`)."""
     pg_append_events: int
     """Events for the 64-emitter append figure on PostgreSQL (the other counts are shared,
     except the replay run's, below: one emitter writes it, which takes longest)."""
@@ -90,6 +93,7 @@ FULL = Plan(
     fanout_interval_ms=50,
     memory_streams=1_000,
     memory_warmup=50,
+    capacity_idle=10_000,
     pg_append_events=32_000,
     pg_replay_events=10_000,
 )
@@ -102,12 +106,22 @@ QUICK = Plan(
     fanout_interval_ms=50,
     memory_streams=1_000,
     memory_warmup=50,
+    capacity_idle=2_000,
     pg_append_events=6_400,
     pg_replay_events=2_000,
 )
 
 
-BENCHMARKS = ("appends", "replay", "fanout", "memory", "postgres", "audit", "archive")
+BENCHMARKS = (
+    "appends",
+    "replay",
+    "fanout",
+    "capacity",
+    "memory",
+    "postgres",
+    "audit",
+    "archive",
+)
 """The groups `--only` selects from, in the order they run."""
 
 
@@ -140,6 +154,8 @@ def run_benchmarks(quick: bool = False, only: frozenset[str] = frozenset(BENCHMA
         rows.extend(replay)
         if "fanout" in only:
             rows.extend(bench_fanout(root, plan, console))
+        if "capacity" in only:
+            rows.extend(bench_capacity(root, plan, console))
         rows.extend(memory)
         if "postgres" in only:
             rows.extend(bench_postgres(root, plan, console))

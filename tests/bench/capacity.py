@@ -1,0 +1,149 @@
+"""`make bench` capacity: 10,000 idle open streams on one instance while 1,000 more
+follow a live run (see `tests.bench.run`).
+
+What a busy deployment looks like: most viewers sit on runs that are quiet (a page
+left open, a dashboard on a queued run), each stream costing a socket, memory and
+a ping every 15 s, while a few runs are live. The rows say whether the instance
+holds every idle stream, what each costs in memory at that scale, and what the live
+fan-out's latency is with all of them open beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import TYPE_CHECKING
+
+import httpx
+from rich.console import Console
+
+from tests.bench import client as bench_client
+from tests.bench.common import (
+    CONNECT_CONCURRENCY,
+    HOST,
+    Api,
+    BenchError,
+    Row,
+    _auth,
+    _error,
+    _kib,
+    _ms,
+    _rss_bytes,
+    _server,
+    measure_with,
+)
+from tests.bench.fanout import SteplogSource
+from tests.bench.subscribers import FanoutResult, measure
+from tests.support.launcher import ServerProcess
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.bench.run import Plan
+
+MEMORY_TARGET = 32 * 1024
+"""Bytes of server memory per idle open stream, at 10,000 of them."""
+
+LATENCY_TARGET = 0.250
+"""The live fan-out's p99 with the idle streams open: the fan-out benchmark's own bound."""
+
+WARMUP = 50
+"""Streams opened before the first RSS reading (allocator arenas, first-use caches)."""
+
+
+def bench_capacity(root: Path, plan: Plan, console: Console) -> list[Row]:
+    """Idle streams held, memory per idle stream and live fan-out latency beside them."""
+    idle, live = plan.capacity_idle, plan.fanout_subscribers
+    rate = 1000 / plan.fanout_interval_ms
+    name = f"{idle:,} idle streams open on one instance"
+    rows = [
+        Row(f"{name}: streams held", "", f"{idle:,}"),
+        Row(f"{name}: server memory per idle stream", "", f"< {_kib(MEMORY_TARGET)}"),
+        Row(
+            f"{name}, plus {live:,} live subscribers at {rate:.0f} events/s: p50 / p99",
+            "",
+            f"p99 < {_ms(LATENCY_TARGET)}",
+        ),
+        Row(f"{name}, plus {live:,} live subscribers: every event to every subscriber", "", "yes"),
+    ]
+    try:
+        # Room for both groups under the server-wide cap (default 10,000).
+        cap = idle + live + 2 * WARMUP
+        with _server(root, "capacity", workers=3, max_streams=cap) as server:
+            held, per_stream, result = measure_with(_capacity_once(server, plan, console))
+    except Exception as exc:
+        message = _error(console, "capacity", exc)
+        for row in rows:
+            row.figure, row.met = message, False
+        return rows
+    rows[0].figure, rows[0].met = f"{held:,}", held >= idle
+    rows[1].figure, rows[1].met = _kib(per_stream), per_stream < MEMORY_TARGET
+    rows[2].figure = f"{_ms(result.p50)} / {_ms(result.p99)}"
+    rows[2].met = result.p99 < LATENCY_TARGET
+    rows[3].figure, rows[3].met = ("yes" if result.complete else "no"), result.complete
+    return rows
+
+
+async def _capacity_once(
+    server: ServerProcess, plan: Plan, console: Console
+) -> tuple[int, float, FanoutResult]:
+    """Open the idle streams (weighing them), then measure a live fan-out beside them."""
+    assert server.process is not None
+    pid = server.process.pid
+    async with Api(server) as api:
+        # Claimed by a worker, it sends its first tick and then waits an hour: quiet.
+        quiet_run = await api.start_ticker(2, 3_600_000)
+    path = f"/runs/{quiet_run}/events"
+    connect = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    opened: list[bench_client.Response] = []
+
+    async def open_stream() -> None:
+        async with connect:
+            response = await bench_client.get(HOST, server.port, path, _auth(server), timeout=60)
+        opened.append(response)
+        if response.status != 200:
+            raise BenchError(f"GET {path} answered {response.status}")
+        body = b""
+        while b"retry:" not in body:  # the first bytes of every stream
+            chunk = await asyncio.wait_for(response.read(), 60)
+            if chunk is None:
+                raise BenchError("an idle stream ended")
+            body += chunk
+
+    async def settled_rss() -> int:
+        await asyncio.sleep(2.0)  # let the server finish the replay reads it started
+        return _rss_bytes(pid)
+
+    try:
+        await asyncio.gather(*(open_stream() for _ in range(WARMUP)))
+        before = await settled_rss()
+        started = time.perf_counter()
+        await asyncio.gather(*(open_stream() for _ in range(plan.capacity_idle)))
+        after = await settled_rss()
+        per_stream = (after - before) / plan.capacity_idle
+        console.log(
+            f"capacity: {plan.capacity_idle:,} idle streams opened in"
+            f" {time.perf_counter() - started:.1f} s, {_kib(per_stream)} each"
+        )
+        held_before = await _open_streams(server)
+        source = SteplogSource(server, plan.fanout_count, plan.fanout_interval_ms)
+        nominal = plan.fanout_count * plan.fanout_interval_ms / 1000
+        async with source:
+            result = await measure(source, plan.fanout_subscribers, nominal, console)
+        # Every idle stream still open after the fan-out (closing live ones only add).
+        held = min(held_before, await _open_streams(server)) - WARMUP
+    finally:
+        for response in opened:
+            response.close()
+    return held, per_stream, result
+
+
+async def _open_streams(server: ServerProcess) -> int:
+    """The server's own count of open streams (`steplog_open_streams` in /metrics)."""
+    async with httpx.AsyncClient(base_url=server.url, headers=_auth(server)) as http:
+        text = (await http.get("/metrics")).text
+    found = re.search(r"^steplog_open_streams\s+([0-9.e+]+)$", text, re.MULTILINE)
+    if found is None:
+        raise BenchError("/metrics has no steplog_open_streams")
+    return int(float(found.group(1)))

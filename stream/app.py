@@ -26,6 +26,7 @@ from stream.http.tokens import TokenKey
 from stream.logs import RequestLog, log_transitions
 from stream.middleware.protocol_errors import HeadLimit
 from stream.middleware.request_end import RequestEnd
+from stream.middleware.stream_handoff import StreamHandOff
 from stream.openapi.document import openapi
 from stream.retention import install as install_retention
 from stream.settings import Settings
@@ -76,6 +77,7 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
         settings, events, hub, pool, token_key=TokenKey(events), sealer=sealer
     )
     app.extensions["steplog.metrics"] = metrics
+    app.asgi_app = StreamHandOff(app.asgi_app)  # type: ignore[method-assign]
     app.asgi_app = RequestEnd(app.asgi_app)  # type: ignore[method-assign]
     app.asgi_app = HeadLimit(app.asgi_app)  # type: ignore[method-assign]
     app.asgi_app = RequestLog(app.asgi_app)  # type: ignore[method-assign]

@@ -25,6 +25,7 @@ from stream.http.problems import HTTPProblem
 from stream.http.runs import find_run
 from stream.http.tokens import expiry
 from stream.middleware.request_end import at_request_end
+from stream.middleware.stream_handoff import hand_off
 from stream.sse.body import farewell_stream, global_stream, run_stream
 from stream.sse.cursors import resume_cursor
 from stream.sse.encoder import EVENT_STREAM_HEADERS
@@ -38,8 +39,11 @@ RETRY_AFTER_SECONDS = 5
 
 
 def event_stream_response(body: AsyncIterator[bytes]) -> Response:
-    response = Response(body, status=200, headers=dict(EVENT_STREAM_HEADERS))
+    """The stream's head; `body` is written after it, outside Quart (`hand_off`)."""
+    response = Response(b"", status=200, headers=dict(EVENT_STREAM_HEADERS))
+    del response.headers["Content-Length"]  # the body follows, chunked
     response.timeout = None  # streams outlive Quart's response timeout; nothing else does
+    hand_off(body)
     return response
 
 

@@ -22,3 +22,9 @@ def echo_server(server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch) 
     path = os.environ.get("PYTHONPATH")
     monkeypatch.setenv("PYTHONPATH", str(ROOT) if not path else f"{ROOT}{os.pathsep}{path}")
     return server_factory(ping_interval=1, poll_interval=0.2, functions=ECHO_MODULE)
+
+
+# `steplog serve` runs one serving process per core unless told otherwise; the tests
+# here that are not about `--processes` measure one process (its memory, its metrics,
+# a SIGKILL that is a crash), so servers they start run one.
+os.environ.setdefault("STEPLOG_PROCESSES", "1")

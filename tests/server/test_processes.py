@@ -58,6 +58,13 @@ class RawStream:
         self.sock.close()
 
 
+def all_serving(server: ServerProcess) -> list[int]:
+    """The serving processes, once every one accepts (the parent then says so, once)."""
+    wait_until(lambda: "steplog serving on" in server.log_path.read_text(), 20, what="start-up")
+    assert server.process is not None
+    return children(server.process.pid)
+
+
 def children(pid: int) -> list[int]:
     """The child processes of `pid` (Linux)."""
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -110,7 +117,7 @@ def streams_on_both(server: ServerProcess, pids: list[int]) -> list[RawStream]:
 def test_two_processes_share_the_port_and_stop_together(server_factory: ServerFactory) -> None:
     server = server_factory(processes=2, workers=2, tail_poll_interval=NEVER, poll_interval=NEVER)
     assert server.process is not None
-    pids = children(server.process.pid)
+    pids = all_serving(server)
     assert len(pids) == 2
     log = server.log_path.read_text()
     assert log.count("steplog serving on") == 1 and "2 processes" in log  # said once
@@ -145,7 +152,7 @@ def test_a_killed_process_is_replaced_and_its_socket_does_not_break_commits(
     server = server_factory(processes=2, workers=2, tail_poll_interval=NEVER, poll_interval=NEVER)
     assert server.process is not None
     parent = server.process.pid
-    victim = children(parent)[1]
+    victim = all_serving(server)[1]
     os.kill(victim, signal.SIGKILL)  # no chance to remove its doorbell socket
     replaced = wait_until(
         lambda: len(now := children(parent)) == 2 and victim not in now and now,

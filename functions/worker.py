@@ -11,9 +11,12 @@ extends the lease every third of its length; if the lease turns out to be lost
 (another worker took the run over), the function is cancelled, and any write it
 still attempts is refused by the log (fencing by attempt).
 
-Slots wake on `notify()` (a run was created in this process) or every
-`poll_interval` seconds, which picks up runs created by other processes and
-leases that expired.
+Slots wake on `notify()`: a run was created in this process, or the log's work
+listener says a commit made one claimable (on SQLite also another process's
+commit, through the doorbell: storage/doorbell.py). Every `poll_interval` seconds
+they look anyway, which picks up leases that expired, retries whose back-off
+ended, and whatever a wake-up missed. A wake-up that arrives while a slot is
+still looking is not lost: the slot's next wait returns at once.
 
 Heartbeats, polling, time limits and the settle back-off wait on the pool's clock
 (functions/clock.py), so lease behaviour is tested on a fake one; the lease's
@@ -99,6 +102,8 @@ class WorkerPool:
         # a cancelled run within about a second, whatever the lease length.
         self.heartbeat_interval = min(lease_seconds / 3, 1.0)
         self._wake = asyncio.Event()
+        """Set by `notify()`, then replaced: a slot waits on the one current when it last
+        looked for a run, so a notify while it looked ends that wait at once."""
         self._work: dict[str, tuple[asyncio.Task[Any], Context]] = {}
         self._stopping = False
         self._slots: list[asyncio.Task[None]] = []
@@ -108,6 +113,7 @@ class WorkerPool:
         self.running: dict[str, Run] = {}
 
     def start(self) -> None:
+        self.events.add_work_listener(self.notify)
         self._slots = [
             asyncio.create_task(self._slot(), name=f"steplog-worker-{i}")
             for i in range(self.concurrency)
@@ -116,6 +122,7 @@ class WorkerPool:
     def notify(self) -> None:
         """A run was queued: wake idle slots now instead of at the next poll."""
         self._wake.set()
+        self._wake = asyncio.Event()
 
     def cancel(self, run_id: str) -> bool:
         """Stop a run this process is executing now (its `run.cancelled` is already written)."""
@@ -136,7 +143,8 @@ class WorkerPool:
         for _task, ctx in self._work.values():
             ctx.stop_reason = f"{who} shut down; the run was handed back"
         self._stopping = True
-        self._wake.set()
+        self.events.remove_work_listener(self.notify)
+        self.notify()
         for task in self._slots:
             task.cancel()
         await asyncio.gather(*self._slots, return_exceptions=True)
@@ -151,6 +159,7 @@ class WorkerPool:
         """Claim and execute runs until the pool stops; no fault of a run or of the log ends it."""
         failures = 0
         while not self._stopping:
+            wake = self._wake  # before looking: a notify from now on ends the wait below
             try:
                 run = await self.events.claim_run(
                     self.worker_id, self.lease_seconds, self.functions
@@ -159,14 +168,15 @@ class WorkerPool:
                 failures += 1
                 self._claim_failed(exc, failures)
                 await self._idle(
-                    jittered(backoff(failures, self.poll_interval, self._claim_backoff_cap))
+                    jittered(backoff(failures, self.poll_interval, self._claim_backoff_cap)),
+                    wake,
                 )
                 continue
             if failures:
                 failures = 0
                 self._claim_recovered()
             if run is None:
-                await self._idle(self.poll_interval)
+                await self._idle(self.poll_interval, wake)
                 continue
             try:
                 await self.execute(run)
@@ -176,12 +186,13 @@ class WorkerPool:
                     " claim will take the run over", run.id, run.attempt,
                 )  # fmt: skip
 
-    async def _idle(self, seconds: float) -> None:
-        """Wait `seconds`, or until `notify()`."""
-        self._wake.clear()
+    async def _idle(self, seconds: float, wake: asyncio.Event) -> None:
+        """Wait `seconds`, or until `notify()` (at once if one came since `wake` was taken)."""
+        if wake.is_set():
+            return
         with contextlib.suppress(TimeoutError):  # not wait_for: it can swallow a cancel
             async with self.clock.timeout(seconds):
-                await self._wake.wait()
+                await wake.wait()
 
     def _claim_failed(self, exc: Exception, failures: int) -> None:
         """Log a claim failure once per outage (not once per slot and poll)."""

@@ -23,6 +23,10 @@ the events that commit added (every type, in `pos` order) and, for each `append(
 acknowledged, the seconds from the call to the commit. For metrics and logs: it must be
 quick and must not raise (a failure is logged and ignored)."""
 
+WorkListener = Callable[[], None]
+"""Called in the log's event loop when a commit may have made a run claimable (a run was
+created or a lease given back), by this process or, where the backend can tell, another."""
+
 
 class EventLog(abc.ABC):
     """An append-only, hash-chained event log plus the run records it projects."""
@@ -172,6 +176,17 @@ class EventLog(abc.ABC):
     @abc.abstractmethod
     def remove_commit_listener(self, listener: CommitListener) -> None:
         """Stop being told."""
+
+    def add_work_listener(self, listener: WorkListener) -> None:
+        """Be told when a commit may have made a run claimable (idle workers claim now).
+
+        A backend that cannot tell does nothing: its workers find runs by polling.
+        """
+        return None
+
+    def remove_work_listener(self, listener: WorkListener) -> None:
+        """Stop being told."""
+        return None
 
     # -- operations: health checks and metrics ---------------------------------
 

@@ -18,8 +18,11 @@ T = TypeVar("T")
 
 CHOICES = ("uvloop", "asyncio")
 
+LoopFactory = Callable[[], asyncio.AbstractEventLoop] | None
+"""What `asyncio.Runner` takes as `loop_factory` (None: the standard loop)."""
 
-def loop_factory(choice: str | None = None) -> Callable[[], asyncio.AbstractEventLoop] | None:
+
+def loop_factory(choice: str | None = None) -> LoopFactory:
     """The factory for `asyncio.run`: uvloop's unless `asyncio` is asked for or it is missing."""
     choice = (choice or os.environ.get("STEPLOG_EVENT_LOOP") or "uvloop").strip().lower()
     if choice not in CHOICES:

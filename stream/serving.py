@@ -117,11 +117,16 @@ async def serve(
     settings: Settings,
     on_ready: OnReady | None = None,
     sockets: Sockets | None = None,
+    *,
+    announce: bool = True,
+    stop_signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully (see the module docstring).
+    """Serve until one of `stop_signals`, then shut down gracefully (see the module docstring).
 
     The address is bound before anything else starts (the log, the workers): a
     port in use is one line and a non-zero exit, not a half-started server.
+    `announce`: log the URL and the key's whereabouts once serving (a serving
+    process of `--processes N` leaves that to its parent, which says it once).
     """
     config = hypercorn_config(settings)
     check_tls_files(settings)
@@ -143,14 +148,14 @@ async def serve(
         log.info("%s: shutting down (graceful timeout %gs)", signum.name, settings.graceful_timeout)
         stop.set()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in stop_signals:
         loop.add_signal_handler(signum, on_signal, signum)
 
     async def shutdown_trigger() -> None:
         # Hypercorn calls this once the app has started and the sockets accept.
         url = served_url(settings, sockets)
-        log.info("steplog serving on %s (log: %s)", url, settings.db)
-        log.info("open %s/ in a browser; %s", url, key_location(settings))
+        if announce:
+            announce_url(settings, url)
         if on_ready is not None:
             on_ready(url)
         heap.settle()  # everything start-up made lives as long as the process
@@ -163,6 +168,33 @@ async def serve(
 
     wrapped = wrap_app(app, config.wsgi_max_body_size, None)  # type: ignore[arg-type]
     await worker_serve(wrapped, config, sockets=sockets, shutdown_trigger=shutdown_trigger)
+
+
+def announce_url(settings: Settings, url: str, processes: int = 1) -> None:
+    """The start-up lines: where to point a browser, and where the API key is."""
+    many = f", {processes} processes" if processes > 1 else ""
+    log.info("steplog serving on %s (log: %s%s)", url, settings.db, many)
+    log.info("open %s/ in a browser; %s", url, key_location(settings))
+
+
+def bind_processes(settings: Settings, processes: int) -> list[Sockets]:
+    """One set of listening sockets per serving process, all on one port (SO_REUSEPORT),
+    so the kernel spreads new connections over the processes.
+
+    The port is first bound once without SO_REUSEPORT: that is what refuses a port
+    in use by anything, including another server that shares its own with
+    SO_REUSEPORT (which would otherwise take ours in). It is then let go and bound
+    again by each process's sockets, on the port found (right for `--port 0`).
+    """
+    config = hypercorn_config(settings)
+    probe = bind(config, settings)
+    port = settings.port
+    for sock in [*probe.secure_sockets, *probe.insecure_sockets]:
+        port = sock.getsockname()[1]
+        sock.close()
+    config.workers = processes  # Hypercorn sets SO_REUSEPORT on sockets for several workers
+    config.bind = [f"{settings.host}:{port}"]
+    return [bind(config, settings) for _ in range(processes)]
 
 
 def bind(config: Config, settings: Settings) -> Sockets:

@@ -31,7 +31,10 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     db: str = DEFAULT_DB
+    processes: int = 1
+    """Serving processes sharing the port (`steplog serve` defaults to one per core)."""
     workers: int = 4
+    """Worker slots of the whole server, shared out among its serving processes."""
     lease_seconds: float = 30.0
     poll_interval: float = 0.5
     tail_poll_interval: float = 0.05
@@ -78,7 +81,7 @@ class Settings:
         # Refuse nonsense at start-up, naming the variable, rather than misbehave later.
         if self.log_format not in {"text", "json"}:
             raise ValueError(f"STEPLOG_LOG_FORMAT must be text or json, not {self.log_format!r}")
-        for name in ("max_streams", "max_streams_per_token", "max_pending_headers"):
+        for name in ("processes", "max_streams", "max_streams_per_token", "max_pending_headers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"STEPLOG_{name.upper()} must be at least 1")
         for name in (
@@ -182,6 +185,7 @@ _FIELDS: dict[str, Callable[[str], Any]] = {
     "host": str,
     "port": int,
     "db": str,
+    "processes": int,
     "workers": int,
     "lease_seconds": float,
     "poll_interval": float,

@@ -9,6 +9,11 @@ acknowledged only once durable, and a reader is only woken for committed rows.
 Readers use a small pool of separate connections in autocommit mode: a read
 never holds a transaction open while a stream waits, which would starve WAL
 checkpoints.
+
+Other processes on the same file (`steplog serve --processes N`, `steplog
+worker`) are rung right after each commit, from the writer's thread, through the
+doorbell (storage/doorbell.py); a ring received calls the commit listeners (and
+the work listeners) exactly as this process's own commits do.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any, ClassVar, TypeVar
 import aiosqlite
 
 from storage import chain
+from storage.doorbell import WORK, Doorbell, bell_directory
 from storage.errors import SteplogError, StorageClosed, StorageFull
 from storage.model import Event, Run
 from storage.sqlfiles import SQLITE as Q
@@ -38,7 +44,7 @@ from storage.sqlite.fullness import DiskWatch
 from storage.sqlite.rows import run_from_row
 from storage.sqlite.space import FreeSpace
 from storage.writer import commits
-from storage.writer.queued import STOP, Operations, QueuedLog
+from storage.writer.queued import STOP, Operations, QueuedLog, makes_work
 
 log = logging.getLogger("steplog.storage")
 
@@ -89,6 +95,8 @@ class SQLiteEventLog(QueuedLog):
         self._next_reader = itertools.cycle([0])
         self._known: Known | None = None
         """The writer's view after its last commit (only touched on the writer thread)."""
+        self.bell = Doorbell(bell_directory(self.path))
+        """Rung after each commit; rings other processes on the file (storage/doorbell.py)."""
 
     def __repr__(self) -> str:
         return f"SQLiteEventLog({str(self.path)!r})"
@@ -102,7 +110,18 @@ class SQLiteEventLog(QueuedLog):
         self._readers = [await self._connect(read_only=True) for _ in range(self._reader_count)]
         self._next_reader = itertools.cycle(range(len(self._readers)))
         self._closed = False
+        try:
+            self.bell.open(self._on_ring)
+        except OSError as exc:  # the polls still bring other processes' commits
+            log.warning("no doorbell at %s (%s): other processes' commits arrive by polling",
+                        self.bell.directory, exc)  # fmt: skip
         self._writer_task = asyncio.create_task(self._write_loop(), name="steplog-sqlite-writer")
+
+    def _on_ring(self, head: int, flags: int) -> None:
+        """Another process committed: wake whoever its commit concerns, as for our own."""
+        commits.tell_listeners(self._listeners, head, log)
+        if flags & WORK:
+            self._tell_work()
 
     def _open_writer(self) -> sqlite3.Connection:
         """The only write connection, opened (and only ever used) on the writer thread."""
@@ -141,6 +160,7 @@ class SQLiteEventLog(QueuedLog):
             return
         self._closed = True
         await self._stop_writer()
+        self.bell.close()
         for conn in self._readers:
             await conn.close()
         if self._writer_conn is not None:
@@ -169,6 +189,8 @@ class SQLiteEventLog(QueuedLog):
                 if self._observers:
                     commits.tell_observers(self._observers, ops, batch.added, log)
                 commits.tell_listeners(self._listeners, batch.head_pos, log)
+            if batch is not None and makes_work(ops):
+                self._tell_work()
 
     def _run_batch(self, conn: sqlite3.Connection, ops: list[Operation[Any]]) -> Batch | None:
         """Apply `ops` (on the writer thread); None when they did not commit.
@@ -193,6 +215,9 @@ class SQLiteEventLog(QueuedLog):
             return None
         if batch is not None:
             self.disk.committed()
+            work = makes_work(ops)
+            if batch.wrote_events or work:  # at once: before the callers hear back
+                self.bell.ring(batch.head_pos, WORK if work else 0)
         self.disk.note_space(conn)
         return batch
 

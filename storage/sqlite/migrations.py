@@ -26,18 +26,48 @@ def available() -> list[tuple[int, str]]:
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the schema up to date (on the writer's connection); returns the resulting version."""
-    (current,) = conn.execute("PRAGMA user_version").fetchone()
+    """Bring the schema up to date (on the writer's connection); returns the resulting version.
+
+    The version is read inside the `BEGIN IMMEDIATE` that applies the migrations, so
+    processes opening a new file at once (`steplog serve --processes N`, a `steplog
+    worker` started beside it) take turns: the first migrates, the others find the
+    schema done. (`executescript` would commit first, so statements go one by one.)
+    """
     steps = available()
     latest = steps[-1][0] if steps else 0
-    if current > latest:
-        raise SteplogError(
-            f"database schema version {current} is newer than this steplog ({latest}); upgrade"
-        )
-    for number, sql in steps:
-        if number <= current:
-            continue
-        # executescript would COMMIT first; wrap each migration in one transaction.
-        conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;")
-        current = number
+    (current,) = conn.execute("PRAGMA user_version").fetchone()
+    if current == latest:
+        return current  # the common case: no write lock taken
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (current,) = conn.execute("PRAGMA user_version").fetchone()
+        if current > latest:
+            raise SteplogError(
+                f"database schema version {current} is newer than this steplog ({latest}); upgrade"
+            )
+        for number, sql in steps:
+            if number <= current:
+                continue
+            for statement in statements(sql):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            current = number
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
     return current
+
+
+def statements(script: str) -> list[str]:
+    """The statements of `script`, split where SQLite's own tokenizer says one ends
+    (so a trigger's `BEGIN … END;` and a `;` in a comment or string stay whole)."""
+    found: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\r\n;"):
+                found.append(pending)
+            pending = ""
+    return found

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol
 
 from storage.errors import RunNotFound, SteplogError, StorageClosed, StorageLow
-from storage.interface import CommitListener, CommitObserver, EventLog
+from storage.interface import CommitListener, CommitObserver, EventLog, WorkListener
 from storage.model import Event, NewEvent, Run
 from storage.writer.writes import (
     Append,
@@ -88,6 +88,7 @@ class QueuedLog(EventLog):
         self._writer_task: asyncio.Task[None] | None = None
         self._listeners: list[CommitListener] = []
         self._observers: list[CommitObserver] = []
+        self._work_listeners: list[WorkListener] = []
         self._closed = True
 
     # -- the queue -------------------------------------------------------------
@@ -243,3 +244,24 @@ class QueuedLog(EventLog):
     def remove_commit_observer(self, observer: CommitObserver) -> None:
         with contextlib.suppress(ValueError):
             self._observers.remove(observer)
+
+    def add_work_listener(self, listener: WorkListener) -> None:
+        self._work_listeners.append(listener)
+
+    def remove_work_listener(self, listener: WorkListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._work_listeners.remove(listener)
+
+    def _tell_work(self) -> None:
+        """A run became claimable (here, or in another process that rang the doorbell)."""
+        for listener in list(self._work_listeners):
+            try:
+                listener()
+            except Exception:  # a broken listener must not stop the writer
+                log.exception("work listener failed")
+
+
+def makes_work(ops: Sequence[Pending[Any]]) -> bool:
+    """Whether committing `ops` may have made a run claimable now: one was created, or a
+    lease given back. (A retry later becomes claimable after its delay: the poll finds it.)"""
+    return any(isinstance(op, (CreateRun, Release)) for op in ops)

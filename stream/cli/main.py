@@ -45,8 +45,11 @@ def main() -> None:
 @click.option("--port", envvar="STEPLOG_PORT", default=8000, show_default=True, type=int)
 @click.option("--db", envvar="STEPLOG_DB", default=DEFAULT_DB, show_default=True,
               help="SQLite file (or sqlite:///path).")  # fmt: skip
+@click.option("--processes", envvar="STEPLOG_PROCESSES", default=lambda: os.cpu_count() or 1,
+              show_default="one per core", type=click.IntRange(min=1, max=1024),
+              help="Serving processes sharing the port (1: a single process).")  # fmt: skip
 @click.option("--workers", envvar="STEPLOG_WORKERS", default=4, show_default=True, type=int,
-              help="In-process workers (0: serve only).")  # fmt: skip
+              help="Worker slots, shared out among the processes (0: serve only).")  # fmt: skip
 @click.option("--demo/--no-demo", envvar="STEPLOG_DEMO", default=False, show_default=True,
               help="Also serve the demo site under /demo (the scraper may fetch it).")  # fmt: skip
 @click.option("--token-ttl", envvar="STEPLOG_TOKEN_TTL", default=DEFAULT_TOKEN_TTL,
@@ -67,6 +70,7 @@ def serve(
     host: str,
     port: int,
     db: str,
+    processes: int,
     workers: int,
     demo: bool,
     token_ttl: float,
@@ -75,6 +79,10 @@ def serve(
     keyfile: str | None,
 ) -> None:
     """Serve the HTTP API and SSE streams, with in-process workers.
+
+    --processes N (default: one per core) runs N serving processes on the one
+    port, each with its share of the worker slots; SIGTERM to the parent stops
+    them all gracefully, and one that dies is replaced.
 
     SIGTERM or SIGINT shuts down gracefully: open streams are told to reconnect,
     running runs are handed back, and the process exits within
@@ -98,6 +106,7 @@ def serve(
             host=host,
             port=port,
             db=db,
+            processes=processes,
             workers=workers,
             demo=demo,
             token_ttl=token_ttl,
@@ -111,11 +120,6 @@ def serve(
     _configure_logging(settings.log_level, settings.log_format)
     from stream.serving import bind, hypercorn_config
 
-    # The port first: a busy one is one line before anything is set up or logged
-    # (the demo site, the log, key files).
-    sockets = bind(hypercorn_config(settings), settings)
-    app = create_app(settings)
-
     def on_ready(url: str) -> None:
         """Tell the CLI on this machine where this server and its key file are."""
         from storage.backends import log_file
@@ -127,7 +131,45 @@ def serve(
         with contextlib.suppress(OSError):  # a read-only home is no reason not to serve
             remember_server(url, settings.data_dir / "api-key")
 
+    if settings.processes > 1:
+        raise SystemExit(_serve_processes(settings, on_ready, loop))
+    # The port first: a busy one is one line before anything is set up or logged
+    # (the demo site, the log, key files).
+    sockets = bind(hypercorn_config(settings), settings)
+    app = create_app(settings)
     eventloop.run(serve_app(app, settings, on_ready, sockets), loop)
+
+
+def _serve_processes(settings: Settings, on_ready: Any, loop: eventloop.LoopFactory) -> int:
+    """`serve --processes N` (N > 1): the port, the credentials, then the children
+    (stream/cli/supervisor.py); the exit code."""
+    from hypercorn.config import Sockets
+
+    from stream.app import create_app
+    from stream.cli.supervisor import Supervisor
+    from stream.serving import announce_url, bind_processes, check_tls_files, served_url
+    from stream.serving import serve as serve_app
+
+    sockets = bind_processes(settings, settings.processes)
+    check_tls_files(settings)
+    given = settings  # what the start-up lines describe (a key from the environment, or not)
+    settings = settings.with_credentials()  # once, here: every process reads the same
+    url = served_url(settings, sockets[0])
+
+    def child(own: Settings, mine: Sockets, ready: Any) -> int:
+        app = create_app(own)
+        only_term = (signal.SIGTERM,)  # SIGINT comes through the parent
+        eventloop.run(
+            serve_app(app, own, lambda _: ready(), mine, announce=False, stop_signals=only_term),
+            loop,
+        )
+        return 0
+
+    def all_ready() -> None:
+        announce_url(given, url, settings.processes)
+        on_ready(url)
+
+    return Supervisor(settings, sockets, child, all_ready).run()
 
 
 @main.command()

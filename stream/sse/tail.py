@@ -1,9 +1,9 @@
 """The tail: one follower of the log per process, fanning frames out to subscribers.
 
 Streams never poll the log per subscriber. The tail waits for "something was
-committed" (the log's commit listener: this process's commits, and on
-PostgreSQL other processes' through NOTIFY) or "the poll interval passed"
-(which is how another process's commits to the same SQLite file arrive), then
+committed" (the log's commit listener: this process's commits, and other
+processes' through NOTIFY on PostgreSQL or the doorbell on SQLite,
+storage/doorbell.py) or "the poll interval passed" (the safety net), then
 encodes each new event once per stream kind and hands the same bytes to every
 subscriber of that run (and of the global stream).
 
@@ -243,7 +243,7 @@ class Tail:
         now: if nobody subscribed while the head was read, no one can need the events
         up to it from the hub. This keeps a busy log with nobody watching cheap.
         Woken by a commit, the head the listener told of is used as is (no read per
-        commit; a head from another SQLite process is picked up at the next poll).
+        commit; a head another process rang is used the same way).
         """
         if self._runs or self._global or self._sets:
             return False

@@ -61,6 +61,7 @@ from tests.bench.replay_peer import bench_nchan_replay
 from tests.bench.storage import _replay_all as _replay_all
 from tests.bench.storage import _start_replay_run as _start_replay_run
 from tests.bench.storage import bench_appends, bench_memory, bench_postgres, bench_replay
+from tests.bench.wakeup import bench_wakeup
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,7 @@ BENCHMARKS = (
     "postgres",
     "audit",
     "archive",
+    "wakeup",
 )
 """The groups `--only` selects from, in the order they run."""
 
@@ -159,6 +161,8 @@ def run_benchmarks(quick: bool = False, only: frozenset[str] = frozenset(BENCHMA
         rows.extend(memory)
         if "postgres" in only:
             rows.extend(bench_postgres(root, plan, console))
+        if "wakeup" in only:
+            rows.extend(bench_wakeup(root, plan, console))
     if "audit" in only:
         rows.extend(audit_rows(quick))
     if "archive" in only:

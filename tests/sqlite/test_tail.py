@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from storage import Event, EventLog, NewEvent, open_log
+from storage.sqlite.log import SQLiteEventLog
 from stream.sse import tail as tail_module
 from stream.sse.frames import global_frame, run_frame
 from stream.sse.hub import Subscriber, TailHub
@@ -133,7 +134,11 @@ async def test_a_commit_from_another_process_in_between_is_read(
 async def test_another_process_commits_arrive_at_the_poll(
     db: tuple[EventLog, EventLog], clock: FakeClock
 ) -> None:
+    """A commit whose doorbell ring never came (a full queue, a process that does not
+    ring) still arrives, at the poll."""
     ours, theirs = db
+    assert isinstance(theirs, SQLiteEventLog)
+    theirs.bell.close()  # theirs rings nobody from now on
     run_id, attempt = await running_run(theirs)
     hub = TailHub(ours, poll_interval=2, buffer=1000, clock=clock)
     await hub.start()

@@ -146,8 +146,13 @@ def make_server(
     `directory` still holds the server's log. On a `postgresql://` URL, serve refuses
     to invent credentials (there is no directory of its own to keep them in), so an
     API key and webhook secret are generated here unless the environment has them.
+
+    One serving process unless `processes=` says otherwise (serve's default is one
+    per core): most tests look at one process (its pid's memory and connections, a
+    SIGKILL that is a crash, its metrics), and the ones about `--processes` ask.
     """
     env = dict(os.environ)
+    env.setdefault("STEPLOG_PROCESSES", "1")
     env.update({f"STEPLOG_{k.upper()}": str(v) for k, v in settings.items()})
     env.setdefault("PYTHONUNBUFFERED", "1")
     if db is not None and is_postgres_url(db):

@@ -247,9 +247,16 @@ def _rss_bytes(pid: int) -> int:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process (all its threads) has used, from /proc (Linux)."""
+    """User and system CPU time a process (all its threads) and its live children have
+    used, from /proc (Linux): `serve --processes N` serves from N children."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    with contextlib.suppress(OSError):
+        for child in children.read_text().split():
+            with contextlib.suppress(OSError):  # gone meanwhile
+                own += _cpu_seconds(int(child))
+    return own
 
 
 async def _gather_bounded(coros: list[Awaitable[Any]], limit: int) -> list[Any]:

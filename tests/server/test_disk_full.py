@@ -96,6 +96,7 @@ def fill_up(filler: Path) -> None:
 
 def start_server(volume: Path, log_dir: Path, **settings: Any) -> ServerProcess:
     env = dict(os.environ)
+    env.setdefault("STEPLOG_PROCESSES", "1")  # one process's workers and readiness
     env.update({f"STEPLOG_{k.upper()}": str(v) for k, v in settings.items()})
     env["PYTHONUNBUFFERED"] = "1"
     server = ServerProcess(

@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from functions import registry
 from functions.worker import WorkerPool
 from storage import EventLog, SteplogError, open_log
+from stream import fdlimit, heap
 from stream.http.audit import audit
 from stream.http.health import health
 from stream.http.metrics import Metrics, exposition
@@ -95,6 +96,9 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
 
     @app.before_serving
     async def startup() -> None:
+        # Here rather than in `steplog serve`, so an app under Hypercorn's own CLI
+        # (stream/asgi.py) gets them too.
+        fdlimit.raise_for(settings.max_streams)  # a socket per stream
         await events.open()
         await state.token_key.get()  # created on first use: before the first request needs it
         for observer in (metrics.observe_commit, log_transitions):
@@ -103,6 +107,7 @@ def create_app(settings: Settings, events: EventLog | None = None) -> Quart:
         if pool is not None:
             pool.start()
         log.info("steplog serving with %r, %d workers", events, settings.workers)
+        heap.settle()  # everything start-up made lives as long as the process
 
     install_retention(app, settings, events)  # STEPLOG_RETENTION_DAYS (stream/retention.py)
 

@@ -31,7 +31,6 @@ from hypercorn.utils import wrap_app
 from quart import Quart
 
 from storage.errors import SteplogError
-from stream import fdlimit, heap
 from stream.app import begin_shutdown
 from stream.http.metrics import Metrics
 from stream.middleware import idle_close, protocol_errors, request_heads
@@ -130,7 +129,6 @@ async def serve(
     """
     config = hypercorn_config(settings)
     check_tls_files(settings)
-    fdlimit.raise_for(settings.max_streams)  # a socket per stream
     if sockets is None:  # `steplog serve` binds before it even builds the app
         sockets = bind(config, settings)
     metrics: Metrics = app.extensions["steplog.metrics"]
@@ -158,7 +156,6 @@ async def serve(
             announce_url(settings, url)
         if on_ready is not None:
             on_ready(url)
-        heap.settle()  # everything start-up made lives as long as the process
         await stop.wait()
         try:
             async with asyncio.timeout(settings.graceful_timeout):

@@ -16,7 +16,7 @@ archived runs (`GET /runs/{id}/events` replays one from its segment).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from storage import EventLog, Run, SteplogError
@@ -91,7 +91,9 @@ async def archived_gap(events: EventLog, cursor: int) -> bytes | None:
     )
 
 
-async def with_preface(preface: bytes, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def with_preface(
+    preface: bytes, body: AsyncGenerator[bytes, None]
+) -> AsyncGenerator[bytes, None]:
     """`body`, with `preface` sent first; closing this closes `body` (its `finally` gives
     the stream's slot back)."""
     try:
@@ -99,6 +101,4 @@ async def with_preface(preface: bytes, body: AsyncIterator[bytes]) -> AsyncItera
         async for chunk in body:
             yield chunk
     finally:
-        close = getattr(body, "aclose", None)
-        if close is not None:
-            await close()
+        await body.aclose()

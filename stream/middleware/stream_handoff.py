@@ -23,8 +23,7 @@ gets is watched), and the stream then never starts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, cast
 
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
@@ -33,7 +32,7 @@ from quart import request
 SCOPE_KEY = "steplog.stream_body"
 
 
-def hand_off(body: AsyncIterator[bytes]) -> None:
+def hand_off(body: AsyncGenerator[bytes, None]) -> None:
     """Have `body` written after the current view's response head (needs `StreamHandOff`).
 
     Call it last in the view, just before returning the response without a body:
@@ -84,16 +83,16 @@ class StreamHandOff:
         try:
             await self.app(scope, app_receive, app_send)  # type: ignore[call-arg]
         finally:
-            body: AsyncIterator[bytes] | None = entries.pop(SCOPE_KEY, None)
-            if body is not None and not (held_end and not gone):
-                await _close(body)  # the view failed after handing off, or the client left
+            body: AsyncGenerator[bytes, None] | None = entries.pop(SCOPE_KEY, None)
+            if body is not None and (gone or not held_end):
+                await body.aclose()  # the view failed after handing off, or the client left
                 body = None
         if body is not None:
             await _write(body, receive, send)
 
 
 async def _write(
-    body: AsyncIterator[bytes], receive: ASGIReceiveCallable, send: ASGISendCallable
+    body: AsyncGenerator[bytes, None], receive: ASGIReceiveCallable, send: ASGISendCallable
 ) -> None:
     """Send `body`'s chunks and the end of the response, until the client leaves."""
     task = asyncio.current_task()
@@ -114,7 +113,6 @@ async def _write(
         async for chunk in body:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-        writing = False
     except asyncio.CancelledError:
         if not left:
             raise  # not ours: the server stopping, or the watchdog dropping a stuck stream
@@ -122,11 +120,4 @@ async def _write(
     finally:
         writing = False
         watcher.cancel()
-        await _close(body)
-
-
-async def _close(body: AsyncIterator[bytes]) -> None:
-    close = getattr(body, "aclose", None)
-    if close is not None:
-        with contextlib.suppress(Exception):
-            await close()
+        await body.aclose()

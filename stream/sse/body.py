@@ -48,7 +48,7 @@ def run_stream(
     *,
     retry_ms: int,
     ping_interval: float,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """One run's events after `cursor` (a `seq`), ending after the terminal event."""
 
     async def read(after: int) -> Page:
@@ -71,7 +71,7 @@ def global_stream(
     *,
     retry_ms: int,
     ping_interval: float,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Every run's events after `cursor` (a global `pos`); never ends by itself."""
 
     async def read(after: int) -> Page:
@@ -84,7 +84,7 @@ def global_stream(
     return policed(hub, sub, body)
 
 
-async def farewell_stream(retry_ms: int) -> AsyncIterator[bytes]:
+async def farewell_stream(retry_ms: int) -> AsyncGenerator[bytes, None]:
     """The whole body of a stream asked for while the server shuts down.
 
     A 200 that ends at once, not a 503: `EventSource` gives up for good on an error
@@ -160,7 +160,7 @@ async def _stream(
                         break
                 if frames:
                     pings.wrote()
-                    yield frames[0] if len(frames) == 1 else b"".join(frames)
+                    yield b"".join(frames)  # one frame: the frame itself, not a copy
                     if ended:
                         return
                 elif pings.due():

@@ -15,7 +15,7 @@ when the request is over (`at_request_end`). Releasing is idempotent.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from quart import Blueprint, Response, request
 
@@ -38,7 +38,7 @@ RETRY_AFTER_SECONDS = 5
 """What a refused client is told to wait: long enough for other streams to end."""
 
 
-def event_stream_response(body: AsyncIterator[bytes]) -> Response:
+def event_stream_response(body: AsyncGenerator[bytes, None]) -> Response:
     """The stream's head; `body` is written after it, outside Quart (`hand_off`)."""
     response = Response(b"", status=200, headers=dict(EVENT_STREAM_HEADERS))
     del response.headers["Content-Length"]  # the body follows, chunked

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ INHERITED_SOFT_LIMIT = 1_024
 
 
 @contextlib.contextmanager
-def soft_file_limit(limit: int):  # type: ignore[no-untyped-def]
+def soft_file_limit(limit: int) -> Iterator[None]:
     """Start children with this soft limit (they inherit it at fork), then restore ours."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < STREAMS + 512:

@@ -10,24 +10,19 @@ loop instead, e.g. to rule uvloop out when chasing a problem.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-CHOICES = ("uvloop", "asyncio")
-
 LoopFactory = Callable[[], asyncio.AbstractEventLoop] | None
 """What `asyncio.Runner` takes as `loop_factory` (None: the standard loop)."""
 
 
-def loop_factory(choice: str | None = None) -> LoopFactory:
-    """The factory for `asyncio.run`: uvloop's unless `asyncio` is asked for or it is missing."""
-    choice = (choice or os.environ.get("STEPLOG_EVENT_LOOP") or "uvloop").strip().lower()
-    if choice not in CHOICES:
-        raise ValueError(f"STEPLOG_EVENT_LOOP must be one of {', '.join(CHOICES)}, not {choice!r}")
-    if choice == "asyncio":
+def loop_factory(choice: str = "uvloop") -> LoopFactory:
+    """The factory for `asyncio.Runner`: uvloop's for `uvloop` (the default setting,
+    `Settings.event_loop`) where it is installed, else the standard loop's."""
+    if choice != "uvloop":
         return None
     try:
         import uvloop
@@ -36,7 +31,7 @@ def loop_factory(choice: str | None = None) -> LoopFactory:
     return uvloop.new_event_loop
 
 
-def run(main: Coroutine[Any, Any, T], factory: Callable[[], asyncio.AbstractEventLoop] | None) -> T:
+def run(main: Coroutine[Any, Any, T], factory: LoopFactory) -> T:
     """`asyncio.run(main)` on the loop `factory` makes (None: the standard one)."""
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)

@@ -53,6 +53,8 @@ class Settings:
     sqlite_synchronous: str = "NORMAL"
     log_level: str = "INFO"
     log_format: str = "text"
+    event_loop: str = "uvloop"
+    """The loop `serve` and `worker` run on (stream/eventloop.py)."""
     demo: bool = False
     # TLS (README "Configuration"): both set, the server speaks HTTPS and HTTP/2 (ALPN).
     certfile: str | None = None
@@ -81,6 +83,10 @@ class Settings:
         # Refuse nonsense at start-up, naming the variable, rather than misbehave later.
         if self.log_format not in {"text", "json"}:
             raise ValueError(f"STEPLOG_LOG_FORMAT must be text or json, not {self.log_format!r}")
+        if self.event_loop not in {"uvloop", "asyncio"}:
+            raise ValueError(
+                f"STEPLOG_EVENT_LOOP must be uvloop or asyncio, not {self.event_loop!r}"
+            )
         for name in ("processes", "max_streams", "max_streams_per_token", "max_pending_headers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"STEPLOG_{name.upper()} must be at least 1")
@@ -203,6 +209,7 @@ _FIELDS: dict[str, Callable[[str], Any]] = {
     "sqlite_synchronous": str,
     "log_level": str,
     "log_format": str,
+    "event_loop": str,
     "demo": _flag,
     "certfile": str,
     "keyfile": str,

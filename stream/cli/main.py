@@ -114,7 +114,7 @@ def serve(
             certfile=certfile,
             keyfile=keyfile,
         )
-        loop = eventloop.loop_factory()
+        loop = eventloop.loop_factory(settings.event_loop)
     except ValueError as exc:  # a STEPLOG_* variable that makes no sense
         raise click.ClickException(str(exc)) from None
     _configure_logging(settings.log_level, settings.log_format)
@@ -189,7 +189,7 @@ def worker(db: str, workers: int) -> None:
 
     try:
         settings = Settings.from_env(db=db, workers=workers).with_secret_key()
-        event_loop = eventloop.loop_factory()
+        event_loop = eventloop.loop_factory(settings.event_loop)
     except ValueError as exc:  # a STEPLOG_* variable that makes no sense
         raise click.ClickException(str(exc)) from None
     _configure_logging(settings.log_level)

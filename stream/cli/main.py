@@ -6,13 +6,19 @@ import asyncio
 import contextlib
 import os
 import signal
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from stream import eventloop
 from stream.cli.errors import EXIT_CODES_HELP, CliError
 from stream.settings import DEFAULT_DB, DEFAULT_TOKEN_TTL, Settings
+
+if TYPE_CHECKING:
+    from hypercorn.config import Sockets
+
+    from stream.serving import OnReady
 
 
 class _Steplog(click.Group):
@@ -98,9 +104,6 @@ def serve(
     generated in `secret-key` beside the SQLite file; with PostgreSQL it must be
     set for such runs to be accepted).
     """
-    from stream.app import create_app
-    from stream.serving import serve as serve_app
-
     try:
         settings = Settings.from_env(
             host=host,
@@ -135,20 +138,29 @@ def serve(
         raise SystemExit(_serve_processes(settings, on_ready, loop))
     # The port first: a busy one is one line before anything is set up or logged
     # (the demo site, the log, key files).
-    sockets = bind(hypercorn_config(settings), settings)
-    app = create_app(settings)
-    eventloop.run(serve_app(app, settings, on_ready, sockets), loop)
+    _serve_one(settings, bind(hypercorn_config(settings), settings), loop, on_ready)
 
 
-def _serve_processes(settings: Settings, on_ready: Any, loop: eventloop.LoopFactory) -> int:
+def _serve_one(
+    settings: Settings,
+    sockets: Sockets,
+    loop: eventloop.LoopFactory,
+    on_ready: OnReady,
+    **options: Any,
+) -> None:
+    """One serving process until it is stopped: `steplog serve`, or one of the
+    processes of `--processes N` (`options`: how it differs, see `serving.serve`)."""
+    from stream.app import create_app
+    from stream.serving import serve
+
+    eventloop.run(serve(create_app(settings), settings, on_ready, sockets, **options), loop)
+
+
+def _serve_processes(settings: Settings, on_ready: OnReady, loop: eventloop.LoopFactory) -> int:
     """`serve --processes N` (N > 1): the port, the credentials, then the children
     (stream/cli/supervisor.py); the exit code."""
-    from hypercorn.config import Sockets
-
-    from stream.app import create_app
     from stream.cli.supervisor import Supervisor
     from stream.serving import announce_url, bind_processes, check_tls_files, served_url
-    from stream.serving import serve as serve_app
 
     sockets = bind_processes(settings, settings.processes)
     check_tls_files(settings)
@@ -156,13 +168,9 @@ def _serve_processes(settings: Settings, on_ready: Any, loop: eventloop.LoopFact
     settings = settings.with_credentials()  # once, here: every process reads the same
     url = served_url(settings, sockets[0])
 
-    def child(own: Settings, mine: Sockets, ready: Any) -> int:
-        app = create_app(own)
+    def child(own: Settings, mine: Sockets, ready: Callable[[], None]) -> int:
         only_term = (signal.SIGTERM,)  # SIGINT comes through the parent
-        eventloop.run(
-            serve_app(app, own, lambda _: ready(), mine, announce=False, stop_signals=only_term),
-            loop,
-        )
+        _serve_one(own, mine, loop, lambda _: ready(), announce=False, stop_signals=only_term)
         return 0
 
     def all_ready() -> None:

@@ -87,7 +87,6 @@ class Child:
     index: int
     pid: int
     started: float
-    ready: bool = False
 
 
 class Supervisor:
@@ -106,7 +105,7 @@ class Supervisor:
         self.on_ready = on_ready
         self.children: dict[int, Child] = {}
         self.ever_ready: set[int] = set()
-        self.announced = False
+        """The indexes that have served (once all have, the parent says so, once)."""
         self.stopping: float | None = None
         self.signals = 0
         self.failed = False
@@ -179,12 +178,11 @@ class Supervisor:
         child = self.children.get(pid)
         if child is None:
             return
-        child.ready = True
         if child.index in self.ever_ready:
             log.info("serving process %d is back (pid %d)", child.index, pid)
+            return
         self.ever_ready.add(child.index)
-        if not self.announced and len(self.ever_ready) == len(self.sockets):
-            self.announced = True
+        if len(self.ever_ready) == len(self.sockets):
             self.on_ready()
 
     def _reap(self) -> None:

@@ -32,7 +32,7 @@ from tests.support.api import (
     post_webhook,
     wait_for_status,
 )
-from tests.support.launcher import ROOT, ServerProcess, free_port
+from tests.support.launcher import ROOT, ServerProcess, make_server
 from tests.support.wait import wait_until
 
 VOLUME = "8m"
@@ -95,14 +95,8 @@ def fill_up(filler: Path) -> None:
 
 
 def start_server(volume: Path, log_dir: Path, **settings: Any) -> ServerProcess:
-    env = dict(os.environ)
-    env.setdefault("STEPLOG_PROCESSES", "1")  # one process's workers and readiness
-    env.update({f"STEPLOG_{k.upper()}": str(v) for k, v in settings.items()})
-    env["PYTHONUNBUFFERED"] = "1"
-    server = ServerProcess(
-        db=volume / "steplog.db", port=free_port(), env=env, log_path=log_dir / "server.log"
-    )
-    return server.start()
+    """A one-process server whose log is on `volume`, its output in `log_dir` (off the volume)."""
+    return make_server(volume, log_path=log_dir / "server.log", **settings).start()
 
 
 def post_run(server: ServerProcess, **params: Any) -> httpx.Response:

@@ -139,9 +139,13 @@ def make_server(
     *,
     port: int | None = None,
     db: str | None = None,
+    log_path: Path | None = None,
     **settings: str | int | float,
 ) -> ServerProcess:
     """A server on `db`, else `directory/steplog.db`; `settings` become `STEPLOG_*` variables.
+
+    Its output goes to `log_path`, else `directory/server.log` (a test whose directory
+    is a volume it fills up keeps the log elsewhere).
 
     `directory` still holds the server's log. On a `postgresql://` URL, serve refuses
     to invent credentials (there is no directory of its own to keep them in), so an
@@ -165,5 +169,5 @@ def make_server(
         db_url=db,
         port=port or free_port(),
         env=env,
-        log_path=directory / "server.log",
+        log_path=log_path or directory / "server.log",
     )

@@ -78,9 +78,13 @@ class Sent:
 
     async def committed(self, conn: asyncpg.Connection) -> bool:
         """Whether the group is in the log; asked holding the append lock, when the
-        statement has either committed or can no longer commit."""
+        statement has either committed or can no longer commit. If it is, `batch` is
+        marked written, as `Short.send` would have (so the commit is told as any other)."""
         stored: str | None = await conn.fetchval(QUERIES["event_hash"], self.pos)
-        return stored == self.hash
+        if stored != self.hash:
+            return False
+        _written(self.batch)
+        return True
 
 
 class InDoubt(Exception):
@@ -182,8 +186,13 @@ class Short:
             _rows_json(runs),
             batch.now_iso,
         )
-        batch.rows = []
-        batch.wrote_events = True
+        _written(batch)
+
+
+def _written(batch: Batch) -> None:
+    """The batch's rows are in the log: none left to write, and its commit added events."""
+    batch.rows = []
+    batch.wrote_events = True
 
 
 async def short_way(

@@ -124,8 +124,13 @@ async def test_a_short_way_statement_that_outlived_its_connection_is_answered_on
 ) -> None:
     """The client side of the connection is lost while the statement waits for the lock:
     the server still runs it once the lock is free. The writer, retrying, finds the group
-    committed (or never run) under the lock, and never writes it twice."""
+    committed (or never run) under the lock, and never writes it twice. Either way the
+    commit observers and listeners hear of it, as of any commit."""
     log = open_logs()
+    observed: list[Event] = []
+    told: list[int] = []
+    log.add_commit_observer(lambda added, _waits: observed.extend(added))
+    log.add_commit_listener(told.append)
     async with an_append_held_at_the_lock(log, pg_url) as held:
         conn = log._writer_conn
         assert conn is not None
@@ -140,6 +145,8 @@ async def test_a_short_way_statement_that_outlived_its_connection_is_answered_on
     events = await log.read_run(held.run_id)
     assert [e.message for e in events].count("in doubt") == 1
     assert event in events
+    assert event in observed
+    await wait_for(lambda: told and told[-1] >= event.pos, 10, interval=0.01, what="the wake-up")
     report = await asyncio.to_thread(verify_log, pg_url)
     assert report.ok, report.problems
 

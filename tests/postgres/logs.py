@@ -4,8 +4,10 @@ several processes would (the fixture that opens them: tests/postgres/conftest.py
 from __future__ import annotations
 
 import asyncpg
+from asyncpg.connection import LoggedQuery
 
 from storage.postgres.log import PostgresEventLog
+from storage.sqlfiles import POSTGRES as QUERIES
 from tests.support.wait import wait_for
 
 
@@ -37,3 +39,24 @@ async def waiting_for_a_lock(url: str, log: PostgresEventLog, timeout: float = 1
         )
     finally:
         await conn.close()
+
+
+def writer_statements(log: PostgresEventLog) -> list[LoggedQuery]:
+    """Every statement `log`'s writer connection runs from now on (asyncpg's query
+    logger: the text, and the exception it raised if any), to tell which way a group of
+    appends went. Only that connection: a writer that reconnects is not followed."""
+    conn = log._writer_conn
+    assert conn is not None
+    seen: list[LoggedQuery] = []
+    conn.add_query_logger(seen.append)
+    return seen
+
+
+def short_way_outcomes(seen: list[LoggedQuery]) -> list[str]:
+    """How each short-way statement among `seen` ended: "committed", or the SQLSTATE
+    it raised ("SLSTA": the writer's cache was out of date)."""
+    return [
+        "committed" if q.exception is None else getattr(q.exception, "sqlstate", repr(q.exception))
+        for q in seen
+        if q.query == QUERIES["append_batch"]
+    ]

@@ -22,7 +22,12 @@ from storage import Event, EventType, NewEvent, RunFinished, RunStatus
 from storage.audit.verify import verify_log
 from storage.postgres.log import PostgresEventLog
 from storage.sqlfiles import POSTGRES as QUERIES
-from tests.postgres.logs import running_run, waiting_for_a_lock
+from tests.postgres.logs import (
+    running_run,
+    short_way_outcomes,
+    waiting_for_a_lock,
+    writer_statements,
+)
 from tests.support.wait import wait_for
 
 
@@ -38,6 +43,7 @@ async def test_appends_alternating_between_processes_stay_one_chain(
     first, second = open_logs(), open_logs()
     await first.open()
     await second.open()
+    seen = writer_statements(first), writer_statements(second)
     run_id = await running_run(first)
     written = []
     for i in range(6):
@@ -49,6 +55,8 @@ async def test_appends_alternating_between_processes_stay_one_chain(
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert [e.pos for e in events] == list(range(1, len(events) + 1))
     assert sorted(written) == events[-len(written) :]
+    for statements in seen:  # each found its cache out of date, and went the long way
+        assert "SLSTA" in short_way_outcomes(statements)
     report = await asyncio.to_thread(verify_log, pg_url)
     assert report.ok, report.problems
 
@@ -63,8 +71,10 @@ async def test_a_run_ended_elsewhere_refuses_the_cached_append(
     run_id = await running_run(writer)
     await writer.append(note(run_id, "cached"))
     assert await other.cancel_run(run_id, "stopped elsewhere")
+    seen = writer_statements(writer)
     with pytest.raises(RunFinished):
         await writer.append(note(run_id, "too late"))
+    assert short_way_outcomes(seen) == ["SLSTA"]  # tried from the cache, refused from the rows
     events = await writer.read_run(run_id)
     assert events[-1].type == EventType.RUN_CANCELLED
     assert (await writer.get_run(run_id)).status == RunStatus.CANCELLED
@@ -98,7 +108,8 @@ async def an_append_held_at_the_lock(log: PostgresEventLog, url: str) -> AsyncIt
         pid = log.writer_pid
         assert pid is not None
         appending = asyncio.create_task(log.append(note(run_id, "in doubt")))
-        await waiting_for_a_lock(url, log)
+        statement = await waiting_for_a_lock(url, log)
+        assert "steplog_append_batch(" in statement  # the short way, not the long one
         yield Held(run_id, pid, admin, appending)
     finally:
         await admin.close()  # releases the lock
@@ -160,6 +171,7 @@ async def test_the_short_way_stores_exactly_what_it_hashed(
     await log.open()
     run_id = await running_run(log)
     await log.append(note(run_id, "warm"))
+    seen = writer_statements(log)
     awkward = ['"quoted" \\ back\\slash', "tab\tnew\nline", "é ß 漢字 🙂", "\u2028\u2029", "{}", ""]
     pcts = [None, 0.0, -0.0, 33.333, 1e-9, 99.995, 12345678.125, 1e300]
     appended = await asyncio.gather(
@@ -181,5 +193,8 @@ async def test_the_short_way_stores_exactly_what_it_hashed(
     )
     stored = await log.read_run(run_id, appended[0].seq - 1)
     assert stored == sorted(appended)
+    outcomes = short_way_outcomes(seen)  # every group went the short way, and committed
+    assert outcomes and set(outcomes) == {"committed"}
+    assert not [q for q in seen if q.query == QUERIES["write_batch"]]
     report = await asyncio.to_thread(verify_log, pg_url)
     assert report.ok, report.problems

@@ -1,16 +1,16 @@
 """The writer's short way for a group of appends: one statement, checked against a cache.
 
-A group commit of plain appends the long way takes four round trips, all of them
-spent holding the append lock that every process shares (BEGIN, the lock and
-the runs, the writes, NOTIFY + COMMIT: see log.py). Yet in the common case
+A group commit of plain appends the long way takes four round trips, three of
+them spent holding the append lock that every process shares (BEGIN, the lock
+and the runs, the writes, NOTIFY + COMMIT: see log.py). Yet in the common case
 (this process is the one appending, again and again to the same runs) the
 writer already knows what the lock would tell it: the chain head its last
-commit left and the runs it wrote. `WriterCache` keeps that, and `send` numbers,
-chains and hashes the group in Python against it (the same `Numbering` as the
-long way) and sends it in one call of `steplog_append_batch`
+commit left and the runs it wrote. `WriterCache` keeps that, and `short_way`
+numbers, chains and hashes the group in Python against it (the same `Numbering`
+as the long way) and sends it in one call of `steplog_append_batch`
 (004_append_batch.sql), run as a transaction of its own. That function takes
 the append lock and writes nothing unless the head and every run are still as
-cached; otherwise it raises SQLSTATE SLSTA (`Stale`) and the writer does the
+cached; otherwise it raises SQLSTATE SLSTA (`is_stale`) and the writer does the
 group the long way, which refills the cache. The cache can thus make an append
 faster, never different: every decision is taken from values the database
 confirms under the lock before anything is written.
@@ -78,9 +78,13 @@ class Sent:
 
     async def committed(self, conn: asyncpg.Connection) -> bool:
         """Whether the group is in the log; asked holding the append lock, when the
-        statement has either committed or can no longer commit."""
+        statement has either committed or can no longer commit. If it is, `batch` is
+        marked written, as `Short.send` would have (so the commit is told as any other)."""
         stored: str | None = await conn.fetchval(QUERIES["event_hash"], self.pos)
-        return stored == self.hash
+        if stored != self.hash:
+            return False
+        _written(self.batch)
+        return True
 
 
 class InDoubt(Exception):
@@ -182,8 +186,13 @@ class Short:
             _rows_json(runs),
             batch.now_iso,
         )
-        batch.rows = []
-        batch.wrote_events = True
+        _written(batch)
+
+
+def _written(batch: Batch) -> None:
+    """The batch's rows are in the log: none left to write, and its commit added events."""
+    batch.rows = []
+    batch.wrote_events = True
 
 
 async def short_way(

@@ -341,6 +341,7 @@ class PostgresEventLog(PostgresReads):
         lock is held it is known whether it committed (see `Sent`). If it did, the
         group is answered as it was numbered; otherwise it is applied anew.
         """
+        progress.stage = "starting"  # the short way may have got further before giving up
         conn = await self._writer()
         await conn.execute(QUERIES["begin_append"])
         batch = Batch(conn)

@@ -193,14 +193,15 @@ async def read_everything(log: PostgresEventLog) -> list[Event]:
 
 
 async def _writer(
-    url: str, name: str, quota: int, run_ids: list[str], rng: random.Random
+    url: str, name: str, quota: int, run_ids: list[str], rng: random.Random, *, late: bool
 ) -> tuple[str, int]:
+    """`late`: delay every commit; otherwise never, so it takes the short way when its
+    cache holds."""
+
     async def late_commit() -> None:
         await asyncio.sleep(rng.uniform(0, MAX_COMMIT_DELAY))
 
-    # Odd writers never delay a commit, so they take the short way when their cache holds.
-    late = late_commit if int(name.rsplit("w", 1)[1]) % 2 == 0 else None
-    log = PostgresEventLog(url, readers=1, before_commit=late)
+    log = PostgresEventLog(url, readers=1, before_commit=late_commit if late else None)
     await log.open()
     done = 0
     try:
@@ -232,6 +233,7 @@ async def _writer_main(args: argparse.Namespace) -> None:
                 share + (1 if w < extra else 0),
                 run_ids,
                 random.Random(args.process * 100 + w),
+                late=w % 2 == 0,
             )
             for w in range(args.writers)
         ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -23,55 +23,14 @@ from storage import Event, EventType, InvalidEvent, LeaseLost, NewEvent, RunStat
 from storage.postgres.errors import StorageUnavailable
 from storage.postgres.log import PostgresEventLog
 from storage.postgres.migrations import migrate_database
+from tests.postgres.logs import running_run, waiting_for_a_lock
 from tests.support.wait import wait_for
-
-
-@pytest.fixture
-async def open_logs(pg_url: str) -> AsyncIterator[Callable[..., PostgresEventLog]]:
-    """Open any number of logs on the schema (as separate processes would); all closed after."""
-    opened: list[PostgresEventLog] = []
-
-    def make(**options: object) -> PostgresEventLog:
-        log = PostgresEventLog(pg_url, **options)  # type: ignore[arg-type]
-        opened.append(log)
-        return log
-
-    yield make
-    for log in opened:
-        await log.close()
-
-
-async def waiting_for_a_lock(url: str, log: PostgresEventLog, timeout: float = 10.0) -> None:
-    """Until `log`'s writer connection is blocked on a lock (`pg_stat_activity`)."""
-    conn = await asyncpg.connect(url)
-
-    async def blocked() -> bool:
-        pid = log.writer_pid
-        return pid is not None and bool(
-            await conn.fetchval(
-                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
-            )
-        )
-
-    try:
-        await wait_for(
-            blocked, timeout, interval=0.01, what="the writer to wait for the append lock"
-        )
-    finally:
-        await conn.close()
 
 
 def canonical(e: Event) -> str:
     return chain.canonical_row(
         e.pos, e.run_id, e.seq, e.type, e.step, e.message, e.pct, e.data, e.attempt, e.at
     )
-
-
-async def running_run(log: PostgresEventLog) -> str:
-    run, _ = await log.create_run("ticker", {})
-    claimed = await log.claim_run("w1", 60, ["ticker"])
-    assert claimed is not None and claimed.id == run.id
-    return run.id
 
 
 async def test_a_bare_sequence_skips_a_late_commit(pg_url: str) -> None:

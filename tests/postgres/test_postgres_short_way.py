@@ -11,38 +11,24 @@ it committed. Several `PostgresEventLog` instances stand in for processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import asyncpg
 import pytest
 
-from storage import EventType, NewEvent, RunFinished, RunStatus
+from storage import Event, EventType, NewEvent, RunFinished, RunStatus
 from storage.audit.verify import verify_log
 from storage.postgres.log import PostgresEventLog
 from storage.sqlfiles import POSTGRES as QUERIES
+from tests.postgres.logs import (
+    running_run,
+    short_way_outcomes,
+    waiting_for_a_lock,
+    writer_statements,
+)
 from tests.support.wait import wait_for
-
-
-@pytest.fixture
-async def open_logs(pg_url: str) -> AsyncIterator[Callable[..., PostgresEventLog]]:
-    """Open any number of logs on the schema (as separate processes would); all closed after."""
-    opened: list[PostgresEventLog] = []
-
-    def make(**options: object) -> PostgresEventLog:
-        log = PostgresEventLog(pg_url, **options)  # type: ignore[arg-type]
-        opened.append(log)
-        return log
-
-    yield make
-    for log in opened:
-        await log.close()
-
-
-async def running_run(log: PostgresEventLog) -> str:
-    run, _ = await log.create_run("ticker", {})
-    claimed = await log.claim_run("w1", 60, ["ticker"])
-    assert claimed is not None and claimed.id == run.id
-    return run.id
 
 
 def note(run_id: str, text: str) -> NewEvent:
@@ -57,6 +43,7 @@ async def test_appends_alternating_between_processes_stay_one_chain(
     first, second = open_logs(), open_logs()
     await first.open()
     await second.open()
+    seen = writer_statements(first), writer_statements(second)
     run_id = await running_run(first)
     written = []
     for i in range(6):
@@ -68,6 +55,8 @@ async def test_appends_alternating_between_processes_stay_one_chain(
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert [e.pos for e in events] == list(range(1, len(events) + 1))
     assert sorted(written) == events[-len(written) :]
+    for statements in seen:  # each found its cache out of date, and went the long way
+        assert "SLSTA" in short_way_outcomes(statements)
     report = await asyncio.to_thread(verify_log, pg_url)
     assert report.ok, report.problems
 
@@ -82,31 +71,48 @@ async def test_a_run_ended_elsewhere_refuses_the_cached_append(
     run_id = await running_run(writer)
     await writer.append(note(run_id, "cached"))
     assert await other.cancel_run(run_id, "stopped elsewhere")
+    seen = writer_statements(writer)
     with pytest.raises(RunFinished):
         await writer.append(note(run_id, "too late"))
+    assert short_way_outcomes(seen) == ["SLSTA"]  # tried from the cache, refused from the rows
     events = await writer.read_run(run_id)
     assert events[-1].type == EventType.RUN_CANCELLED
     assert (await writer.get_run(run_id)).status == RunStatus.CANCELLED
 
 
-async def holding_the_append_lock(url: str) -> asyncpg.Connection:
-    """A connection holding the append lock (session-level), so a writer's statement waits."""
-    conn = await asyncpg.connect(url)
-    await conn.execute(
-        "SELECT pg_advisory_lock($1)", await conn.fetchval(QUERIES["append_lock_key"])
-    )
-    return conn
+@dataclass
+class Held:
+    """An append sent the short way and held at the append lock by another connection."""
+
+    run_id: str
+    pid: int
+    """The writer's backend, running the statement."""
+    admin: asyncpg.Connection
+    """Holds the append lock (session-level) until the block ends."""
+    appending: asyncio.Task[Event]
 
 
-async def until_waiting_for_the_lock(admin: asyncpg.Connection, pid: int) -> None:
-    async def waiting() -> bool:
-        return bool(
-            await admin.fetchval(
-                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
-            )
+@contextlib.asynccontextmanager
+async def an_append_held_at_the_lock(log: PostgresEventLog, url: str) -> AsyncIterator[Held]:
+    """Open `log`, make its cache serve a running run, then append "in doubt" to it while
+    another connection holds the append lock: the writer's statement waits for the lock
+    until the block ends."""
+    await log.open()
+    run_id = await running_run(log)
+    await log.append(note(run_id, "warm"))  # the cache now serves this run
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute(
+            "SELECT pg_advisory_lock($1)", await admin.fetchval(QUERIES["append_lock_key"])
         )
-
-    await wait_for(waiting, 10, interval=0.01, what="the writer to wait for the append lock")
+        pid = log.writer_pid
+        assert pid is not None
+        appending = asyncio.create_task(log.append(note(run_id, "in doubt")))
+        statement = await waiting_for_a_lock(url, log)
+        assert "steplog_append_batch(" in statement  # the short way, not the long one
+        yield Held(run_id, pid, admin, appending)
+    finally:
+        await admin.close()  # releases the lock
 
 
 async def test_a_short_way_statement_killed_before_it_ran_is_written_once(
@@ -115,23 +121,13 @@ async def test_a_short_way_statement_killed_before_it_ran_is_written_once(
     """Its backend dies waiting for the lock: nothing committed, so the group is applied
     anew on a fresh connection, and the caller gets its event."""
     log = open_logs()
-    await log.open()
-    run_id = await running_run(log)
-    await log.append(note(run_id, "warm"))  # the cache now serves this run
-    admin = await holding_the_append_lock(pg_url)
-    try:
-        pid = log.writer_pid
-        assert pid is not None
-        appending = asyncio.create_task(log.append(note(run_id, "in doubt")))
-        await until_waiting_for_the_lock(admin, pid)
-        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
-    finally:
-        await admin.close()  # releases the lock
-    event = await asyncio.wait_for(appending, 10)
-    messages = [e.message for e in await log.read_run(run_id)]
+    async with an_append_held_at_the_lock(log, pg_url) as held:
+        assert await held.admin.fetchval("SELECT pg_terminate_backend($1)", held.pid)
+    event = await asyncio.wait_for(held.appending, 10)
+    messages = [e.message for e in await log.read_run(held.run_id)]
     assert messages.count("in doubt") == 1
     assert (await log.read_all(event.pos - 1))[0] == event
-    assert log.writer_pid not in (None, pid)
+    assert log.writer_pid not in (None, held.pid)
 
 
 async def test_a_short_way_statement_that_outlived_its_connection_is_answered_once(
@@ -139,29 +135,29 @@ async def test_a_short_way_statement_that_outlived_its_connection_is_answered_on
 ) -> None:
     """The client side of the connection is lost while the statement waits for the lock:
     the server still runs it once the lock is free. The writer, retrying, finds the group
-    committed (or never run) under the lock, and never writes it twice."""
+    committed (or never run) under the lock, and never writes it twice. Either way the
+    commit observers and listeners hear of it, as of any commit."""
     log = open_logs()
-    await log.open()
-    run_id = await running_run(log)
-    await log.append(note(run_id, "warm"))
-    admin = await holding_the_append_lock(pg_url)
-    try:
-        pid = log.writer_pid
-        assert pid is not None
-        appending = asyncio.create_task(log.append(note(run_id, "in doubt")))
-        await until_waiting_for_the_lock(admin, pid)
+    observed: list[Event] = []
+    told: list[int] = []
+    log.add_commit_observer(lambda added, _waits: observed.extend(added))
+    log.add_commit_listener(told.append)
+    async with an_append_held_at_the_lock(log, pg_url) as held:
         conn = log._writer_conn
         assert conn is not None
         conn.terminate()  # the client's side only: the server's backend waits on
         await wait_for(
-            lambda: log.writer_pid not in (None, pid), 10, interval=0.01, what="a new connection"
+            lambda: log.writer_pid not in (None, held.pid),
+            10,
+            interval=0.01,
+            what="a new connection",
         )
-    finally:
-        await admin.close()
-    event = await asyncio.wait_for(appending, 10)
-    events = await log.read_run(run_id)
+    event = await asyncio.wait_for(held.appending, 10)
+    events = await log.read_run(held.run_id)
     assert [e.message for e in events].count("in doubt") == 1
     assert event in events
+    assert event in observed
+    await wait_for(lambda: told and told[-1] >= event.pos, 10, interval=0.01, what="the wake-up")
     report = await asyncio.to_thread(verify_log, pg_url)
     assert report.ok, report.problems
 
@@ -175,6 +171,7 @@ async def test_the_short_way_stores_exactly_what_it_hashed(
     await log.open()
     run_id = await running_run(log)
     await log.append(note(run_id, "warm"))
+    seen = writer_statements(log)
     awkward = ['"quoted" \\ back\\slash', "tab\tnew\nline", "é ß 漢字 🙂", "\u2028\u2029", "{}", ""]
     pcts = [None, 0.0, -0.0, 33.333, 1e-9, 99.995, 12345678.125, 1e300]
     appended = await asyncio.gather(
@@ -196,5 +193,8 @@ async def test_the_short_way_stores_exactly_what_it_hashed(
     )
     stored = await log.read_run(run_id, appended[0].seq - 1)
     assert stored == sorted(appended)
+    outcomes = short_way_outcomes(seen)  # every group went the short way, and committed
+    assert outcomes and set(outcomes) == {"committed"}
+    assert not [q for q in seen if q.query == QUERIES["write_batch"]]
     report = await asyncio.to_thread(verify_log, pg_url)
     assert report.ok, report.problems

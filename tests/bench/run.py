@@ -76,7 +76,6 @@ class Plan:
     fanout_count: int
     fanout_interval_ms: int
     memory_streams: int
-    memory_warmup: int
     capacity_idle: int
     """Idle streams held open beside the live fan-out (`tests.bench.capacity`)."""
     pg_append_events: int
@@ -93,7 +92,6 @@ FULL = Plan(
     fanout_count=600,
     fanout_interval_ms=50,
     memory_streams=1_000,
-    memory_warmup=50,
     capacity_idle=10_000,
     pg_append_events=32_000,
     pg_replay_events=10_000,
@@ -106,7 +104,6 @@ QUICK = Plan(
     fanout_count=100,
     fanout_interval_ms=50,
     memory_streams=1_000,
-    memory_warmup=50,
     capacity_idle=2_000,
     pg_append_events=6_400,
     pg_replay_events=2_000,

@@ -28,9 +28,9 @@ from tests.bench.common import (
     _server,
     measure_with,
 )
-from tests.bench.fanout import SteplogSource
+from tests.bench.fanout import SteplogSource, measure_source
 from tests.bench.idle import WARMUP, IdleStreams, settled_rss
-from tests.bench.subscribers import FanoutResult, measure
+from tests.bench.subscribers import FanoutResult
 from tests.support.launcher import ServerProcess
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ LATENCY_TARGET = 0.250
 def bench_capacity(root: Path, plan: Plan, console: Console) -> list[Row]:
     """Idle streams held, memory per idle stream and live fan-out latency beside them."""
     idle, live = plan.capacity_idle, plan.fanout_subscribers
-    rate = 1000 / plan.fanout_interval_ms
+    rate = plan.fanout_rate
     name = f"{idle:,} idle streams open on one instance"
     rows = [
         Row(f"{name}: streams held", "", f"{idle:,}"),
@@ -101,9 +101,7 @@ async def _capacity_once(
         )
         held_before = await _open_streams(server)
         source = SteplogSource(server, plan.fanout_count, plan.fanout_interval_ms)
-        nominal = plan.fanout_count * plan.fanout_interval_ms / 1000
-        async with source:
-            result = await measure(source, plan.fanout_subscribers, nominal, console)
+        result = await measure_source(source, plan, console)
         # Every idle stream still open after the fan-out (closing live ones only add).
         held = min(held_before, await _open_streams(server)) - WARMUP
     return held, per_stream, result

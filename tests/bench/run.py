@@ -82,6 +82,20 @@ class Plan:
     """Events for the 64-emitter append figure on PostgreSQL (the other counts are shared,
     except the replay run's, below: one emitter writes it, which takes longest)."""
     pg_replay_events: int
+    wakeup_ticks: int
+    """Events of the ticker run timed across processes (`tests.bench.wakeup`)."""
+    wakeup_triggers: int
+    """`POST /runs` timed to their first event, per repetition."""
+
+    @property
+    def fanout_rate(self) -> float:
+        """Events per second the fan-out's emitter is asked for."""
+        return 1000 / self.fanout_interval_ms
+
+    @property
+    def fanout_seconds(self) -> float:
+        """How long the fan-out's emitter runs at that rate."""
+        return self.fanout_count * self.fanout_interval_ms / 1000
 
 
 FULL = Plan(
@@ -95,6 +109,8 @@ FULL = Plan(
     capacity_idle=10_000,
     pg_append_events=32_000,
     pg_replay_events=10_000,
+    wakeup_ticks=400,
+    wakeup_triggers=200,
 )
 QUICK = Plan(
     reps=1,
@@ -107,6 +123,8 @@ QUICK = Plan(
     capacity_idle=2_000,
     pg_append_events=6_400,
     pg_replay_events=2_000,
+    wakeup_ticks=100,
+    wakeup_triggers=50,
 )
 
 

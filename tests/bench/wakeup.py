@@ -73,8 +73,6 @@ def bench_wakeup(root: Path, plan: Plan, console: Console) -> list[Row]:
         Row(f"trigger → first event at the client ({where}): p50", ""),
         Row(f"trigger → first event at the client ({where}): p99", "", "< 20 ms"),
     ]
-    ticks = 100 if plan.reps == 1 else 400
-    triggers = 50 if plan.reps == 1 else 200
     results: list[_Wakeup] = []
     try:
         for rep in range(plan.reps):
@@ -82,7 +80,7 @@ def bench_wakeup(root: Path, plan: Plan, console: Console) -> list[Row]:
                 _server(root, f"wakeup{rep}", processes=1, workers=0) as server,
                 _worker(server, root / f"wakeup{rep}" / "worker.log"),
             ):
-                results.append(asyncio.run(_measure(server, ticks, triggers, console)))
+                results.append(asyncio.run(_measure(server, plan, console)))
     except Exception as exc:
         message = _error(console, "wake-up", exc)
         for row in rows:
@@ -122,9 +120,9 @@ def _worker(server: ServerProcess, log_path: Path) -> Iterator[subprocess.Popen[
         stop_processes([worker])
 
 
-async def _measure(server: ServerProcess, ticks: int, triggers: int, console: Console) -> _Wakeup:
-    commit = await _commit_to_receipt(server, ticks)
-    trigger = await _trigger_to_first_event(server, triggers)
+async def _measure(server: ServerProcess, plan: Plan, console: Console) -> _Wakeup:
+    commit = await _commit_to_receipt(server, plan.wakeup_ticks)
+    trigger = await _trigger_to_first_event(server, plan.wakeup_triggers)
     result = _Wakeup(
         statistics.median(commit),
         _percentile(commit, 0.99),

@@ -127,7 +127,7 @@ class NchanSource(AbstractAsyncContextManager["NchanSource"]):
         return Emitted(self.last_seq, finished=True, failed=False)
 
     def server_cpu(self) -> float:
-        return self.server.worker_cpu()
+        return self.server.cpu_seconds()
 
     def seq_of(self, frame: bytes) -> int | None:
         start = frame.find(b'"seq":')

@@ -10,18 +10,15 @@ fan-out's latency is with all of them open beside it.
 
 from __future__ import annotations
 
-import re
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
-import httpx
 from rich.console import Console
 
 from tests.bench.common import (
     Api,
-    BenchError,
     Row,
-    _auth,
     _error,
     _kib,
     _ms,
@@ -32,6 +29,7 @@ from tests.bench.fanout import SteplogSource, measure_source
 from tests.bench.idle import WARMUP, IdleStreams, settled_rss
 from tests.bench.subscribers import FanoutResult
 from tests.support.launcher import ServerProcess
+from tests.support.probes import metric
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -109,9 +107,4 @@ async def _capacity_once(
 
 async def _open_streams(server: ServerProcess) -> int:
     """The server's own count of open streams (`steplog_open_streams` in /metrics)."""
-    async with httpx.AsyncClient(base_url=server.url, headers=_auth(server)) as http:
-        text = (await http.get("/metrics")).text
-    found = re.search(r"^steplog_open_streams\s+([0-9.e+]+)$", text, re.MULTILINE)
-    if found is None:
-        raise BenchError("/metrics has no steplog_open_streams")
-    return int(float(found.group(1)))
+    return int(await asyncio.to_thread(metric, server.url, "steplog_open_streams"))

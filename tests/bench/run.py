@@ -43,23 +43,9 @@ from pathlib import Path
 from rich.console import Console
 
 from tests.bench.capacity import bench_capacity
-from tests.bench.common import (
-    CONNECT_CONCURRENCY as CONNECT_CONCURRENCY,
-)
-from tests.bench.common import (
-    DEFAULT_BENCH_POSTGRES as DEFAULT_BENCH_POSTGRES,
-)
-from tests.bench.common import FINISHED as FINISHED
-from tests.bench.common import HOST as HOST
-from tests.bench.common import Api as Api
-from tests.bench.common import BenchError as BenchError
 from tests.bench.common import Row, _raise_open_file_limit
-from tests.bench.common import RunInfo as RunInfo
-from tests.bench.common import _server as _server
 from tests.bench.fanout import bench_fanout
 from tests.bench.replay_peer import bench_nchan_replay
-from tests.bench.storage import _replay_all as _replay_all
-from tests.bench.storage import _start_replay_run as _start_replay_run
 from tests.bench.storage import bench_appends, bench_memory, bench_postgres, bench_replay
 from tests.bench.wakeup import bench_wakeup
 

@@ -25,7 +25,7 @@ from tests.bench.common import (
     _server,
     measure_with,
 )
-from tests.bench.fanout import SteplogSource, measure_source
+from tests.bench.fanout import LATENCY_TARGET, SteplogSource, measure_source
 from tests.bench.idle import WARMUP, IdleStreams, settled_rss
 from tests.bench.subscribers import FanoutResult
 from tests.support.launcher import ServerProcess
@@ -38,9 +38,6 @@ if TYPE_CHECKING:
 
 MEMORY_TARGET = 32 * 1024
 """Bytes of server memory per idle open stream, at 10,000 of them."""
-
-LATENCY_TARGET = 0.250
-"""The live fan-out's p99 with the idle streams open: the fan-out benchmark's own bound."""
 
 
 def bench_capacity(root: Path, plan: Plan, console: Console) -> list[Row]:

@@ -16,6 +16,10 @@ The figures:
    latency p50 and p99, and whether every subscriber got every event exactly once,
    in order.
 4. server memory per idle open stream (RSS growth over 1,000 idle streams).
+5. capacity: 10,000 idle streams held on one instance, their memory at that scale,
+   and the live fan-out's latency beside them (`tests.bench.capacity`).
+6. wake-ups across processes: a separate `steplog worker`'s commits reaching the
+   server's streams (`tests.bench.wakeup`).
 
 Then appends (64 emitters), replay and memory again on PostgreSQL, each on a
 throwaway schema of the server at `STEPLOG_BENCH_POSTGRES` (default: the local

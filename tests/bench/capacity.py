@@ -11,31 +11,25 @@ fan-out's latency is with all of them open beside it.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from typing import TYPE_CHECKING
 
-import httpx
 from rich.console import Console
 
-from tests.bench import client as bench_client
 from tests.bench.common import (
-    CONNECT_CONCURRENCY,
-    HOST,
     Api,
-    BenchError,
     Row,
-    _auth,
     _error,
     _kib,
     _ms,
-    _rss_bytes,
     _server,
     measure_with,
 )
-from tests.bench.fanout import SteplogSource
-from tests.bench.subscribers import FanoutResult, measure
+from tests.bench.fanout import LATENCY_TARGET, SteplogSource, measure_source
+from tests.bench.idle import WARMUP, IdleStreams, settled_rss
+from tests.bench.subscribers import FanoutResult
 from tests.support.launcher import ServerProcess
+from tests.support.probes import metric
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -45,17 +39,11 @@ if TYPE_CHECKING:
 MEMORY_TARGET = 32 * 1024
 """Bytes of server memory per idle open stream, at 10,000 of them."""
 
-LATENCY_TARGET = 0.250
-"""The live fan-out's p99 with the idle streams open: the fan-out benchmark's own bound."""
-
-WARMUP = 50
-"""Streams opened before the first RSS reading (allocator arenas, first-use caches)."""
-
 
 def bench_capacity(root: Path, plan: Plan, console: Console) -> list[Row]:
     """Idle streams held, memory per idle stream and live fan-out latency beside them."""
     idle, live = plan.capacity_idle, plan.fanout_subscribers
-    rate = 1000 / plan.fanout_interval_ms
+    rate = plan.fanout_rate
     name = f"{idle:,} idle streams open on one instance"
     rows = [
         Row(f"{name}: streams held", "", f"{idle:,}"),
@@ -94,56 +82,26 @@ async def _capacity_once(
     async with Api(server) as api:
         # Claimed by a worker, it sends its first tick and then waits an hour: quiet.
         quiet_run = await api.start_ticker(2, 3_600_000)
-    path = f"/runs/{quiet_run}/events"
-    connect = asyncio.Semaphore(CONNECT_CONCURRENCY)
-    opened: list[bench_client.Response] = []
-
-    async def open_stream() -> None:
-        async with connect:
-            response = await bench_client.get(HOST, server.port, path, _auth(server), timeout=60)
-        opened.append(response)
-        if response.status != 200:
-            raise BenchError(f"GET {path} answered {response.status}")
-        body = b""
-        while b"retry:" not in body:  # the first bytes of every stream
-            chunk = await asyncio.wait_for(response.read(), 60)
-            if chunk is None:
-                raise BenchError("an idle stream ended")
-            body += chunk
-
-    async def settled_rss() -> int:
-        await asyncio.sleep(2.0)  # let the server finish the replay reads it started
-        return _rss_bytes(pid)
-
-    try:
-        await asyncio.gather(*(open_stream() for _ in range(WARMUP)))
-        before = await settled_rss()
+    async with IdleStreams(server, f"/runs/{quiet_run}/events") as streams:
+        await streams.open(WARMUP)
+        before = await settled_rss(pid, 2.0)
         started = time.perf_counter()
-        await asyncio.gather(*(open_stream() for _ in range(plan.capacity_idle)))
-        after = await settled_rss()
+        await streams.open(plan.capacity_idle)
+        elapsed = time.perf_counter() - started
+        after = await settled_rss(pid, 2.0)
         per_stream = (after - before) / plan.capacity_idle
         console.log(
-            f"capacity: {plan.capacity_idle:,} idle streams opened in"
-            f" {time.perf_counter() - started:.1f} s, {_kib(per_stream)} each"
+            f"capacity: {plan.capacity_idle:,} idle streams opened in {elapsed:.1f} s,"
+            f" {_kib(per_stream)} each"
         )
         held_before = await _open_streams(server)
         source = SteplogSource(server, plan.fanout_count, plan.fanout_interval_ms)
-        nominal = plan.fanout_count * plan.fanout_interval_ms / 1000
-        async with source:
-            result = await measure(source, plan.fanout_subscribers, nominal, console)
+        result = await measure_source(source, plan, console)
         # Every idle stream still open after the fan-out (closing live ones only add).
         held = min(held_before, await _open_streams(server)) - WARMUP
-    finally:
-        for response in opened:
-            response.close()
     return held, per_stream, result
 
 
 async def _open_streams(server: ServerProcess) -> int:
     """The server's own count of open streams (`steplog_open_streams` in /metrics)."""
-    async with httpx.AsyncClient(base_url=server.url, headers=_auth(server)) as http:
-        text = (await http.get("/metrics")).text
-    found = re.search(r"^steplog_open_streams\s+([0-9.e+]+)$", text, re.MULTILINE)
-    if found is None:
-        raise BenchError("/metrics has no steplog_open_streams")
-    return int(float(found.group(1)))
+    return int(await asyncio.to_thread(metric, server.url, "steplog_open_streams"))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 READ_SIZE = 256 * 1024
 """Bytes asked of the socket per read: large, so a fast replay costs few wake-ups."""
@@ -103,7 +103,6 @@ class Response:
     chunked: ChunkedDecoder | None = None
     remaining: int | None = None  # Content-Length countdown, None: until EOF
     finished: bool = False
-    extra: dict[str, object] = field(default_factory=dict)
 
     async def read(self) -> bytes | None:
         """The next decoded body bytes (possibly empty); None once the body has ended."""
@@ -130,12 +129,6 @@ class Response:
                 self.finished = True
             return body
         return raw
-
-    async def read_all(self) -> bytes:
-        parts: list[bytes] = []
-        while (body := await self.read()) is not None:
-            parts.append(body)
-        return b"".join(parts)
 
     def close(self) -> None:
         """Drop the connection without waiting: a benchmark closes hundreds at once."""

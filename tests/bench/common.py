@@ -12,7 +12,7 @@ import os
 import resource
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +21,7 @@ import httpx
 from rich.console import Console
 
 from stream.eventloop import loop_factory
+from stream.sse.parser import SSEParser
 from tests.bench import client as bench_client
 from tests.support.launcher import ServerProcess, make_server
 
@@ -211,6 +212,23 @@ def _auth(server: ServerProcess) -> dict[str, str]:
     return {"Authorization": f"Bearer {server.api_key}"}
 
 
+async def envelopes(
+    response: bench_client.Response, silence: float = 30.0
+) -> AsyncIterator[tuple[float, dict[str, Any]]]:
+    """Each event's envelope with the wall-clock time its bytes arrived, parsed by the
+    project's SSE parser; `silence` seconds without a byte is an error. For streams
+    read one at a time: the fan-out's 1,000 subscribers split frames themselves."""
+    parser = SSEParser()
+    while True:
+        async with asyncio.timeout(silence):
+            body = await response.read()
+        if body is None:
+            return
+        received = time.time()
+        for event in parser.feed(body):
+            yield received, json.loads(event.data)
+
+
 async def _event_after(server: ServerProcess, run_id: str, after: int) -> dict[str, Any]:
     """The envelope of the first event after seq `after` (replay, then hang up)."""
     response = await bench_client.get(
@@ -219,14 +237,8 @@ async def _event_after(server: ServerProcess, run_id: str, after: int) -> dict[s
     try:
         if response.status != 200:
             raise BenchError(f"GET events of {run_id} after {after} answered {response.status}")
-        buffer = b""
-        while (body := await asyncio.wait_for(response.read(), 30)) is not None:
-            buffer += body
-            for frame in buffer.split(b"\n\n")[:-1]:
-                for line in frame.split(b"\n"):
-                    if line.startswith(b"data: "):
-                        envelope: dict[str, Any] = json.loads(line[6:])
-                        return envelope
+        async for _received, envelope in envelopes(response):
+            return envelope
         raise BenchError(f"the stream of {run_id} ended without an event after {after}")
     finally:
         response.close()

@@ -22,16 +22,15 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import socket
 import string
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from storage.timefmt import iso
 from tests.bench.common import HOST, BenchError, _cpu_seconds
+from tests.e2e.nginx import Nginx
 from tests.support.launcher import free_port
 from tests.support.wait import wait_until
 
@@ -58,36 +57,17 @@ def missing() -> str | None:
 HINT = "`make system-deps` as root installs Debian's nginx and libnginx-mod-nchan"
 
 
-@dataclass
-class NchanServer:
-    """One running nchan; publish at `/pub/<channel>`, subscribe at `/sub/<channel>`."""
+class NchanServer(Nginx):
+    """One running nchan; publish at `/pub/<channel>`, subscribe at `/sub/<channel>`.
 
-    prefix: Path
-    port: int
-    process: subprocess.Popen[bytes]
+    An nginx like the e2e tests' (its `stop` is nginx's fast shutdown: open streams are
+    dropped, not drained), on this module's own config.
+    """
 
-    def worker_cpu(self) -> float:
-        """CPU seconds its worker (the master's child) has used: beside the client's,
-        it says which side of a measurement was busy."""
-        pid = self.process.pid
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        if not children:
-            raise BenchError("nchan has no worker process")
-        return _cpu_seconds(int(children[0]))
-
-    def error_log(self) -> str:
-        path = self.prefix / "logs" / "error.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self) -> None:
-        """SIGTERM is nginx's fast shutdown: open streams are dropped, not drained."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+    def cpu_seconds(self) -> float:
+        """CPU seconds the master and its worker have used (the master idles): beside
+        the client's, it says which side of a measurement was busy."""
+        return _cpu_seconds(self.process.pid)
 
 
 @contextlib.contextmanager

@@ -90,7 +90,7 @@ async def _fill(server: nchan.NchanServer, channel: str, n: int, console: Consol
 
 async def _replay_once(server: nchan.NchanServer, channel: str, n: int, console: Console) -> float:
     """Read the channel from its oldest message until all `n` arrived; events per second."""
-    cpu, server_cpu = time.process_time(), server.worker_cpu()
+    cpu, server_cpu = time.process_time(), server.cpu_seconds()
     started = time.perf_counter()
     response = await bench_client.get(HOST, server.port, f"/sub/{channel}", nchan.SUBSCRIBE_HEADERS)
     try:
@@ -105,10 +105,10 @@ async def _replay_once(server: nchan.NchanServer, channel: str, n: int, console:
     last_frame = tail.rstrip(b"\n").rsplit(b"\n\n", 1)[-1]
     if events != n or f'"seq":{n},'.encode() not in last_frame:
         raise BenchError(f"nchan's replay delivered {events} of {n} messages")
-    cpu, server_cpu = time.process_time() - cpu, server.worker_cpu() - server_cpu
+    cpu, server_cpu = time.process_time() - cpu, server.cpu_seconds() - server_cpu
     console.log(
         f"replay (nchan): {events:,} messages ({size / events:.0f} bytes each) in"
         f" {seconds:.2f} s = {_rate(events / seconds)}; client CPU {cpu / seconds:.0%},"
-        f" nchan worker CPU {server_cpu / seconds:.0%}"
+        f" nchan CPU {server_cpu / seconds:.0%}"
     )
     return events / seconds

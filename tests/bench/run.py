@@ -16,6 +16,10 @@ The figures:
    latency p50 and p99, and whether every subscriber got every event exactly once,
    in order.
 4. server memory per idle open stream (RSS growth over 1,000 idle streams).
+5. capacity: 10,000 idle streams held on one instance, their memory at that scale,
+   and the live fan-out's latency beside them (`tests.bench.capacity`).
+6. wake-ups across processes: a separate `steplog worker`'s commits reaching the
+   server's streams (`tests.bench.wakeup`).
 
 Then appends (64 emitters), replay and memory again on PostgreSQL, each on a
 throwaway schema of the server at `STEPLOG_BENCH_POSTGRES` (default: the local
@@ -43,23 +47,9 @@ from pathlib import Path
 from rich.console import Console
 
 from tests.bench.capacity import bench_capacity
-from tests.bench.common import (
-    CONNECT_CONCURRENCY as CONNECT_CONCURRENCY,
-)
-from tests.bench.common import (
-    DEFAULT_BENCH_POSTGRES as DEFAULT_BENCH_POSTGRES,
-)
-from tests.bench.common import FINISHED as FINISHED
-from tests.bench.common import HOST as HOST
-from tests.bench.common import Api as Api
-from tests.bench.common import BenchError as BenchError
 from tests.bench.common import Row, _raise_open_file_limit
-from tests.bench.common import RunInfo as RunInfo
-from tests.bench.common import _server as _server
 from tests.bench.fanout import bench_fanout
 from tests.bench.replay_peer import bench_nchan_replay
-from tests.bench.storage import _replay_all as _replay_all
-from tests.bench.storage import _start_replay_run as _start_replay_run
 from tests.bench.storage import bench_appends, bench_memory, bench_postgres, bench_replay
 from tests.bench.wakeup import bench_wakeup
 
@@ -76,13 +66,26 @@ class Plan:
     fanout_count: int
     fanout_interval_ms: int
     memory_streams: int
-    memory_warmup: int
     capacity_idle: int
     """Idle streams held open beside the live fan-out (`tests.bench.capacity`)."""
     pg_append_events: int
     """Events for the 64-emitter append figure on PostgreSQL (the other counts are shared,
     except the replay run's, below: one emitter writes it, which takes longest)."""
     pg_replay_events: int
+    wakeup_ticks: int
+    """Events of the ticker run timed across processes (`tests.bench.wakeup`)."""
+    wakeup_triggers: int
+    """`POST /runs` timed to their first event, per repetition."""
+
+    @property
+    def fanout_rate(self) -> float:
+        """Events per second the fan-out's emitter is asked for."""
+        return 1000 / self.fanout_interval_ms
+
+    @property
+    def fanout_seconds(self) -> float:
+        """How long the fan-out's emitter runs at that rate."""
+        return self.fanout_count * self.fanout_interval_ms / 1000
 
 
 FULL = Plan(
@@ -93,10 +96,11 @@ FULL = Plan(
     fanout_count=600,
     fanout_interval_ms=50,
     memory_streams=1_000,
-    memory_warmup=50,
     capacity_idle=10_000,
     pg_append_events=32_000,
     pg_replay_events=10_000,
+    wakeup_ticks=400,
+    wakeup_triggers=200,
 )
 QUICK = Plan(
     reps=1,
@@ -106,10 +110,11 @@ QUICK = Plan(
     fanout_count=100,
     fanout_interval_ms=50,
     memory_streams=1_000,
-    memory_warmup=50,
     capacity_idle=2_000,
     pg_append_events=6_400,
     pg_replay_events=2_000,
+    wakeup_ticks=100,
+    wakeup_triggers=50,
 )
 
 

@@ -18,7 +18,6 @@ from rich.console import Console
 from storage.timefmt import parse_iso
 from tests.bench import client as bench_client
 from tests.bench.common import (
-    CONNECT_CONCURRENCY,
     DEFAULT_BENCH_POSTGRES,
     HOST,
     Api,
@@ -32,10 +31,10 @@ from tests.bench.common import (
     _kib,
     _median_figure,
     _rate,
-    _rss_bytes,
     _server,
     measure_with,
 )
+from tests.bench.idle import WARMUP, IdleStreams, settled_rss
 from tests.support import postgres as postgres_testing
 from tests.support.launcher import ServerProcess
 
@@ -234,35 +233,11 @@ def bench_memory(
 async def _memory_once(server: ServerProcess, pid: int, plan: Plan) -> float:
     async with Api(server) as api:
         run_id = await api.start_ticker(10, 0)  # never claimed: the server has no workers
-    path = f"/runs/{run_id}/events"
-    connect = asyncio.Semaphore(CONNECT_CONCURRENCY)
-    opened: list[bench_client.Response] = []
-
-    async def open_stream() -> None:
-        async with connect:
-            response = await bench_client.get(HOST, server.port, path, _auth(server), timeout=60)
-        opened.append(response)
-        if response.status != 200:
-            raise BenchError(f"GET {path} answered {response.status}")
-        body = b""
-        while b"retry:" not in body:  # the first bytes of every stream
-            chunk = await asyncio.wait_for(response.read(), 30)
-            if chunk is None:
-                raise BenchError("an idle stream ended")
-            body += chunk
-
-    async def settled_rss() -> int:
-        await asyncio.sleep(1.0)  # let the server finish the replay reads it started
-        return _rss_bytes(pid)
-
-    try:
-        await asyncio.gather(*(open_stream() for _ in range(plan.memory_warmup)))
-        before = await settled_rss()
-        await asyncio.gather(*(open_stream() for _ in range(plan.memory_streams)))
-        after = await settled_rss()
-    finally:
-        for response in opened:
-            response.close()
+    async with IdleStreams(server, f"/runs/{run_id}/events") as streams:
+        await streams.open(WARMUP)
+        before = await settled_rss(pid, 1.0)
+        await streams.open(plan.memory_streams)
+        after = await settled_rss(pid, 1.0)
     return (after - before) / plan.memory_streams
 
 

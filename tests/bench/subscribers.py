@@ -26,6 +26,7 @@ from rich.console import Console
 from storage.timefmt import parse_iso
 from tests.bench import client as bench_client
 from tests.bench.common import CONNECT_CONCURRENCY, HOST, BenchError, _ms, _percentile
+from tests.support.wait import wait_for
 
 CLIENT_SATURATED = 0.9
 """Client CPU (share of one core) above which its figures are suspect."""
@@ -90,7 +91,6 @@ class _Subscriber:
     next_seq: int = 1
     done: bool = False
     problem: str | None = None
-    caught_up: bool = False
 
 
 @dataclass(slots=True)
@@ -107,26 +107,12 @@ class _State:
     """(seq, receipt - emit) for every live delivery."""
     connected: int = 0
     all_connected: asyncio.Event = field(default_factory=asyncio.Event)
-    cut: int | None = None
-    """When the stream outlives the measurement: the last seq every subscriber must get."""
-    caught_up: int = 0
-    all_caught_up: asyncio.Event = field(default_factory=asyncio.Event)
 
     def attach(self) -> None:
         """Count a subscriber as attached (or as given up, so nobody waits for it)."""
         self.connected += 1
         if self.connected >= self.expected:
             self.all_connected.set()
-
-    def catch_up(self, sub: _Subscriber) -> None:
-        """Count `sub` once it has everything up to the cut (or has given up)."""
-        if self.cut is None or sub.caught_up:
-            return
-        if sub.next_seq > self.cut or sub.problem is not None:
-            sub.caught_up = True
-            self.caught_up += 1
-            if self.caught_up >= self.expected:
-                self.all_caught_up.set()
 
 
 async def measure(source: FanoutSource, n: int, nominal: float, console: Console) -> FanoutResult:
@@ -168,11 +154,12 @@ async def measure(source: FanoutSource, n: int, nominal: float, console: Console
         cut = emitted.last_seq  # every subscriber must get at least this far
         if pending:
             console.log(f"fan-out ({source.label}): not finished in time, checking up to {cut}")
-            state.cut = cut
-            for sub in subscribers:
-                state.catch_up(sub)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.all_caught_up.wait(), 15)
+
+            def caught_up() -> bool:  # everything up to the cut, or given up
+                return all(sub.next_seq > cut or sub.problem is not None for sub in subscribers)
+
+            with contextlib.suppress(AssertionError):  # the deadline: `_result` counts who is short
+                await wait_for(caught_up, 15, what=f"every subscriber to reach seq {cut}")
     finally:
         for task in tasks:
             task.cancel()
@@ -267,7 +254,6 @@ async def _subscribe(
                     latencies.append((seq, received - at))
                 if b"event: completed\n" in frame:
                     sub.done = True
-            state.catch_up(sub)
         if not sub.done and sub.problem is None:
             sub.problem = "the stream ended before the completed event"
     except asyncio.CancelledError:
@@ -280,4 +266,3 @@ async def _subscribe(
             response.close()
         if not attached:
             state.attach()  # counted as given up, so nobody waits for it
-        state.catch_up(sub)

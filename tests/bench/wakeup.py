@@ -20,24 +20,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
 from rich.console import Console
 
+from storage.timefmt import parse_iso
 from tests.bench import client as bench_client
 from tests.bench.common import (
     HOST,
+    Api,
     BenchError,
     Row,
     _auth,
@@ -46,8 +45,9 @@ from tests.bench.common import (
     _ms,
     _percentile,
     _server,
+    envelopes,
 )
-from tests.support.launcher import ServerProcess
+from tests.support.launcher import ServerProcess, stop_processes
 from tests.support.wait import wait_until
 
 if TYPE_CHECKING:
@@ -73,8 +73,6 @@ def bench_wakeup(root: Path, plan: Plan, console: Console) -> list[Row]:
         Row(f"trigger → first event at the client ({where}): p50", ""),
         Row(f"trigger → first event at the client ({where}): p99", "", "< 20 ms"),
     ]
-    ticks = 100 if plan.reps == 1 else 400
-    triggers = 50 if plan.reps == 1 else 200
     results: list[_Wakeup] = []
     try:
         for rep in range(plan.reps):
@@ -82,7 +80,7 @@ def bench_wakeup(root: Path, plan: Plan, console: Console) -> list[Row]:
                 _server(root, f"wakeup{rep}", processes=1, workers=0) as server,
                 _worker(server, root / f"wakeup{rep}" / "worker.log"),
             ):
-                results.append(asyncio.run(_measure(server, ticks, triggers, console)))
+                results.append(asyncio.run(_measure(server, plan, console)))
     except Exception as exc:
         message = _error(console, "wake-up", exc)
         for row in rows:
@@ -119,17 +117,12 @@ def _worker(server: ServerProcess, log_path: Path) -> Iterator[subprocess.Popen[
         wait_until(lambda: "steplog worker" in log_path.read_text(), 30, what="the worker")
         yield worker
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_processes([worker])
 
 
-async def _measure(server: ServerProcess, ticks: int, triggers: int, console: Console) -> _Wakeup:
-    commit = await _commit_to_receipt(server, ticks)
-    trigger = await _trigger_to_first_event(server, triggers)
+async def _measure(server: ServerProcess, plan: Plan, console: Console) -> _Wakeup:
+    commit = await _commit_to_receipt(server, plan.wakeup_ticks)
+    trigger = await _trigger_to_first_event(server, plan.wakeup_triggers)
     result = _Wakeup(
         statistics.median(commit),
         _percentile(commit, 0.99),
@@ -144,38 +137,16 @@ async def _measure(server: ServerProcess, ticks: int, triggers: int, console: Co
     return result
 
 
-async def _frames(
-    response: bench_client.Response,
-) -> AsyncIterator[tuple[float, dict[str, object]]]:
-    """Each event's envelope with its receipt time (wall clock), as frames arrive."""
-    buffer = b""
-    while (body := await asyncio.wait_for(response.read(), 30)) is not None:
-        received = time.time()
-        buffer += body
-        *frames, buffer = buffer.split(b"\n\n")
-        for frame in frames:
-            for line in frame.split(b"\n"):
-                if line.startswith(b"data: "):
-                    yield received, json.loads(line[6:])
-
-
 async def _commit_to_receipt(server: ServerProcess, ticks: int) -> list[float]:
     """Latencies (sorted) of a ticker run's events, executed by the worker process."""
-    async with httpx.AsyncClient(base_url=server.url, headers=server.headers) as http:
-        answer = await http.post(
-            "/runs",
-            json={"function": "ticker", "params": {"count": ticks, "interval_ms": TICK_MS}},
-        )
-        if answer.status_code != 202:
-            raise BenchError(f"POST /runs answered {answer.status_code}: {answer.text}")
-        run_id = answer.json()["run_id"]
+    async with Api(server) as api:
+        run_id = await api.start_ticker(ticks, TICK_MS)
     response = await bench_client.get(HOST, server.port, f"/runs/{run_id}/events", _auth(server))
     latencies: list[float] = []
     try:
-        async for received, envelope in _frames(response):
+        async for received, envelope in envelopes(response):
             if envelope["type"] == "step.progress":
-                at = str(envelope["at"]).replace("Z", "+00:00")
-                latencies.append(received - datetime.fromisoformat(at).timestamp())
+                latencies.append(received - parse_iso(envelope["at"]))
             if envelope["type"] in ("run.succeeded", "run.failed", "run.cancelled"):
                 break
     finally:
@@ -192,7 +163,7 @@ async def _trigger_to_first_event(server: ServerProcess, triggers: int) -> list[
     response = await bench_client.get(HOST, server.port, "/events", _auth(server))
 
     async def follow() -> None:
-        async for _received, envelope in _frames(response):
+        async for _received, envelope in envelopes(response):
             if envelope["type"] == "run.started":
                 started[str(envelope["run_id"])] = time.perf_counter()
                 arrived.set()
@@ -200,22 +171,22 @@ async def _trigger_to_first_event(server: ServerProcess, triggers: int) -> list[
     reader = asyncio.create_task(follow())
     latencies: list[float] = []
     try:
-        async with httpx.AsyncClient(base_url=server.url, headers=server.headers) as http:
-            body = {"function": "ticker", "params": {"count": 1, "interval_ms": 0}}
-            await http.post("/runs", json=body)  # a warm-up: connections, first claim
+        async with Api(server) as api:
+            await api.start_ticker(1, 0)  # a warm-up: connections, first claim
             for _ in range(triggers):
                 await asyncio.sleep(random.uniform(0.02, 0.05))  # pacing: an idle worker
                 begun = time.perf_counter()
-                answer = await http.post("/runs", json=body)
-                run_id = answer.json()["run_id"]
+                run_id = await api.start_ticker(1, 0)
                 async with asyncio.timeout(10):
                     while run_id not in started:
                         await arrived.wait()
                         arrived.clear()  # then the loop's check: nothing set after is lost
                 latencies.append(started[run_id] - begun)
     finally:
+        # Hang up first: the reader then ends at the closed connection even should
+        # its cancellation be lost to a read completing at the same moment.
+        response.close()
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
-        response.close()
     return sorted(latencies)

@@ -21,18 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import socket
 import string
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 from storage.timefmt import iso
 from tests.bench.common import HOST, BenchError, _cpu_seconds
-from tests.e2e.nginx import Nginx
 from tests.support.launcher import free_port
-from tests.support.wait import wait_until
+from tests.support.nginx import Nginx, NginxFailed, launch, run_as
 
 NGINX = Path("/usr/sbin/nginx")
 MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
@@ -79,30 +75,15 @@ def running(prefix: Path, buffer: int = 100_000) -> Iterator[NchanServer]:
     for folder in ("logs", "tmp"):
         (prefix / folder).mkdir(parents=True, exist_ok=True)
     port = free_port()
-    # As root the master would hand its worker to `nobody`, who may not write here.
-    user = "user root;" if os.geteuid() == 0 else ""
     config = _Config(TEMPLATE.read_text()).substitute(
-        prefix=prefix, port=port, user=user, buffer=buffer
+        prefix=prefix, port=port, user=run_as(), buffer=buffer
     )
     (prefix / "nginx.conf").write_text(config)
-    command = [str(NGINX), "-e", str(prefix / "logs" / "error.log"), "-p", str(prefix)]
-    command += ["-c", str(prefix / "nginx.conf")]
-    checked = subprocess.run([*command, "-t"], capture_output=True, text=True, check=False)
-    if checked.returncode != 0:
-        raise BenchError(f"nginx rejected the nchan config: {checked.stderr.strip()[-300:]}")
-    process = subprocess.Popen(
-        [*command, "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    server = NchanServer(prefix, port, process)
     try:
-
-        def listening() -> bool:
-            if process.poll() is not None:
-                raise BenchError(f"nchan exited: {server.error_log()[-300:]}")
-            with socket.socket() as sock:
-                return sock.connect_ex((HOST, port)) == 0
-
-        wait_until(listening, 10, what="nchan to listen")
+        server = launch(NchanServer, str(NGINX), prefix, port)
+    except NginxFailed as failed:
+        raise BenchError(f"nchan: {str(failed)[-300:]}") from None
+    try:
         yield server
     finally:
         server.stop()

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-from tests.e2e.nginx import Nginx, start_nginx
 from tests.support import needs
+from tests.support.nginx import Nginx, start_nginx
 
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -21,6 +21,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from tests.support.launcher import ROOT, free_port
 from tests.support.wait import wait_until
@@ -71,6 +72,10 @@ http {{
 """
 
 
+class NginxFailed(Exception):
+    """nginx refused its config or exited before it listened."""
+
+
 @dataclass
 class Nginx:
     """One running nginx; `url` is its address."""
@@ -114,6 +119,9 @@ class Nginx:
                 self.process.wait(timeout=10)
 
 
+N = TypeVar("N", bound=Nginx)
+
+
 def start_nginx(
     binary: str, prefix: Path, upstreams: list[int], edits: Sequence[tuple[str, str, int]] = ()
 ) -> Nginx:
@@ -125,22 +133,40 @@ def start_nginx(
     for old, new, count in edits:
         snippet = edit(snippet, old, new, count)
     (prefix / "steplog.conf").write_text(snippet)
-    # As root the master would hand the workers to `nobody`, who may not write here.
-    user = "user root;" if os.geteuid() == 0 else ""
-    (prefix / "nginx.conf").write_text(MAIN_CONFIG.format(prefix=prefix, user=user))
+    (prefix / "nginx.conf").write_text(MAIN_CONFIG.format(prefix=prefix, user=run_as()))
+    return launch(Nginx, binary, prefix, port)
+
+
+def run_as() -> str:
+    """The `user` line: as root the master would hand its workers to `nobody`, who may
+    not write in the test's directories."""
+    return "user root;" if os.geteuid() == 0 else ""
+
+
+def launch(kind: type[N], binary: str, prefix: Path, port: int) -> N:
+    """Check `prefix/nginx.conf`, start nginx on it in the foreground, wait for `port`.
+
+    A rejected config or an nginx that exits is `NginxFailed`, with nginx's own words.
+    """
     command = [binary, "-e", str(prefix / "logs" / "error.log"), "-p", str(prefix)]
     command += ["-c", str(prefix / "nginx.conf")]
     checked = subprocess.run([*command, "-t"], capture_output=True, text=True, check=False)
-    assert checked.returncode == 0, f"nginx rejected the config:\n{checked.stderr}"
+    if checked.returncode != 0:
+        raise NginxFailed(f"nginx rejected the config:\n{checked.stderr}")
     process = subprocess.Popen(
         [*command, "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    nginx = Nginx(prefix, port, process)
+    nginx = kind(prefix, port, process)
 
     def listening() -> bool:
-        assert process.poll() is None, f"nginx exited:\n{nginx.error_log()}"
+        if process.poll() is not None:
+            raise NginxFailed(f"nginx exited:\n{nginx.error_log()}")
         with socket.socket() as sock:
             return sock.connect_ex(("127.0.0.1", port)) == 0
 
-    wait_until(listening, 10, what="nginx to listen")
+    try:
+        wait_until(listening, 10, what="nginx to listen")
+    except BaseException:
+        nginx.stop()
+        raise
     return nginx

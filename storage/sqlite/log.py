@@ -128,7 +128,7 @@ class SQLiteEventLog(QueuedLog):
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 10000")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        use_wal(conn)
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         # A WAL left large by a crash on a nearly full disk is cut back before anything
@@ -381,3 +381,29 @@ def _create_private(path: Path) -> None:
                 path,
                 oct(mode),
             )
+
+
+WAL_SWITCH_SECONDS = 10.0
+"""How long opening a new file waits for another process that is switching it to WAL."""
+
+
+def use_wal(conn: sqlite3.Connection) -> None:
+    """`PRAGMA journal_mode = WAL`, waiting for another process doing the same.
+
+    Processes that open a new file at once (`serve --processes N`, a `steplog worker`
+    started beside `serve`) each switch it from the rollback journal to WAL. The
+    switch needs the file to themselves, and SQLite may answer "database is locked"
+    at once instead of waiting out `busy_timeout` (it would otherwise risk a deadlock
+    between two processes each holding a shared lock): seen as a serving process
+    failing at start-up. Once the file is in WAL mode the pragma changes nothing, so
+    trying again until the other process is done is enough.
+    """
+    deadline = time.monotonic() + WAL_SWITCH_SECONDS
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)  # the writer thread, at start-up only

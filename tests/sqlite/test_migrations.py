@@ -1,4 +1,5 @@
-"""Migrations when several processes open a new SQLite file at once (`serve --processes N`).
+"""Several processes opening a new SQLite file at once (`serve --processes N`): the
+switch to WAL and the migrations.
 
 Each reads the schema version before taking the write lock; the one that waited for
 the lock must read it again under the lock and find the schema done, not apply the
@@ -12,6 +13,7 @@ import threading
 from pathlib import Path
 
 from storage.sqlite import migrations
+from storage.sqlite.log import use_wal
 
 DEADLINE = 10.0
 
@@ -70,3 +72,36 @@ def test_statements_keep_a_triggers_body_whole() -> None:
     found = migrations.statements(script)
     assert len(found) == 2
     assert found[1].strip().startswith("CREATE TRIGGER") and found[1].rstrip().endswith("END;")
+
+
+def test_opening_waits_for_another_process_switching_a_new_file_to_wal(tmp_path: Path) -> None:
+    """SQLite answers the switch to WAL with "database is locked" at once (no busy
+    wait) while another connection holds the write lock on a rollback-journal file:
+    the opening process tries again instead of failing its start-up."""
+    path = tmp_path / "new.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE early(x)")
+    other.execute("BEGIN IMMEDIATE")  # another process, mid-write, still in rollback mode
+    other.execute("INSERT INTO early VALUES (1)")
+
+    opening = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    opening.execute("PRAGMA busy_timeout = 10000")
+    attempts = threading.Semaphore(0)
+    opening.set_trace_callback(lambda sql: attempts.release() if "journal_mode" in sql else None)
+    outcome: list[BaseException | None] = []
+
+    def open_it() -> None:
+        try:
+            use_wal(opening)
+            outcome.append(None)
+        except BaseException as exc:  # reported by the assertion below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=open_it)
+    thread.start()
+    # A second attempt means the first was refused and the opener did not give up.
+    assert attempts.acquire(timeout=DEADLINE) and attempts.acquire(timeout=DEADLINE), outcome
+    other.execute("COMMIT")
+    thread.join(DEADLINE)
+    assert outcome == [None]
+    assert opening.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

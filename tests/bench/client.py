@@ -154,12 +154,14 @@ async def get(
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         head = b""
         while b"\r\n\r\n" not in head:
+            # Only while the head is unfinished: one read may bring the head and much
+            # of the body (a replay starts right behind its head).
+            if len(head) > 64 * 1024:
+                raise HTTPError("response headers larger than 64 KiB")
             data = await asyncio.wait_for(reader.read(READ_SIZE), timeout)
             if not data:
                 raise HTTPError(f"connection closed before the response headers of {path}")
             head += data
-            if len(head) > 64 * 1024:
-                raise HTTPError("response headers larger than 64 KiB")
         head, _, rest = head.partition(b"\r\n\r\n")
         status_line, *header_lines = head.decode("latin-1").split("\r\n")
         parts = status_line.split(" ", 2)

@@ -6,11 +6,14 @@
 // Auto-scroll follows the newest line until the reader scrolls up; then a "Jump to
 // live" button brings it back. Filters (step, type, text) keep an index of matching
 // events that grows as events arrive, so a filter costs one pass when it changes
-// and nothing per event after that.
+// and nothing per event after that. That pass goes in slices (slices.js): typing
+// in the filter over 100,000 events never freezes the page.
 import { el, fmtOffset } from "./dom.js";
+import { SLICE_MS } from "./slices.js";
 
 export const ROW_PX = 26; // must match .logs li height in style.css
 const MARGIN_ROWS = 20;
+const CHUNK = 1000; // events tested between two looks at the clock
 
 const ICONS = {
   "run.queued": "○",
@@ -38,26 +41,43 @@ export function logView({ scroller, list, jump, stepFilter, typeFilter, textFilt
   let drawnTo = -1;
   let drawnTotal = -1;
   let selected = null;
+  let continuation = null; // the scan's next slice, when one is due
   const steps = new Set();
 
-  function matches(env) {
-    const stepWanted = stepFilter.value;
-    const typeWanted = typeFilter.value;
-    const text = textFilter.value.trim().toLowerCase();
-    if (stepWanted && env.step !== stepWanted) return false;
-    if (typeWanted && env.type !== typeWanted) return false;
+  /** The filter as it stands, read once per slice (not once per event). */
+  function criteria() {
+    return { step: stepFilter.value, type: typeFilter.value, text: textFilter.value.trim().toLowerCase() };
+  }
+
+  function matches(env, { step, type, text }) {
+    if (step && env.step !== step) return false;
+    if (type && env.type !== type) return false;
     if (text && !`${env.message ?? ""} ${env.step ?? ""} ${env.type}`.toLowerCase().includes(text)) return false;
     return true;
   }
 
+  /** Test the events not tested yet, for one slice; the rest is continued in a later task. */
   function scan() {
-    for (; scanned < events.length; scanned++) {
-      const env = events[scanned];
-      if (env.step && !steps.has(env.step)) {
-        steps.add(env.step);
-        stepFilter.append(el("option", { value: env.step, text: env.step }));
+    const until = performance.now() + SLICE_MS;
+    const wanted = criteria();
+    while (scanned < events.length) {
+      const end = Math.min(events.length, scanned + CHUNK);
+      for (; scanned < end; scanned++) {
+        const env = events[scanned];
+        if (env.step && !steps.has(env.step)) {
+          steps.add(env.step);
+          stepFilter.append(el("option", { value: env.step, text: env.step }));
+        }
+        if (matches(env, wanted)) shown.push(scanned);
       }
-      if (matches(env)) shown.push(scanned);
+      if (performance.now() >= until) break;
+    }
+    if (scanned < events.length && continuation === null) {
+      continuation = setTimeout(() => {
+        continuation = null;
+        scan();
+        show();
+      }, 0);
     }
   }
 
@@ -123,6 +143,11 @@ export function logView({ scroller, list, jump, stepFilter, typeFilter, textFilt
     }
     firstAt = state.firstAt ?? firstAt;
     scan();
+    show();
+  }
+
+  /** The lines and counts as far as the scan has got. */
+  function show() {
     list.style.height = `${shown.length * ROW_PX}px`;
     if (follow) toBottom();
     draw();
@@ -132,10 +157,9 @@ export function logView({ scroller, list, jump, stepFilter, typeFilter, textFilt
   function refilter() {
     shown = [];
     scanned = 0;
+    drawnTotal = -1; // redraw even if the window and the count come out the same
     scan();
-    draw(true);
-    if (follow) toBottom();
-    onCount(shown.length, events.length);
+    show();
   }
 
   // Following stops only when the reader moves up (the page itself only ever scrolls

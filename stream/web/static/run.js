@@ -11,6 +11,7 @@ import { drawTimeline } from "./timeline.js";
 import { drawSteps } from "./steps.js";
 import { jsonTree, profileCard } from "./result.js";
 import { actions } from "./actions.js";
+import { slicer } from "./slices.js";
 
 const runId = decodeURIComponent(location.pathname.split("/")[2] || "");
 const query = new URLSearchParams(location.search);
@@ -24,6 +25,7 @@ let state = initialState();
 let mode = "live"; // or "replay"
 let speed = 0; // the replay's speed; 0 for instant (no cursor to show)
 let playback = null; // a running replay's timer
+let replaying = 0; // bumped by every replay: an older one still reading stops
 let scheduled = false;
 let skew = Infinity; // browser clock minus server clock (plus latency), from live events
 let linkExpired = false; // the token in the URL has expired: nothing more will be let in
@@ -183,7 +185,7 @@ function follow(afterSeq) {
 
 // ---- replay ----------------------------------------------------------------
 
-/** Read the whole log in pages, handing each page to `each` as it arrives. */
+/** Read the whole log in pages, handing each page to `each` as it arrives; `each` returns false to stop. */
 async function readLog(each) {
   let after = 0;
   for (;;) {
@@ -195,8 +197,7 @@ async function readLog(each) {
       throw new Error(`reading events failed: ${response.status}`);
     }
     const page = (await response.json()).events;
-    each(page);
-    if (page.length < 5000) return;
+    if ((await each(page)) === false || page.length < 5000) return;
     after = page[page.length - 1].seq;
   }
 }
@@ -209,15 +210,26 @@ async function replay(playSpeed, startSeq = 1) {
   state = initialState(run.steps || []);
   const events = [];
   connection("replaying", speed ? "loading" : "instant");
-  // Instant: each page is applied as it arrives, one task per page, so even a
-  // 100,000-event run never holds the main thread for long.
-  await readLog((page) => {
+  // Instant: each page is applied as it arrives, in slices of a few milliseconds,
+  // so even a 100,000-event run never holds the main thread for long.
+  // A newer replay (or going live) supersedes this one wherever it is waiting.
+  const mine = (replaying += 1);
+  const current = () => mine === replaying && mode === "replay";
+  await readLog(async (page) => {
+    const slice = slicer();
     for (const event of page) {
+      if (!current()) return false;
       if (!speed || event.seq < startSeq) apply(state, event);
       else events.push(event);
+      if (slice.due()) {
+        if (!speed) schedule();
+        await slice.pause();
+      }
     }
     if (!speed) schedule();
+    return current();
   });
+  if (!current()) return;
   if (!speed) {
     render();
     connection("ended", "replayed");

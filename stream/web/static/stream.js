@@ -16,6 +16,7 @@
 // event seen twice).
 import { backoff } from "./retry.js";
 import { subscribe } from "./shared.js";
+import { slicer } from "./slices.js";
 
 const NAMES = ["progress", "completed", "failed", "cancelled"];
 const TERMINAL_NAMES = { "run.succeeded": "completed", "run.failed": "failed", "run.cancelled": "cancelled" };
@@ -77,7 +78,14 @@ export function runStream(url, handlers, { log, shared } = {}) {
           lost();
           return;
         }
-        for (const env of events) if (!deliver(env, TERMINAL_NAMES[env.type] || "progress")) return;
+        const slice = slicer(); // a page is 5,000 events: applied in slices, the page stays responsive
+        for (const env of events) {
+          if (!deliver(env, TERMINAL_NAMES[env.type] || "progress")) return;
+          if (slice.due()) {
+            await slice.pause();
+            if (mine !== generation) return;
+          }
+        }
         if (events.length < LOG_PAGE) break;
         after = events[events.length - 1].seq;
       }

@@ -39,6 +39,7 @@ from storage.model import Event, Run
 from storage.sqlfiles import SQLITE as Q
 from storage.sqlite import migrations, operations
 from storage.sqlite.batch import Batch, Known, Operation
+from storage.sqlite.dbfile import create_private, use_wal
 from storage.sqlite.errors import translate
 from storage.sqlite.fullness import DiskWatch
 from storage.sqlite.rows import run_from_row
@@ -104,7 +105,7 @@ class SQLiteEventLog(QueuedLog):
     # -- lifecycle -------------------------------------------------------------
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _create_private(self.path)
+        create_private(self.path)
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="steplog-sqlite-writer")
         self._writer_conn = await self._in_writer(self._open_writer)
         self._readers = [await self._connect(read_only=True) for _ in range(self._reader_count)]
@@ -360,50 +361,3 @@ class SQLiteEventLog(QueuedLog):
 
 
 __all__ = ["SQLiteEventLog", "chain"]
-
-
-def _create_private(path: Path) -> None:
-    """Create the database file readable by its owner only, if it does not exist yet.
-
-    The log holds the run-token key and everything functions recorded, so another
-    local user must not read it (with the key they could mint run tokens). SQLite
-    gives the `-wal` and `-shm` files it creates the database file's mode. An
-    existing file keeps the mode its operator chose; a warning names a loose one.
-    """
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    except FileExistsError:
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            log.warning(
-                "%s is readable by other users (mode %s): it holds the run-token key;"
-                " chmod 600 it (and its -wal and -shm files)",
-                path,
-                oct(mode),
-            )
-
-
-WAL_SWITCH_SECONDS = 10.0
-"""How long opening a new file waits for another process that is switching it to WAL."""
-
-
-def use_wal(conn: sqlite3.Connection) -> None:
-    """`PRAGMA journal_mode = WAL`, waiting for another process doing the same.
-
-    Processes that open a new file at once (`serve --processes N`, a `steplog worker`
-    started beside `serve`) each switch it from the rollback journal to WAL. The
-    switch needs the file to themselves, and SQLite may answer "database is locked"
-    at once instead of waiting out `busy_timeout` (it would otherwise risk a deadlock
-    between two processes each holding a shared lock): seen as a serving process
-    failing at start-up. Once the file is in WAL mode the pragma changes nothing, so
-    trying again until the other process is done is enough.
-    """
-    deadline = time.monotonic() + WAL_SWITCH_SECONDS
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-        time.sleep(0.01)  # the writer thread, at start-up only

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from storage.sqlite import migrations
-from storage.sqlite.log import use_wal
+from storage.sqlite.dbfile import use_wal
 
 DEADLINE = 10.0
 

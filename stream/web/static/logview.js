@@ -9,7 +9,7 @@
 // and nothing per event after that. That pass goes in slices (slices.js): typing
 // in the filter over 100,000 events never freezes the page.
 import { el, fmtOffset } from "./dom.js";
-import { SLICE_MS } from "./slices.js";
+import { slicer } from "./slices.js";
 
 export const ROW_PX = 26; // must match .logs li height in style.css
 const MARGIN_ROWS = 20;
@@ -58,7 +58,7 @@ export function logView({ scroller, list, jump, stepFilter, typeFilter, textFilt
 
   /** Test the events not tested yet, for one slice; the rest is continued in a later task. */
   function scan() {
-    const until = performance.now() + SLICE_MS;
+    const slice = slicer();
     const wanted = criteria();
     while (scanned < events.length) {
       const end = Math.min(events.length, scanned + CHUNK);
@@ -70,7 +70,7 @@ export function logView({ scroller, list, jump, stepFilter, typeFilter, textFilt
         }
         if (matches(env, wanted)) shown.push(scanned);
       }
-      if (performance.now() >= until) break;
+      if (slice.due()) break;
     }
     if (scanned < events.length && continuation === null) {
       continuation = setTimeout(() => {

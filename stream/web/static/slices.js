@@ -4,7 +4,7 @@
 // with a slow or busy machine. So a loop checks the clock as it goes and, once its
 // slice is used up, lets the browser paint and handle input before going on.
 
-export const SLICE_MS = 8; // half a frame: input stays answered within one frame or two
+const SLICE_MS = 8; // half a frame: input stays answered within one frame or two
 
 /** A clock for one loop: `due()` once the slice is used up, `pause()` to yield and start the next. */
 export function slicer(budgetMs = SLICE_MS) {
